@@ -1,0 +1,1094 @@
+//! The event loop: one [`Context`] owns a `mio::Poll`, the connections and their buffers.
+//!
+//! Readiness is edge-triggered (epoll, kqueue). A connection remembers that it is
+//! readable until a read comes back short or `WouldBlock`, and one read per
+//! connection per round keeps the loop fair; a connection with more to read goes
+//! back on a ready list. Outgoing messages are queued by `schedule` and written at
+//! the start of the next `wait_event`, all queued messages of a connection in one
+//! vectored `sendmsg`. Work per event is O(1) in the number of connections.
+//!
+//! Idle connections hold no read buffer: reads go into one scratch buffer per
+//! context, and only the bytes of an unfinished frame are kept per connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{Shutdown, shutdown};
+
+use crate::error::{Error, Result};
+use crate::event::{ConnId, Event};
+use crate::frame::{DEFAULT_MAX_MESSAGE_SIZE, Decoder};
+use crate::queue::OutQueue;
+use crate::service::{self, ServiceListener};
+use crate::slab::Slab;
+use crate::switch::{Relay, Transport};
+
+/// Limits of a context. All have safe defaults.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest payload accepted from a peer (default 1 MiB). A peer announcing more
+    /// is disconnected with [`Error::MessageTooLarge`]; other connections carry on.
+    pub max_message_size: usize,
+    /// Outgoing bytes queued for one connection past which `schedule` refuses with
+    /// [`Error::Backpressure`] (default 1 MiB). Half of it stops reading from the
+    /// connection (or, for a switched pair, from the side feeding it).
+    pub high_water: usize,
+    /// Reading resumes when the queue falls below this (default 128 KiB).
+    pub low_water: usize,
+    /// Bytes read from one connection per round, and the size of the context's one
+    /// read buffer (default 256 KiB).
+    pub read_chunk: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            high_water: 1 << 20,
+            low_water: 128 << 10,
+            read_chunk: 256 << 10,
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::max_message_size`].
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::high_water`] and [`Config::low_water`].
+    pub fn water_marks(mut self, high: usize, low: usize) -> Self {
+        self.high_water = high.max(1);
+        self.low_water = low.min(self.high_water / 2);
+        self
+    }
+
+    fn pause_at(&self) -> usize {
+        self.high_water / 2
+    }
+}
+
+#[derive(Debug)]
+enum Io {
+    Listener(ServiceListener),
+    Stream(OwnedFd),
+}
+
+impl Io {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Io::Listener(l) => l.listener().as_fd(),
+            Io::Stream(fd) => fd.as_fd(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Role {
+    Listener,
+    Ipc,
+    External,
+    Switched(Box<Switched>),
+}
+
+#[derive(Debug)]
+struct Switched {
+    peer: ConnId,
+    /// Present on the network side of the pair.
+    transport: Option<Box<dyn Transport>>,
+    /// This side sent EOF.
+    read_eof: bool,
+    /// Once the queue is written: shut down our writing side, or close.
+    after_flush: AfterFlush,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterFlush {
+    Nothing,
+    ShutdownWrite,
+    Close,
+}
+
+#[derive(Debug)]
+struct Conn {
+    io: Io,
+    role: Role,
+    out: OutQueue,
+    decoder: Decoder,
+    readable: bool,
+    want_write: bool,
+    paused: bool,
+    in_ready: bool,
+    in_dirty: bool,
+    dead: bool,
+}
+
+impl Conn {
+    fn new(io: Io, role: Role, max: usize) -> Self {
+        Conn {
+            io,
+            role,
+            out: OutQueue::default(),
+            decoder: Decoder::new(max),
+            readable: false,
+            want_write: false,
+            paused: false,
+            in_ready: false,
+            in_dirty: false,
+            dead: false,
+        }
+    }
+
+    fn switched(&mut self) -> Option<&mut Switched> {
+        match &mut self.role {
+            Role::Switched(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A LibIPC context: services, connections, and the loop that waits on them.
+///
+/// Not thread-safe by design (like the original): run one context per thread.
+#[derive(Debug)]
+pub struct Context {
+    poll: Poll,
+    events: Events,
+    conns: Slab<Conn>,
+    by_fd: HashMap<RawFd, ConnId>,
+    pending: VecDeque<Event>,
+    ready: VecDeque<ConnId>,
+    dirty: Vec<ConnId>,
+    /// Externals reported readable: checked again before blocking (level-triggered).
+    externals_reported: Vec<ConnId>,
+    /// Listeners that hit the descriptor limit, retried after a pause.
+    accept_retry: Option<(Instant, Vec<ConnId>)>,
+    scratch: Vec<u8>,
+    timer: Option<Duration>,
+    rundir: PathBuf,
+    config: Config,
+}
+
+impl Context {
+    /// A context with default limits, using `$RUNDIR` (default `/tmp/.libipc-run`).
+    pub fn new() -> Result<Self> {
+        Self::with_config(Config::default())
+    }
+
+    /// A context with the given limits.
+    pub fn with_config(config: Config) -> Result<Self> {
+        Ok(Context {
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+            conns: Slab::default(),
+            by_fd: HashMap::new(),
+            pending: VecDeque::new(),
+            ready: VecDeque::new(),
+            dirty: Vec::new(),
+            externals_reported: Vec::new(),
+            accept_retry: None,
+            scratch: Vec::new(),
+            timer: None,
+            rundir: service::rundir_from_env(),
+            config,
+        })
+    }
+
+    /// The run directory where services are created and looked up.
+    pub fn rundir(&self) -> &Path {
+        &self.rundir
+    }
+
+    /// Uses another run directory (instead of `$RUNDIR`).
+    pub fn set_rundir(&mut self, dir: impl Into<PathBuf>) {
+        self.rundir = dir.into();
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Sets the timer. As in the original, it is an inactivity timeout restarted by
+    /// every call to [`Context::wait_event`]: if nothing happens for `timer`, the
+    /// call returns [`Event::Timer`]. `None` waits forever; a zero timer makes
+    /// `wait_event` return `Timer` whenever nothing is ready right now.
+    pub fn set_timer(&mut self, timer: Option<Duration>) {
+        self.timer = timer;
+    }
+
+    /// Number of open connections (listeners and externals included).
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// True when the context has no connection.
+    pub fn is_empty(&self) -> bool {
+        self.conns.len() == 0
+    }
+
+    /// The file descriptor of connection `id`.
+    pub fn fd(&self, id: ConnId) -> Option<RawFd> {
+        self.conns.get(id).map(|c| c.io.fd().as_raw_fd())
+    }
+
+    /// The connection using file descriptor `fd`.
+    pub fn id_of_fd(&self, fd: RawFd) -> Option<ConnId> {
+        self.by_fd.get(&fd).copied()
+    }
+
+    /// Bytes queued for connection `id` and not yet written.
+    pub fn queued(&self, id: ConnId) -> Result<usize> {
+        Ok(self.live(id)?.out.len())
+    }
+
+    fn live(&self, id: ConnId) -> Result<&Conn> {
+        self.conns
+            .get(id)
+            .filter(|c| !c.dead)
+            .ok_or(Error::NoSuchConnection(id))
+    }
+
+    fn live_mut(&mut self, id: ConnId) -> Result<&mut Conn> {
+        self.conns
+            .get_mut(id)
+            .filter(|c| !c.dead)
+            .ok_or(Error::NoSuchConnection(id))
+    }
+
+    fn insert(&mut self, io: Io, role: Role, interest: Interest) -> Result<ConnId> {
+        let raw = io.fd().as_raw_fd();
+        let id = self
+            .conns
+            .insert(Conn::new(io, role, self.config.max_message_size));
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&raw), Token(id.slot()), interest)
+        {
+            self.conns.remove(id);
+            return Err(e.into());
+        }
+        self.by_fd.insert(raw, id);
+        Ok(id)
+    }
+
+    /// Creates service `name`: `$RUNDIR/name`, mode 0660, locked against a second
+    /// instance. Clients connecting to it produce [`Event::Connection`].
+    pub fn service_init(&mut self, name: &str) -> Result<ConnId> {
+        let listener = ServiceListener::bind(&self.rundir, name.as_bytes())?;
+        tracing::debug!(path = %listener.path().display(), "service listening");
+        self.insert(Io::Listener(listener), Role::Listener, Interest::READABLE)
+    }
+
+    /// Connects to service `name` in the run directory and adds the connection.
+    pub fn connect_service(&mut self, name: &str) -> Result<ConnId> {
+        let stream = service::connect(&self.rundir, name.as_bytes())?;
+        self.add_stream(stream.into())
+    }
+
+    /// Adds an already connected stream speaking LibIPC frames (a unix or TCP socket).
+    /// It is made non-blocking.
+    pub fn add_stream(&mut self, fd: OwnedFd) -> Result<ConnId> {
+        set_nonblocking(fd.as_fd())?;
+        self.insert(Io::Stream(fd), Role::Ipc, Interest::READABLE)
+    }
+
+    /// Watches a foreign descriptor: [`Event::External`] is reported while it is
+    /// readable; the application does its I/O. The context owns the descriptor
+    /// (closing the connection closes it) but leaves its blocking mode alone.
+    pub fn add_external(&mut self, fd: OwnedFd) -> Result<ConnId> {
+        self.insert(Io::Stream(fd), Role::External, Interest::READABLE)
+    }
+
+    /// Joins two connections: payloads from `network` are unwrapped by `transport`
+    /// and sent to `service` as LibIPC frames, and frames from `service` are wrapped
+    /// and sent to `network`. Both become non-blocking; anything already queued on
+    /// them is still written first. When one side ends, the other is closed after
+    /// what was already accepted for it has been written.
+    pub fn add_switch(
+        &mut self,
+        network: ConnId,
+        service: ConnId,
+        transport: Box<dyn Transport>,
+    ) -> Result<()> {
+        for id in [network, service] {
+            let c = self.live(id)?;
+            if !matches!(c.role, Role::Ipc | Role::External) {
+                return Err(Error::WrongKind {
+                    id,
+                    what: "only stream connections can be switched",
+                });
+            }
+        }
+        if network == service {
+            return Err(Error::WrongKind {
+                id: network,
+                what: "a connection cannot be switched with itself",
+            });
+        }
+        for (id, peer, transport) in [
+            (network, service, Some(transport)),
+            (service, network, None),
+        ] {
+            let c = self.live_mut(id)?;
+            set_nonblocking(c.io.fd())?;
+            // Bytes already read but not yet a whole message go to the relay.
+            let leftover = std::mem::replace(&mut c.decoder, Decoder::new(0));
+            if leftover.pending() > 0 {
+                tracing::debug!(%id, "switching with a partial message buffered");
+            }
+            c.role = Role::Switched(Box::new(Switched {
+                peer,
+                transport,
+                read_eof: false,
+                after_flush: AfterFlush::Nothing,
+            }));
+            // An External was registered without interest in its readability edge
+            // having been consumed; read it now in case data is already there.
+            c.readable = true;
+            self.mark_ready(id);
+        }
+        Ok(())
+    }
+
+    /// Queues `payload` for connection `id`; it is written by the next
+    /// [`Context::wait_event`], after everything queued before it.
+    ///
+    /// Fails with [`Error::Backpressure`] (nothing queued) when the connection
+    /// already has [`Config::high_water`] bytes waiting, with
+    /// [`Error::MessageTooLarge`] above 4 GiB, or [`Error::NoSuchConnection`].
+    pub fn schedule(&mut self, id: ConnId, payload: &[u8]) -> Result<()> {
+        self.check_schedule(id, payload.len())?
+            .out
+            .push_message(payload);
+        self.mark_dirty(id);
+        Ok(())
+    }
+
+    /// Like [`Context::schedule`], taking ownership to avoid copying large payloads.
+    pub fn schedule_vec(&mut self, id: ConnId, payload: Vec<u8>) -> Result<()> {
+        self.check_schedule(id, payload.len())?
+            .out
+            .push_message_vec(payload);
+        self.mark_dirty(id);
+        Ok(())
+    }
+
+    fn check_schedule(&mut self, id: ConnId, len: usize) -> Result<&mut Conn> {
+        crate::frame::header(len)?;
+        let high = self.config.high_water;
+        let c = self.live_mut(id)?;
+        match c.role {
+            Role::Ipc | Role::External => {}
+            _ => {
+                return Err(Error::WrongKind {
+                    id,
+                    what: "messages can only be sent on plain connections",
+                });
+            }
+        }
+        if c.out.len() >= high {
+            return Err(Error::Backpressure {
+                id,
+                queued: c.out.len(),
+            });
+        }
+        Ok(c)
+    }
+
+    /// Sends `payload` now, blocking until it (and everything queued before it) is
+    /// written. Fails if the peer is gone (never raises SIGPIPE).
+    pub fn write(&mut self, id: ConnId, payload: &[u8]) -> Result<()> {
+        crate::frame::header(payload.len())?;
+        let c = self.live_mut(id)?;
+        c.out.push_message(payload);
+        let mut done = 0;
+        loop {
+            let f = c.out.flush(c.io.fd())?;
+            done += f.messages;
+            if f.drained {
+                break;
+            }
+            wait_fd(c.io.fd(), PollFlags::POLLOUT, None)?;
+        }
+        // Messages scheduled earlier still get their MESSAGE_TX; ours does not.
+        for _ in 1..done {
+            self.pending.push_back(Event::MessageTx { id });
+        }
+        Ok(())
+    }
+
+    /// Reads one message from connection `id`, blocking until one arrives, outside
+    /// the event loop. A message already read by the loop is returned first.
+    pub fn read(&mut self, id: ConnId) -> Result<Vec<u8>> {
+        if let Some(pos) = self
+            .pending
+            .iter()
+            .position(|e| matches!(e, Event::Message { id: i, .. } if *i == id))
+            && let Some(Event::Message { payload, .. }) = self.pending.remove(pos)
+        {
+            return Ok(payload);
+        }
+        let chunk = self.config.read_chunk;
+        if self.scratch.len() < chunk {
+            self.scratch = vec![0; chunk];
+        }
+        let c = self
+            .conns
+            .get_mut(id)
+            .filter(|c| !c.dead && matches!(c.role, Role::Ipc))
+            .ok_or(Error::NoSuchConnection(id))?;
+        let mut first = None;
+        while first.is_none() {
+            let n = match read_fd(c.io.fd(), &mut self.scratch) {
+                Ok(0) => {
+                    c.decoder.finish()?;
+                    return Err(Error::Closed);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_fd(c.io.fd(), PollFlags::POLLIN, None)?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let pending = &mut self.pending;
+            c.decoder.feed(&self.scratch[..n], |p| match first {
+                None => first = Some(p.to_vec()),
+                Some(_) => pending.push_back(Event::Message {
+                    id,
+                    payload: p.to_vec(),
+                }),
+            })?;
+        }
+        Ok(first.unwrap_or_default())
+    }
+
+    /// Closes connection `id` now: queued messages are dropped, a service socket file
+    /// is removed. No DISCONNECTION event is reported for it. A switched peer is
+    /// closed after its queue is written.
+    pub fn close(&mut self, id: ConnId) -> Result<()> {
+        let conn = self.conns.get(id).ok_or(Error::NoSuchConnection(id))?;
+        if let Role::Switched(s) = &conn.role {
+            // Half a pair cannot go on alone.
+            if s.transport.is_some() {
+                self.disconnect(s.peer, None);
+            } else {
+                let peer = s.peer;
+                self.service_end(id, peer, false, None);
+            }
+        }
+        self.pending.retain(|e| e.id() != Some(id));
+        self.remove(id);
+        Ok(())
+    }
+
+    /// Closes every connection (service sockets are removed).
+    pub fn close_all(&mut self) {
+        for id in self.conns.ids() {
+            self.remove(id);
+        }
+        self.pending.clear();
+    }
+
+    fn remove(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.remove(id) {
+            let raw = conn.io.fd().as_raw_fd();
+            if !conn.dead {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+            }
+            self.by_fd.remove(&raw);
+        }
+    }
+
+    fn mark_ready(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id)
+            && !c.in_ready
+        {
+            c.in_ready = true;
+            self.ready.push_back(id);
+        }
+    }
+
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id)
+            && !c.in_dirty
+        {
+            c.in_dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Waits for the next event.
+    ///
+    /// Writes what was scheduled, then returns events one by one. Fails only if the
+    /// poller itself fails; everything about one connection is reported as an event.
+    pub fn wait_event(&mut self) -> Result<Event> {
+        let deadline = self.timer.map(|t| Instant::now() + t);
+        loop {
+            if let Some(ev) = self.next_pending() {
+                return Ok(ev);
+            }
+            self.flush_dirty();
+            self.recheck_externals();
+            if !self.pending.is_empty() {
+                continue;
+            }
+            let now = Instant::now();
+            let mut timeout = deadline.map(|d| d.saturating_duration_since(now));
+            if !self.ready.is_empty() {
+                timeout = Some(Duration::ZERO);
+            } else if timeout == Some(Duration::ZERO) {
+                return Ok(Event::Timer);
+            }
+            if let Some((at, _)) = &self.accept_retry {
+                let wait = at.saturating_duration_since(now);
+                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
+            }
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for ev in self.events.iter() {
+                let Some(id) = self.conns.id_at(ev.token().0) else {
+                    continue;
+                };
+                let Some(c) = self.conns.get_mut(id) else {
+                    continue;
+                };
+                if c.dead {
+                    continue;
+                }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    c.readable = true;
+                    if !c.in_ready {
+                        c.in_ready = true;
+                        self.ready.push_back(id);
+                    }
+                }
+                if (ev.is_writable() || ev.is_write_closed() || ev.is_error()) && !c.in_dirty {
+                    c.in_dirty = true;
+                    self.dirty.push(id);
+                }
+            }
+            self.retry_accepts();
+            self.run_ready();
+            if self.pending.is_empty()
+                && self.ready.is_empty()
+                && self.dirty.is_empty()
+                && deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                return Ok(Event::Timer);
+            }
+        }
+    }
+
+    fn next_pending(&mut self) -> Option<Event> {
+        let ev = self.pending.pop_front()?;
+        if let Event::Disconnection { id, .. } = &ev {
+            // The connection stayed so that replies to its last messages could be
+            // written; now its id goes away.
+            let id = *id;
+            if let Some(c) = self.conns.get_mut(id) {
+                let _ = c.out.flush(c.io.fd());
+            }
+            self.remove(id);
+        }
+        Some(ev)
+    }
+
+    fn run_ready(&mut self) {
+        // Only what is ready now: connections re-queued below wait for the next round.
+        for _ in 0..self.ready.len() {
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(c) = self.conns.get_mut(id) else {
+                continue;
+            };
+            c.in_ready = false;
+            if c.dead || !c.readable || c.paused {
+                continue;
+            }
+            match c.role {
+                Role::Listener => self.accept(id),
+                Role::Ipc => self.read_ipc(id),
+                Role::External => {
+                    c.readable = false;
+                    self.externals_reported.push(id);
+                    self.pending.push_back(Event::External { id });
+                }
+                Role::Switched(_) => self.read_switched(id),
+            }
+        }
+    }
+
+    fn accept(&mut self, id: ConnId) {
+        // Bounded so one busy listener cannot starve the others.
+        for _ in 0..128 {
+            let Some(Conn {
+                io: Io::Listener(l),
+                ..
+            }) = self.conns.get(id)
+            else {
+                return;
+            };
+            match l.listener().accept() {
+                Ok((stream, _)) => match self.add_stream(stream.into()) {
+                    Ok(new) => self.pending.push_back(Event::Connection {
+                        id: new,
+                        listener: id,
+                    }),
+                    Err(error) => self.pending.push_back(Event::Error {
+                        id: Some(id),
+                        error,
+                    }),
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some(c) = self.conns.get_mut(id) {
+                        c.readable = false;
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: the connection stays in the backlog; try
+                    // again shortly rather than spinning on it.
+                    tracing::warn!(listener = %id, error = %e, "accept failed; retrying in 100 ms");
+                    let at = Instant::now() + Duration::from_millis(100);
+                    let retry = self.accept_retry.get_or_insert_with(|| (at, Vec::new()));
+                    retry.1.push(id);
+                    self.pending.push_back(Event::Error {
+                        id: Some(id),
+                        error: e.into(),
+                    });
+                    return;
+                }
+            }
+        }
+        self.mark_ready(id);
+    }
+
+    fn retry_accepts(&mut self) {
+        if let Some((at, ids)) = self.accept_retry.take() {
+            if Instant::now() < at {
+                self.accept_retry = Some((at, ids));
+                return;
+            }
+            for id in ids {
+                self.mark_ready(id);
+            }
+        }
+    }
+
+    fn ensure_scratch(&mut self) {
+        if self.scratch.len() < self.config.read_chunk {
+            self.scratch = vec![0; self.config.read_chunk];
+        }
+    }
+
+    /// One read from a plain connection, decoded into MESSAGE events.
+    fn read_ipc(&mut self, id: ConnId) {
+        self.ensure_scratch();
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        let n = match read_fd(c.io.fd(), &mut self.scratch) {
+            Ok(0) => {
+                let reason = c.decoder.finish().err();
+                if let Some(e) = &reason {
+                    tracing::warn!(conn = %id, error = %e, "peer closed mid-message");
+                }
+                return self.disconnect(id, reason);
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.readable = false;
+                return;
+            }
+            Err(e) => return self.disconnect(id, Some(e.into())),
+        };
+        let pending = &mut self.pending;
+        let fed = c.decoder.feed(&self.scratch[..n], |p| {
+            pending.push_back(Event::Message {
+                id,
+                payload: p.to_vec(),
+            })
+        });
+        if let Err(e) = fed {
+            tracing::warn!(conn = %id, error = %e, "protocol violation; closing connection");
+            return self.disconnect(id, Some(e));
+        }
+        if c.out.len() >= self.config.pause_at() {
+            // The peer sends without reading our replies: stop reading it.
+            c.paused = true;
+        }
+        if n < self.scratch.len() {
+            // A short read drained the socket; new data will raise a new edge.
+            c.readable = false;
+        } else {
+            self.mark_ready(id);
+        }
+    }
+
+    /// Marks `id` gone: deregistered now, removed when its DISCONNECTION is delivered.
+    fn disconnect(&mut self, id: ConnId, reason: Option<Error>) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        if c.dead {
+            return;
+        }
+        c.dead = true;
+        let raw = c.io.fd().as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+        self.pending.push_back(Event::Disconnection { id, reason });
+    }
+
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &id in &dirty {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.in_dirty = false;
+            }
+            self.flush(id);
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            // Keep the allocation.
+            self.dirty = dirty;
+        }
+    }
+
+    fn flush(&mut self, id: ConnId) {
+        let low = self.config.low_water;
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        if c.dead {
+            return;
+        }
+        let flushed = match c.out.flush(c.io.fd()) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(conn = %id, error = %e, "write failed");
+                return match c.role {
+                    Role::Switched(_) => self.fail_pair(id, e.into()),
+                    _ => self.disconnect(id, Some(e.into())),
+                };
+            }
+        };
+        let want_write = !flushed.drained;
+        if want_write != c.want_write {
+            c.want_write = want_write;
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let raw = c.io.fd().as_raw_fd();
+            let _ =
+                self.poll
+                    .registry()
+                    .reregister(&mut SourceFd(&raw), Token(id.slot()), interest);
+        }
+        let below_low = c.out.len() < low;
+        match &mut c.role {
+            Role::Switched(s) => {
+                let (peer, after) = (s.peer, s.after_flush);
+                if flushed.bytes > 0 {
+                    self.pending.push_back(Event::SwitchTx { id });
+                }
+                if flushed.drained && after != AfterFlush::Nothing {
+                    return self.after_flush(id, after);
+                }
+                if below_low {
+                    self.resume(peer);
+                }
+            }
+            _ => {
+                for _ in 0..flushed.messages {
+                    self.pending.push_back(Event::MessageTx { id });
+                }
+                if below_low && c.paused {
+                    c.paused = false;
+                    self.mark_ready(id);
+                }
+            }
+        }
+    }
+
+    fn resume(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id)
+            && c.paused
+            && !c.dead
+        {
+            c.paused = false;
+            self.mark_ready(id);
+        }
+    }
+
+    /// One read from a switched connection, passed through the transport to its peer.
+    fn read_switched(&mut self, id: ConnId) {
+        self.ensure_scratch();
+        let pause_at = self.config.pause_at();
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        let Some((peer, is_network)) = c.switched().map(|s| (s.peer, s.transport.is_some())) else {
+            return;
+        };
+        let n = match read_fd(c.io.fd(), &mut self.scratch) {
+            Ok(0) if is_network => return self.network_eof(id, peer),
+            Ok(0) => return self.service_end(id, peer, true, None),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.readable = false;
+                return;
+            }
+            Err(e) => return self.fail_pair(id, e.into()),
+        };
+        if n < self.scratch.len() {
+            c.readable = false;
+        } else {
+            self.mark_ready(id);
+        }
+        let Some((me, other)) = self.conns.get2_mut(id, peer) else {
+            return self.disconnect(id, None);
+        };
+        let (Role::Switched(ms), Role::Switched(os)) = (&mut me.role, &mut other.role) else {
+            return;
+        };
+        let data = &self.scratch[..n];
+        let result = if let Some(t) = ms.transport.as_mut() {
+            // Network side: unwrap for the service (peer).
+            let mut relay = Relay {
+                to_service: &mut other.out,
+                to_network: &mut me.out,
+            };
+            t.on_network_data(data, &mut relay)
+        } else if let Some(t) = os.transport.as_mut() {
+            // Service side: wrap for the network (peer).
+            let mut relay = Relay {
+                to_service: &mut me.out,
+                to_network: &mut other.out,
+            };
+            t.on_service_data(data, &mut relay)
+        } else {
+            Ok(())
+        };
+        if other.out.len() >= pause_at {
+            me.paused = true;
+        }
+        let me_dirty = !me.out.is_empty();
+        self.pending.push_back(Event::SwitchRx { id });
+        if let Err(e) = result {
+            tracing::warn!(conn = %id, error = %e, "relay refused data; closing the pair");
+            return self.fail_pair(id, e);
+        }
+        self.flush(peer);
+        if me_dirty {
+            self.mark_dirty(id);
+        }
+    }
+
+    /// The network side `id` of a pair sent EOF: the service gets everything
+    /// already accepted, then EOF; its replies still flow back until it closes.
+    fn network_eof(&mut self, id: ConnId, peer: ConnId) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        c.readable = false;
+        let Some(s) = c.switched() else { return };
+        s.read_eof = true;
+        if let Some(Err(e)) = s.transport.as_mut().map(|t| t.network_closed()) {
+            tracing::warn!(conn = %id, error = %e, "network peer closed mid-message");
+        }
+        if let Some(ps) = self.conns.get_mut(peer).and_then(Conn::switched) {
+            ps.after_flush = AfterFlush::ShutdownWrite;
+            self.flush_or_finish(peer);
+        }
+    }
+
+    /// The service side `id` of a pair ended (`clean`: by EOF, not by an error):
+    /// the network peer gets the transport's goodbye and is closed once everything
+    /// accepted for it is written.
+    fn service_end(&mut self, id: ConnId, peer: ConnId, clean: bool, reason: Option<Error>) {
+        if let Some((me, other)) = self.conns.get2_mut(id, peer)
+            && let Role::Switched(os) = &mut other.role
+        {
+            if let Some(t) = os.transport.as_mut() {
+                let mut relay = Relay {
+                    to_service: &mut me.out,
+                    to_network: &mut other.out,
+                };
+                t.service_closed(&mut relay, clean);
+            }
+            os.after_flush = AfterFlush::Close;
+            // Nobody is left to deliver the network peer's data to.
+            other.paused = true;
+        }
+        self.disconnect(id, reason);
+        self.flush_or_finish(peer);
+    }
+
+    /// Flushes `id`, and if its queue is already empty, applies its after-flush step.
+    fn flush_or_finish(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        if !c.out.is_empty() {
+            return self.flush(id);
+        }
+        if let Some(s) = c.switched() {
+            let after = s.after_flush;
+            self.after_flush(id, after);
+        }
+    }
+
+    fn after_flush(&mut self, id: ConnId, after: AfterFlush) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        match after {
+            AfterFlush::Nothing => {}
+            AfterFlush::ShutdownWrite => {
+                let _ = shutdown(c.io.fd().as_raw_fd(), Shutdown::Write);
+                if let Some(s) = c.switched() {
+                    s.after_flush = AfterFlush::Nothing;
+                }
+            }
+            AfterFlush::Close => self.disconnect(id, None),
+        }
+    }
+
+    /// A switched pair failed (I/O error, or the transport refused data): the
+    /// network side gets the transport's goodbye, as far as it can take it now, and
+    /// both sides close.
+    fn fail_pair(&mut self, id: ConnId, error: Error) {
+        let Some(peer) = self
+            .conns
+            .get_mut(id)
+            .and_then(Conn::switched)
+            .map(|s| s.peer)
+        else {
+            return self.disconnect(id, Some(error));
+        };
+        if let Some((me, other)) = self.conns.get2_mut(id, peer) {
+            let (net, svc) = match &me.role {
+                Role::Switched(s) if s.transport.is_some() => (me, other),
+                _ => (other, me),
+            };
+            if let Role::Switched(ns) = &mut net.role
+                && let Some(t) = ns.transport.as_mut()
+            {
+                let mut relay = Relay {
+                    to_service: &mut svc.out,
+                    to_network: &mut net.out,
+                };
+                t.service_closed(&mut relay, false);
+            }
+            let _ = net.out.flush(net.io.fd());
+        }
+        let text = error.to_string();
+        self.disconnect(id, Some(error));
+        self.disconnect(
+            peer,
+            Some(Error::Transport(format!("switched peer failed: {text}"))),
+        );
+    }
+
+    /// Reports externals still readable (level-triggered behaviour, as poll(2) gave
+    /// the original): one zero-timeout poll over those reported last time.
+    fn recheck_externals(&mut self) {
+        if self.externals_reported.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.externals_reported);
+        let live: Vec<(ConnId, &Conn)> = ids
+            .iter()
+            .filter_map(|&id| {
+                self.conns
+                    .get(id)
+                    .filter(|c| !c.dead && matches!(c.role, Role::External))
+                    .map(|c| (id, c))
+            })
+            .collect();
+        let mut fds: Vec<PollFd<'_>> = live
+            .iter()
+            .map(|(_, c)| PollFd::new(c.io.fd(), PollFlags::POLLIN))
+            .collect();
+        if nix::poll::poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) <= 0 {
+            return;
+        }
+        let still: Vec<ConnId> = live
+            .iter()
+            .zip(&fds)
+            .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
+            .map(|((id, _), _)| *id)
+            .collect();
+        for id in still {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.readable = true;
+            }
+            self.mark_ready(id);
+        }
+    }
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    if !flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Err(Errno::EINTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
+    }
+}
+
+/// Blocks until `fd` is ready for `flags` (or `timeout` passes).
+pub(crate) fn wait_fd(
+    fd: BorrowedFd<'_>,
+    flags: PollFlags,
+    timeout: Option<Duration>,
+) -> io::Result<bool> {
+    let t = match timeout {
+        None => PollTimeout::NONE,
+        Some(d) => PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX),
+    };
+    loop {
+        match nix::poll::poll(&mut [PollFd::new(fd, flags)], t) {
+            Err(Errno::EINTR) => continue,
+            Ok(n) => return Ok(n > 0),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Connects to a service and returns the blocking stream (for callers that manage
+/// their own I/O, such as the C API's `ipc_connect_service`).
+pub fn connect_stream(rundir: &Path, name: &str) -> Result<UnixStream> {
+    service::connect(rundir, name.as_bytes())
+}

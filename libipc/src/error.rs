@@ -1,0 +1,120 @@
+//! The library's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::ConnId;
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in libipc.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A service name broke the naming rule (see [`crate::service::validate_name`]).
+    #[error("invalid service name {name:?}: {rule}")]
+    InvalidName {
+        /// The name as given, lossily decoded.
+        name: String,
+        /// Which part of the rule it broke.
+        rule: &'static str,
+    },
+
+    /// The run directory could not be created or used.
+    #[error("run directory {path}: {source}")]
+    RunDir {
+        /// The directory.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+
+    /// Another process already serves this name (it holds `<name>.lock`).
+    #[error("service {name:?} is already running (lock {lock} is held by another process)")]
+    AlreadyRunning {
+        /// The service name.
+        name: String,
+        /// The lock file.
+        lock: PathBuf,
+    },
+
+    /// Creating the service socket failed.
+    #[error("cannot create service socket {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+
+    /// Connecting to a service failed.
+    #[error("cannot connect to service at {path}: {source}")]
+    Connect {
+        /// The socket path that was tried.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+
+    /// A peer announced a message larger than the context accepts.
+    #[error("message of {len} bytes exceeds the maximum of {max} bytes")]
+    MessageTooLarge {
+        /// Announced (or attempted) length.
+        len: u64,
+        /// The limit in force.
+        max: usize,
+    },
+
+    /// The connection ended in the middle of a frame.
+    #[error("connection closed in the middle of a message ({missing} bytes missing)")]
+    Truncated {
+        /// Bytes still expected when the stream ended.
+        missing: usize,
+    },
+
+    /// The connection is closed or the id was never valid.
+    #[error("no such connection: {0}")]
+    NoSuchConnection(ConnId),
+
+    /// No connection uses this file descriptor.
+    #[error("no connection uses file descriptor {0}")]
+    NoSuchFd(i32),
+
+    /// The peer does not read fast enough: its outgoing queue is past the high-water mark.
+    /// The message was not queued; try again after a `MessageTx` event for this peer.
+    #[error("connection {id}: {queued} bytes already queued, past the high-water mark")]
+    Backpressure {
+        /// The connection.
+        id: ConnId,
+        /// Bytes waiting to be written.
+        queued: usize,
+    },
+
+    /// The operation does not apply to this kind of connection.
+    #[error("connection {id}: {what}")]
+    WrongKind {
+        /// The connection.
+        id: ConnId,
+        /// What was wrong.
+        what: &'static str,
+    },
+
+    /// A switched connection's transport refused the data.
+    #[error("transport: {0}")]
+    Transport(String),
+
+    /// The peer closed the connection.
+    #[error("connection closed by peer")]
+    Closed,
+
+    /// A system call failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl From<nix::Error> for Error {
+    fn from(e: nix::Error) -> Self {
+        Error::Io(io::Error::from(e))
+    }
+}

@@ -1,0 +1,174 @@
+//! Connection ids and the events `wait_event` yields.
+
+use std::fmt;
+
+use crate::error::Error;
+
+/// A stable connection id. Ids are never reused within a context, so a stale id
+/// (after DISCONNECTION) is refused rather than reaching a newer connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub(crate) u64);
+
+impl ConnId {
+    /// The id as a number (what the C API calls `index`).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// An id from a number previously returned by [`ConnId::as_u64`].
+    pub fn from_u64(v: u64) -> Self {
+        ConnId(v)
+    }
+
+    pub(crate) fn new(slot: u32, generation: u32) -> Self {
+        ConnId((u64::from(generation) << 32) | u64::from(slot))
+    }
+
+    pub(crate) fn slot(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Event kinds with the original LibIPC numbering (used as is by the C API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EventKind {
+    /// Something failed; see [`Event::Error`].
+    Error = 0,
+    /// A client connected to one of our services.
+    Connection = 1,
+    /// A connection went away.
+    Disconnection = 2,
+    /// A message arrived.
+    MessageRx = 3,
+    /// A scheduled message was completely written.
+    MessageTx = 4,
+    /// The timer expired with no other event.
+    Timer = 5,
+    /// A foreign descriptor is readable.
+    External = 6,
+    /// Data was relayed from a switched connection to its peer.
+    SwitchRx = 7,
+    /// Relayed data was written to a switched connection.
+    SwitchTx = 8,
+}
+
+/// One thing that happened, as returned by [`crate::Context::wait_event`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A client connected to the service `listener`; `id` is the new connection.
+    Connection {
+        /// The new connection.
+        id: ConnId,
+        /// The service it connected to.
+        listener: ConnId,
+    },
+    /// Connection `id` is gone (peer closed, error, or protocol violation in `reason`).
+    /// Its id is no longer valid after this event.
+    Disconnection {
+        /// The connection that went away.
+        id: ConnId,
+        /// Why, if it was not an orderly close by the peer.
+        reason: Option<Error>,
+    },
+    /// A whole message arrived on `id`.
+    Message {
+        /// The sender.
+        id: ConnId,
+        /// The payload (may be empty).
+        payload: Vec<u8>,
+    },
+    /// A message scheduled on `id` has been completely written.
+    MessageTx {
+        /// The connection written to.
+        id: ConnId,
+    },
+    /// The timer expired: no event for the configured time since `wait_event` was called.
+    Timer,
+    /// The foreign descriptor `id` (see `add_external`) is readable. Reported again
+    /// on every call while it stays readable, as with poll(2).
+    External {
+        /// The external connection.
+        id: ConnId,
+    },
+    /// Data read from switched connection `id` was passed to its peer.
+    SwitchRx {
+        /// The connection read from.
+        id: ConnId,
+    },
+    /// Relayed data was written to switched connection `id`.
+    SwitchTx {
+        /// The connection written to.
+        id: ConnId,
+    },
+    /// A failure not tied to one message (for example `accept` out of descriptors).
+    Error {
+        /// The connection concerned, if any.
+        id: Option<ConnId>,
+        /// What happened.
+        error: Error,
+    },
+}
+
+impl Event {
+    /// The event's kind, numbered as in the original libipc.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Connection { .. } => EventKind::Connection,
+            Event::Disconnection { .. } => EventKind::Disconnection,
+            Event::Message { .. } => EventKind::MessageRx,
+            Event::MessageTx { .. } => EventKind::MessageTx,
+            Event::Timer => EventKind::Timer,
+            Event::External { .. } => EventKind::External,
+            Event::SwitchRx { .. } => EventKind::SwitchRx,
+            Event::SwitchTx { .. } => EventKind::SwitchTx,
+            Event::Error { .. } => EventKind::Error,
+        }
+    }
+
+    /// The connection the event is about, if any.
+    pub fn id(&self) -> Option<ConnId> {
+        match self {
+            Event::Connection { id, .. }
+            | Event::Disconnection { id, .. }
+            | Event::Message { id, .. }
+            | Event::MessageTx { id }
+            | Event::External { id }
+            | Event::SwitchRx { id }
+            | Event::SwitchTx { id } => Some(*id),
+            Event::Error { id, .. } => *id,
+            Event::Timer => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_keep_slot_and_generation() {
+        let id = ConnId::new(7, 3);
+        assert_eq!(id.slot(), 7);
+        assert_eq!(id.generation(), 3);
+        assert_eq!(ConnId::from_u64(id.as_u64()), id);
+    }
+
+    #[test]
+    fn kinds_keep_original_numbers() {
+        assert_eq!(EventKind::Error as u8, 0);
+        assert_eq!(EventKind::Timer as u8, 5);
+        assert_eq!(EventKind::SwitchTx as u8, 8);
+    }
+}

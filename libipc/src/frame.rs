@@ -1,0 +1,371 @@
+//! The LibIPC wire format: a 4-byte big-endian payload length, then the payload.
+//!
+//! This module does no I/O. [`decode`] looks at a buffer and says whether a whole
+//! frame is there; [`Decoder`] keeps the bytes of an unfinished frame between reads;
+//! [`Scanner`] follows frame boundaries in a byte stream without copying it, which is
+//! what a relay needs to validate traffic it passes through.
+//!
+//! Every declared length is checked against the maximum before anything is allocated
+//! for it, and a zero-length payload is a valid message.
+
+use std::ops::Range;
+
+use crate::error::{Error, Result};
+
+/// Size of the length prefix.
+pub const HEADER_LEN: usize = 4;
+
+/// Default maximum payload size: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+
+/// A decoder keeps at most this much capacity around between frames; a larger
+/// buffer (left by a big message) is freed so idle connections stay small.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// The length prefix for a payload of `len` bytes.
+///
+/// Fails with [`Error::MessageTooLarge`] if `len` does not fit in 32 bits.
+pub fn header(len: usize) -> Result<[u8; HEADER_LEN]> {
+    u32::try_from(len)
+        .map(u32::to_be_bytes)
+        .map_err(|_| Error::MessageTooLarge {
+            len: len as u64,
+            max: u32::MAX as usize,
+        })
+}
+
+/// Appends one frame holding `payload` to `out`.
+pub fn encode(payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    out.extend_from_slice(&header(payload.len())?);
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// Reads and checks a length prefix.
+fn declared_len(hdr: &[u8], max: usize) -> Result<usize> {
+    let len = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+    if len > max {
+        return Err(Error::MessageTooLarge {
+            len: len as u64,
+            max,
+        });
+    }
+    Ok(len)
+}
+
+/// Looks for one complete frame at the start of `buf`.
+///
+/// Returns `Ok(Some(range))` with the payload's range in `buf` (the frame ends at
+/// `range.end`), `Ok(None)` if more bytes are needed, or
+/// [`Error::MessageTooLarge`] as soon as the header announces more than `max`.
+pub fn decode(buf: &[u8], max: usize) -> Result<Option<Range<usize>>> {
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let len = declared_len(&buf[..HEADER_LEN], max)?;
+    let end = HEADER_LEN + len;
+    Ok((buf.len() >= end).then_some(HEADER_LEN..end))
+}
+
+/// Incremental decoder: turns a stream of reads into whole payloads.
+///
+/// Handles frames split over many reads and many frames in one read. Only the
+/// bytes of an unfinished frame are kept between calls.
+#[derive(Debug)]
+pub struct Decoder {
+    max: usize,
+    partial: Vec<u8>,
+}
+
+impl Decoder {
+    /// A decoder accepting payloads of at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Decoder {
+            max,
+            partial: Vec::new(),
+        }
+    }
+
+    /// The largest payload this decoder accepts.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Bytes held of a frame not yet complete.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Feeds bytes read from the stream; calls `on_frame` with each complete payload,
+    /// in order, and returns how many there were.
+    ///
+    /// Fails with [`Error::MessageTooLarge`] when a header announces more than the
+    /// maximum; the stream cannot be resynchronised after that and must be closed.
+    pub fn feed(&mut self, mut input: &[u8], mut on_frame: impl FnMut(&[u8])) -> Result<usize> {
+        let mut frames = 0;
+        if !self.partial.is_empty() {
+            if self.partial.len() < HEADER_LEN {
+                let take = (HEADER_LEN - self.partial.len()).min(input.len());
+                self.partial.extend_from_slice(&input[..take]);
+                input = &input[take..];
+                if self.partial.len() < HEADER_LEN {
+                    return Ok(0);
+                }
+            }
+            let total = HEADER_LEN + declared_len(&self.partial[..HEADER_LEN], self.max)?;
+            self.partial.reserve_exact(total - self.partial.len());
+            let take = (total - self.partial.len()).min(input.len());
+            self.partial.extend_from_slice(&input[..take]);
+            input = &input[take..];
+            if self.partial.len() < total {
+                return Ok(0);
+            }
+            on_frame(&self.partial[HEADER_LEN..]);
+            frames += 1;
+            self.partial.clear();
+            if self.partial.capacity() > KEEP_CAPACITY {
+                self.partial = Vec::new();
+            }
+        }
+        while let Some(payload) = decode(input, self.max)? {
+            on_frame(&input[payload.clone()]);
+            frames += 1;
+            input = &input[payload.end..];
+        }
+        if !input.is_empty() {
+            if input.len() >= HEADER_LEN {
+                // Already checked against the maximum by `decode`.
+                let total = HEADER_LEN + declared_len(&input[..HEADER_LEN], self.max)?;
+                self.partial.reserve_exact(total);
+            }
+            self.partial.extend_from_slice(input);
+        }
+        Ok(frames)
+    }
+
+    /// Called at end of stream: fails with [`Error::Truncated`] if a frame was cut short.
+    pub fn finish(&self) -> Result<()> {
+        if self.partial.is_empty() {
+            return Ok(());
+        }
+        let missing = if self.partial.len() < HEADER_LEN {
+            HEADER_LEN - self.partial.len()
+        } else {
+            let len = u32::from_be_bytes([
+                self.partial[0],
+                self.partial[1],
+                self.partial[2],
+                self.partial[3],
+            ]) as usize;
+            HEADER_LEN + len - self.partial.len()
+        };
+        Err(Error::Truncated { missing })
+    }
+}
+
+/// Follows frame boundaries in a byte stream that is passed on unchanged.
+///
+/// A relay feeds it every chunk it forwards; it checks each header against the
+/// maximum in place and counts whole frames, without copying or buffering payloads.
+#[derive(Debug, Clone)]
+pub struct Scanner {
+    max: usize,
+    hdr: [u8; HEADER_LEN],
+    hdr_have: usize,
+    remaining: usize,
+}
+
+impl Scanner {
+    /// A scanner accepting payloads of at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Scanner {
+            max,
+            hdr: [0; HEADER_LEN],
+            hdr_have: 0,
+            remaining: 0,
+        }
+    }
+
+    /// Scans the next chunk of the stream; returns how many frames ended in it.
+    ///
+    /// Fails with [`Error::MessageTooLarge`] on the first header over the maximum.
+    pub fn scan(&mut self, data: &[u8]) -> Result<usize> {
+        self.scan_valid(data).1
+    }
+
+    /// Like [`Scanner::scan`], and also returns how many bytes of `data` come
+    /// before the first bad header: the part that is safe to pass on.
+    pub fn scan_valid(&mut self, data: &[u8]) -> (usize, Result<usize>) {
+        let mut frames = 0;
+        let mut pos = 0;
+        while pos < data.len() {
+            if self.remaining > 0 {
+                let take = self.remaining.min(data.len() - pos);
+                self.remaining -= take;
+                pos += take;
+                if self.remaining == 0 {
+                    frames += 1;
+                }
+                continue;
+            }
+            let header_start = pos;
+            let take = (HEADER_LEN - self.hdr_have).min(data.len() - pos);
+            self.hdr[self.hdr_have..self.hdr_have + take].copy_from_slice(&data[pos..pos + take]);
+            self.hdr_have += take;
+            pos += take;
+            if self.hdr_have == HEADER_LEN {
+                self.hdr_have = 0;
+                match declared_len(&self.hdr, self.max) {
+                    Ok(len) => self.remaining = len,
+                    Err(e) => return (header_start, Err(e)),
+                }
+                if self.remaining == 0 {
+                    frames += 1;
+                }
+            }
+        }
+        (pos, Ok(frames))
+    }
+
+    /// True when the stream so far ends exactly at a frame boundary.
+    pub fn at_boundary(&self) -> bool {
+        self.hdr_have == 0 && self.remaining == 0
+    }
+
+    /// Bytes missing to complete the current frame (0 at a boundary).
+    pub fn missing(&self) -> usize {
+        if self.hdr_have > 0 {
+            HEADER_LEN - self.hdr_have
+        } else {
+            self.remaining
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in payloads {
+            encode(p, &mut out).unwrap();
+        }
+        out
+    }
+
+    fn collect(dec: &mut Decoder, input: &[u8]) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        dec.feed(input, |p| got.push(p.to_vec())).unwrap();
+        got
+    }
+
+    #[test]
+    fn decode_needs_whole_frame() {
+        let buf = frames(&[b"hello"]);
+        for cut in 0..buf.len() {
+            assert_eq!(decode(&buf[..cut], 100).unwrap(), None, "cut at {cut}");
+        }
+        assert_eq!(decode(&buf, 100).unwrap(), Some(4..9));
+    }
+
+    #[test]
+    fn several_frames_in_one_read() {
+        let buf = frames(&[b"a", b"", b"ccc"]);
+        let mut dec = Decoder::new(100);
+        assert_eq!(
+            collect(&mut dec, &buf),
+            vec![b"a".to_vec(), vec![], b"ccc".to_vec()]
+        );
+        assert_eq!(dec.pending(), 0);
+        dec.finish().unwrap();
+    }
+
+    #[test]
+    fn frame_split_over_every_byte() {
+        let payloads: Vec<Vec<u8>> = vec![vec![7; 300], vec![], vec![1, 2, 3]];
+        let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+        let buf = frames(&refs);
+        let mut dec = Decoder::new(1000);
+        let mut got = Vec::new();
+        for b in &buf {
+            got.extend(collect(&mut dec, std::slice::from_ref(b)));
+        }
+        assert_eq!(got, payloads);
+    }
+
+    #[test]
+    fn every_split_point_of_two_frames() {
+        let buf = frames(&[b"first message", b"second"]);
+        for cut in 0..=buf.len() {
+            let mut dec = Decoder::new(100);
+            let mut got = collect(&mut dec, &buf[..cut]);
+            got.extend(collect(&mut dec, &buf[cut..]));
+            assert_eq!(got, vec![b"first message".to_vec(), b"second".to_vec()]);
+        }
+    }
+
+    #[test]
+    fn oversized_header_refused_before_payload_arrives() {
+        let mut dec = Decoder::new(1024);
+        let err = dec.feed(&[0xff, 0xff, 0xff, 0xff], |_| {}).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::MessageTooLarge {
+                len: 0xffff_ffff,
+                max: 1024
+            }
+        ));
+        // Split header: still refused once the 4th byte arrives.
+        let mut dec = Decoder::new(1024);
+        dec.feed(&[0x00, 0x00], |_| {}).unwrap();
+        assert!(dec.feed(&[0x04, 0x01], |_| {}).is_err());
+        // Exactly the maximum is fine.
+        let mut dec = Decoder::new(3);
+        assert_eq!(collect(&mut dec, &frames(&[b"abc"])), vec![b"abc".to_vec()]);
+    }
+
+    #[test]
+    fn truncated_stream_reports_missing_bytes() {
+        let buf = frames(&[b"abcdef"]);
+        let mut dec = Decoder::new(100);
+        dec.feed(&buf[..7], |_| panic!("incomplete")).unwrap();
+        assert!(matches!(dec.finish(), Err(Error::Truncated { missing: 3 })));
+        let mut dec = Decoder::new(100);
+        dec.feed(&buf[..1], |_| {}).unwrap();
+        assert!(matches!(dec.finish(), Err(Error::Truncated { missing: 3 })));
+    }
+
+    #[test]
+    fn large_partial_buffer_is_released() {
+        let big = vec![9u8; 100_000];
+        let buf = frames(&[&big]);
+        let mut dec = Decoder::new(200_000);
+        dec.feed(&buf[..50_000], |_| {}).unwrap();
+        assert_eq!(collect(&mut dec, &buf[50_000..]), vec![big]);
+        assert!(dec.partial.capacity() <= KEEP_CAPACITY);
+    }
+
+    #[test]
+    fn scanner_follows_boundaries() {
+        let buf = frames(&[b"x", b"", &[5u8; 70]]);
+        for cut in 0..=buf.len() {
+            let mut sc = Scanner::new(100);
+            let n = sc.scan(&buf[..cut]).unwrap() + sc.scan(&buf[cut..]).unwrap();
+            assert_eq!(n, 3);
+            assert!(sc.at_boundary());
+        }
+        let mut sc = Scanner::new(100);
+        sc.scan(&buf[..6]).unwrap();
+        assert!(!sc.at_boundary());
+        assert_eq!(sc.missing(), 3);
+        assert!(Scanner::new(10).scan(&frames(&[&[0; 11]])).is_err());
+    }
+
+    #[test]
+    fn header_refuses_lengths_over_u32() {
+        assert!(header(u32::MAX as usize).is_ok());
+        #[cfg(target_pointer_width = "64")]
+        assert!(header(u32::MAX as usize + 1).is_err());
+    }
+}

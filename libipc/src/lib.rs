@@ -1,0 +1,43 @@
+//! LibIPC: apps talking to apps.
+//!
+//! A service listens on a unix socket at `$RUNDIR/<name>` (default
+//! `/tmp/.libipc-run/<name>`); clients connect to it by name and exchange messages
+//! framed as a 4-byte big-endian length followed by the payload. This crate is the
+//! library both sides use, the event loop the protocol daemons (tcpd, tlsd,
+//! websocketd) are built on, and a C library (`libipc.so`, `libipc.a`,
+//! `include/libipc.h`) that programs written for the original LibIPC link against
+//! unchanged.
+//!
+//! ```no_run
+//! use ipc::{Context, Event};
+//!
+//! let mut ctx = Context::new()?;
+//! ctx.service_init("pong")?;
+//! loop {
+//!     match ctx.wait_event()? {
+//!         Event::Message { id, payload } => ctx.schedule(id, &payload)?,
+//!         _ => {}
+//!     }
+//! }
+//! # Ok::<(), ipc::Error>(())
+//! ```
+//!
+//! Modules: [`frame`] is the wire codec (no I/O), [`service`] the run directory,
+//! names and sockets, [`Context`] the event loop, [`switch`] the relay of network
+//! transports to services.
+
+#![warn(missing_docs)]
+
+pub mod capi;
+mod context;
+mod error;
+mod event;
+pub mod frame;
+mod queue;
+pub mod service;
+mod slab;
+pub mod switch;
+
+pub use context::{Config, Context, connect_stream};
+pub use error::{Error, Result};
+pub use event::{ConnId, Event, EventKind};

@@ -1,0 +1,283 @@
+//! Outgoing bytes of one connection: queued in order, written with vectored,
+//! non-blocking, SIGPIPE-free sends, partial writes resumed.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, sendmsg};
+
+use crate::frame;
+
+/// Payloads up to this size are copied behind the previous message so that many
+/// small messages leave in one buffer; larger ones keep their own allocation.
+const COALESCE_MAX: usize = 16 * 1024;
+/// Most iovecs handed to one `sendmsg`.
+const MAX_IOV: usize = 64;
+/// A drained queue keeps no buffer larger than this.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// What one flush achieved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Flushed {
+    /// Bytes written.
+    pub bytes: usize,
+    /// Messages whose last byte was written.
+    pub messages: usize,
+    /// The socket took everything we had.
+    pub drained: bool,
+}
+
+/// An ordered queue of bytes waiting to be written.
+#[derive(Debug, Default)]
+pub(crate) struct OutQueue {
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes of `chunks[0]` already written.
+    head: usize,
+    /// Unwritten bytes.
+    len: usize,
+    /// Stream offsets at which queued messages end (only for framed messages).
+    msg_ends: VecDeque<u64>,
+    /// Total bytes ever queued / written: offsets for `msg_ends`.
+    queued: u64,
+    written: u64,
+}
+
+impl OutQueue {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Messages queued and not yet completely written.
+    #[cfg(test)]
+    pub fn messages(&self) -> usize {
+        self.msg_ends.len()
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        match self.chunks.back_mut() {
+            Some(tail) if tail.len() + bytes.len() <= tail.capacity().max(COALESCE_MAX) => {
+                tail.extend_from_slice(bytes)
+            }
+            _ => {
+                let mut chunk = Vec::with_capacity(bytes.len().max(COALESCE_MAX.min(4096)));
+                chunk.extend_from_slice(bytes);
+                self.chunks.push_back(chunk);
+            }
+        }
+        self.len += bytes.len();
+        self.queued += bytes.len() as u64;
+    }
+
+    fn append_owned(&mut self, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.len += bytes.len();
+        self.queued += bytes.len() as u64;
+        self.chunks.push_back(bytes);
+    }
+
+    /// Queues one framed message. The caller has checked its length.
+    pub fn push_message(&mut self, payload: &[u8]) {
+        let hdr = frame::header(payload.len()).unwrap_or([0xff; 4]);
+        self.append(&hdr);
+        if payload.len() <= COALESCE_MAX {
+            self.append(payload);
+        } else {
+            self.append_owned(payload.to_vec());
+        }
+        self.msg_ends.push_back(self.queued);
+    }
+
+    /// Queues one framed message, taking ownership of a large payload to avoid a copy.
+    pub fn push_message_vec(&mut self, payload: Vec<u8>) {
+        if payload.len() <= COALESCE_MAX {
+            return self.push_message(&payload);
+        }
+        let hdr = frame::header(payload.len()).unwrap_or([0xff; 4]);
+        self.append(&hdr);
+        self.append_owned(payload);
+        self.msg_ends.push_back(self.queued);
+    }
+
+    /// Queues raw bytes (relayed traffic: already framed, not counted as messages).
+    pub fn push_raw(&mut self, bytes: &[u8]) {
+        self.append(bytes);
+    }
+
+    /// Writes as much as the socket takes. `WouldBlock` is not an error: it leaves
+    /// `drained` false. Other errors (the peer is gone) are returned.
+    pub fn flush(&mut self, fd: BorrowedFd<'_>) -> io::Result<Flushed> {
+        let mut done = Flushed::default();
+        while self.len > 0 {
+            let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            let mut offered = 0;
+            for (i, chunk) in self.chunks.iter().take(MAX_IOV).enumerate() {
+                let skip = if i == 0 { self.head } else { 0 };
+                iov[i] = IoSlice::new(&chunk[skip..]);
+                offered += chunk.len() - skip;
+                count += 1;
+            }
+            let n = match send_vectored(fd, &iov[..count]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            };
+            self.consume(n);
+            done.bytes += n;
+            if n < offered {
+                // A short write means the socket buffer is full; trying again now
+                // would only return EAGAIN. Wait for writability instead.
+                break;
+            }
+        }
+        while self
+            .msg_ends
+            .front()
+            .is_some_and(|&end| end <= self.written)
+        {
+            self.msg_ends.pop_front();
+            done.messages += 1;
+        }
+        done.drained = self.len == 0;
+        Ok(done)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.len -= n;
+        self.written += n as u64;
+        while n > 0 {
+            let Some(front) = self.chunks.front() else {
+                break;
+            };
+            let left = front.len() - self.head;
+            if n >= left {
+                n -= left;
+                self.head = 0;
+                let chunk = self.chunks.pop_front();
+                // Keep one modest buffer for the next messages; free big ones.
+                if self.chunks.is_empty()
+                    && let Some(mut c) = chunk.filter(|c| c.capacity() <= KEEP_CAPACITY)
+                {
+                    c.clear();
+                    self.chunks.push_back(c);
+                }
+            } else {
+                self.head += n;
+                n = 0;
+            }
+        }
+    }
+}
+
+/// `sendmsg` with `MSG_NOSIGNAL` (a gone peer is `EPIPE`, never `SIGPIPE`); falls back
+/// to `writev` for descriptors that are not sockets (pipes given to `add_external`).
+fn send_vectored(fd: BorrowedFd<'_>, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+    loop {
+        match sendmsg::<()>(fd.as_raw_fd(), iov, &[], MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) => return Ok(n),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ENOTSOCK) => {
+                return loop {
+                    match nix::sys::uio::writev(fd, iov) {
+                        Err(Errno::EINTR) => continue,
+                        r => break r.map_err(io::Error::from),
+                    }
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn messages_leave_in_order_and_are_counted() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut q = OutQueue::default();
+        q.push_message(b"A");
+        q.push_message_vec(vec![b'B'; 40_000]);
+        q.push_message(b"");
+        q.push_message(b"C");
+        assert_eq!(q.messages(), 4);
+        let f = q.flush(a.as_fd()).unwrap();
+        assert!(f.drained);
+        assert_eq!(f.messages, 4);
+        assert_eq!(f.bytes, 4 * 4 + 1 + 40_000 + 1);
+        drop(a);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        let mut dec = crate::frame::Decoder::new(1 << 20);
+        let mut out = Vec::new();
+        dec.feed(&got, |p| out.push(p.to_vec())).unwrap();
+        assert_eq!(
+            out,
+            vec![b"A".to_vec(), vec![b'B'; 40_000], vec![], b"C".to_vec()]
+        );
+    }
+
+    #[test]
+    fn partial_writes_resume() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut q = OutQueue::default();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
+        q.push_message(&big);
+        q.push_message(b"tail");
+        let f = q.flush(a.as_fd()).unwrap();
+        assert!(!f.drained, "a unix socket buffer is smaller than 3 MB");
+        assert_eq!(f.messages, 0);
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut msgs = 0;
+        while !q.is_empty() {
+            let f = q.flush(a.as_fd()).unwrap();
+            msgs += f.messages;
+            if !f.drained {
+                nix::poll::poll(
+                    &mut [nix::poll::PollFd::new(
+                        a.as_fd(),
+                        nix::poll::PollFlags::POLLOUT,
+                    )],
+                    nix::poll::PollTimeout::from(1000u16),
+                )
+                .unwrap();
+            }
+        }
+        assert_eq!(msgs, 2);
+        drop(a);
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), 4 + big.len() + 4 + 4);
+        assert_eq!(&got[4..4 + big.len()], &big[..]);
+        assert_eq!(&got[got.len() - 4..], b"tail");
+    }
+
+    #[test]
+    fn gone_peer_is_an_error_not_sigpipe() {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        let mut q = OutQueue::default();
+        q.push_message(b"hello");
+        let err = q.flush(a.as_fd()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+}

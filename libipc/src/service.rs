@@ -1,0 +1,256 @@
+//! Service sockets: the run directory, service names, locks, listening and connecting.
+//!
+//! A service called `pong` listens on `$RUNDIR/pong` (default run directory
+//! [`DEFAULT_RUNDIR`]). The directory is created with mode 0770 and the socket gets
+//! mode 0660, so that a group shared by services and their clients controls access.
+//! Neither is done by changing the process umask, which other threads share: the
+//! socket is bound under a temporary name, given its mode, then renamed into place,
+//! so no client ever sees it with other permissions.
+//!
+//! `$RUNDIR/<name>.lock`, held with an exclusive `flock`, stops a second instance of
+//! the same service; a socket left behind by a crashed instance is replaced.
+
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions, TryLockError};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Run directory used when `RUNDIR` is not set.
+pub const DEFAULT_RUNDIR: &str = "/tmp/.libipc-run";
+
+/// Longest service name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+const DIR_MODE: u32 = 0o770;
+const SOCKET_MODE: u32 = 0o660;
+
+/// Checks a service name before it is used to build a path.
+///
+/// The rule: 1 to 64 bytes of ASCII letters, digits, `.`, `_` and `-`, not starting
+/// with `.`. So a name can never leave the run directory (`../x`, `/abs`), be
+/// empty, or hold a NUL. Returns the name as `&str`, or [`Error::InvalidName`]
+/// naming the part of the rule that was broken.
+pub fn validate_name(name: &[u8]) -> Result<&str> {
+    let refuse = |rule| Error::InvalidName {
+        name: String::from_utf8_lossy(&name[..name.len().min(2 * MAX_NAME_LEN)]).into_owned(),
+        rule,
+    };
+    if name.is_empty() {
+        return Err(refuse("a service name must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(refuse("a service name is at most 64 bytes"));
+    }
+    if name[0] == b'.' {
+        return Err(refuse("a service name must not start with '.'"));
+    }
+    if !name
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(refuse(
+            "a service name may only hold letters, digits, '.', '_' and '-'",
+        ));
+    }
+    // Checked above: every byte is ASCII.
+    std::str::from_utf8(name).map_err(|_| refuse("a service name must be ASCII"))
+}
+
+/// The run directory: `$RUNDIR` if set and not empty, else [`DEFAULT_RUNDIR`].
+pub fn rundir_from_env() -> PathBuf {
+    match std::env::var_os("RUNDIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(DEFAULT_RUNDIR),
+    }
+}
+
+/// Creates the run directory (one level, mode 0770) if it does not exist.
+///
+/// An existing directory is left as the operator made it.
+pub fn ensure_rundir(dir: &Path) -> Result<()> {
+    let rundir_err = |source| Error::RunDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    match DirBuilder::new().mode(DIR_MODE).create(dir) {
+        // mkdir's mode is filtered by the umask: set it exactly.
+        Ok(()) => fs::set_permissions(dir, Permissions::from_mode(DIR_MODE)).map_err(rundir_err),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if dir.is_dir() {
+                Ok(())
+            } else {
+                Err(rundir_err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists and is not a directory",
+                )))
+            }
+        }
+        Err(e) => Err(rundir_err(e)),
+    }
+}
+
+/// The socket path of service `name` in `rundir`, after validating the name.
+pub fn socket_path(rundir: &Path, name: &[u8]) -> Result<PathBuf> {
+    Ok(rundir.join(validate_name(name)?))
+}
+
+/// A listening service socket. Dropping it removes the socket file and releases the lock.
+#[derive(Debug)]
+pub struct ServiceListener {
+    listener: UnixListener,
+    path: PathBuf,
+    // Held for the lifetime of the service; closing it releases the flock.
+    _lock: File,
+}
+
+impl ServiceListener {
+    /// Creates service `name` in `rundir`: validates the name, creates the directory,
+    /// takes the lock, replaces a stale socket and listens. The socket is non-blocking.
+    pub fn bind(rundir: &Path, name: &[u8]) -> Result<Self> {
+        let name = validate_name(name)?;
+        ensure_rundir(rundir)?;
+        let path = rundir.join(name);
+        let lock_path = rundir.join(format!("{name}.lock"));
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(SOCKET_MODE)
+            .open(&lock_path)
+            .map_err(|source| Error::RunDir {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::AlreadyRunning {
+                    name: name.to_owned(),
+                    lock: lock_path,
+                });
+            }
+            Err(TryLockError::Error(source)) => {
+                return Err(Error::RunDir {
+                    path: lock_path,
+                    source,
+                });
+            }
+        }
+        let bind_err = |source| Error::Bind {
+            path: path.clone(),
+            source,
+        };
+        // We hold the lock, so a socket already there belongs to a dead instance.
+        match fs::remove_file(&path) {
+            Ok(()) => tracing::info!(path = %path.display(), "replaced stale service socket"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(bind_err(e)),
+        }
+        // Temporary names start with '.', which no service name may, so they never clash.
+        let tmp = rundir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        let listener = UnixListener::bind(&tmp).map_err(bind_err)?;
+        let placed = fs::set_permissions(&tmp, Permissions::from_mode(SOCKET_MODE))
+            .and_then(|()| fs::rename(&tmp, &path))
+            .and_then(|()| listener.set_nonblocking(true));
+        if let Err(e) = placed {
+            let _ = fs::remove_file(&tmp);
+            return Err(bind_err(e));
+        }
+        Ok(ServiceListener {
+            listener,
+            path,
+            _lock: lock,
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying listener.
+    pub fn listener(&self) -> &UnixListener {
+        &self.listener
+    }
+}
+
+impl Drop for ServiceListener {
+    fn drop(&mut self) {
+        // Still ours: the lock kept any other instance from replacing it.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Connects (blocking) to service `name` in `rundir`.
+///
+/// Fails with [`Error::InvalidName`] or with [`Error::Connect`] naming the path tried.
+pub fn connect(rundir: &Path, name: &[u8]) -> Result<UnixStream> {
+    let path = socket_path(rundir, name)?;
+    UnixStream::connect(&path).map_err(|source| Error::Connect { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn names_follow_the_rule() {
+        for ok in ["pong", "a", "tcp", "my-service_2.sock", &"x".repeat(64)] {
+            assert_eq!(validate_name(ok.as_bytes()).unwrap(), ok);
+        }
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "empty"),
+            (b"../x", "start with '.'"),
+            (b".hidden", "start with '.'"),
+            (b"/abs", "letters, digits"),
+            (b"a/b", "letters, digits"),
+            (b"nul\0byte", "letters, digits"),
+            (b"sp ace", "letters, digits"),
+            ("é".as_bytes(), "letters, digits"),
+            (&[b'y'; 65], "at most 64 bytes"),
+        ];
+        for (name, rule) in cases {
+            let err = validate_name(name).unwrap_err().to_string();
+            assert!(err.contains(rule), "{name:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn service_socket_modes_lock_and_cleanup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rundir = tmp.path().join("run");
+        let svc = ServiceListener::bind(&rundir, b"svc").unwrap();
+        let meta = fs::metadata(&rundir).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o770);
+        let meta = fs::metadata(svc.path()).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o660);
+
+        let err = ServiceListener::bind(&rundir, b"svc").unwrap_err();
+        assert!(matches!(err, Error::AlreadyRunning { .. }), "{err}");
+        assert!(err.to_string().contains("already running"));
+
+        let path = svc.path().to_path_buf();
+        connect(&rundir, b"svc").unwrap();
+        drop(svc);
+        assert!(!path.exists());
+        let err = connect(&rundir, b"svc").unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn stale_socket_is_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stale = UnixListener::bind(tmp.path().join("svc")).unwrap();
+        drop(stale); // the file stays, as after a crash
+        assert!(tmp.path().join("svc").exists());
+        let svc = ServiceListener::bind(tmp.path(), b"svc").unwrap();
+        connect(tmp.path(), b"svc").unwrap();
+        drop(svc);
+    }
+}

@@ -1,0 +1,132 @@
+//! Switching: a network connection joined to a service connection, with a
+//! [`Transport`] that unwraps payloads from the network framing and wraps them back.
+//!
+//! The service side always speaks LibIPC frames. The network side speaks whatever
+//! the transport does: LibIPC frames on plain TCP ([`Frames`]), the same inside TLS,
+//! or one WebSocket message per payload. Transports are sans-I/O state machines:
+//! the context reads and writes the sockets, and hands the transport the bytes that
+//! arrived; the transport says, through [`Relay`], what goes where. That is what
+//! lets them stack: a TLS transport decrypts, then hands plaintext to the transport
+//! it wraps (frames, or WebSocket), and encrypts what that one produces.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::frame::{self, Scanner};
+use crate::queue::OutQueue;
+
+/// Where a transport puts its output: bytes for the service (LibIPC frames) and
+/// bytes for the network (in the transport's own framing). Both are queued in
+/// order and written by the context; nothing here blocks.
+#[derive(Debug)]
+pub struct Relay<'a> {
+    pub(crate) to_service: &'a mut OutQueue,
+    pub(crate) to_network: &'a mut OutQueue,
+}
+
+impl Relay<'_> {
+    /// Queues bytes that are already LibIPC frames for the service.
+    pub fn frames_to_service(&mut self, frames: &[u8]) {
+        self.to_service.push_raw(frames);
+    }
+
+    /// Queues one payload for the service, framing it.
+    pub fn message_to_service(&mut self, payload: &[u8]) -> Result<()> {
+        frame::header(payload.len())?;
+        self.to_service.push_message(payload);
+        Ok(())
+    }
+
+    /// Queues bytes for the network peer.
+    pub fn to_network(&mut self, bytes: &[u8]) {
+        self.to_network.push_raw(bytes);
+    }
+
+    /// Bytes already waiting for the service.
+    pub fn service_backlog(&self) -> usize {
+        self.to_service.len()
+    }
+
+    /// Bytes already waiting for the network peer.
+    pub fn network_backlog(&self) -> usize {
+        self.to_network.len()
+    }
+}
+
+/// The network side of a switched pair.
+///
+/// Every method is called from the event loop and must not block. An error closes
+/// both connections (after the goodbye from [`Transport::service_closed`]) and is
+/// reported in their DISCONNECTION events.
+pub trait Transport: Send + fmt::Debug {
+    /// A short name for logs ("frames", "tls", "ws").
+    fn name(&self) -> &'static str;
+
+    /// Bytes arrived from the network.
+    fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()>;
+
+    /// Bytes (LibIPC frames, possibly cut anywhere) arrived from the service.
+    fn on_service_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()>;
+
+    /// The network peer closed its side. Fails if it did so in the middle of a
+    /// message (the partial message is not forwarded).
+    fn network_closed(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The service side ended: queue any goodbye for the network (a TLS
+    /// close_notify, a WebSocket close frame). `clean` is false when the service
+    /// vanished or broke the protocol.
+    fn service_closed(&mut self, relay: &mut Relay<'_>, clean: bool) {
+        let _ = (relay, clean);
+    }
+}
+
+/// Plain LibIPC frames on the network side (tcpd): bytes pass through unchanged,
+/// and each header is checked in place against the maximum message size.
+#[derive(Debug, Clone)]
+pub struct Frames {
+    from_net: Scanner,
+    from_svc: Scanner,
+}
+
+impl Frames {
+    /// Frames of at most `max_message_size` payload bytes from the network.
+    pub fn new(max_message_size: usize) -> Self {
+        Frames {
+            from_net: Scanner::new(max_message_size),
+            // The service is trusted; still follow its frames to know where they end.
+            from_svc: Scanner::new(u32::MAX as usize),
+        }
+    }
+}
+
+impl Transport for Frames {
+    fn name(&self) -> &'static str {
+        "frames"
+    }
+
+    fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
+        // Whole frames before a bad header still reach the service; nothing of
+        // the oversized frame's payload does.
+        let (valid, scanned) = self.from_net.scan_valid(data);
+        relay.frames_to_service(&data[..valid]);
+        scanned.map(drop)
+    }
+
+    fn on_service_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
+        self.from_svc.scan(data)?;
+        relay.to_network(data);
+        Ok(())
+    }
+
+    fn network_closed(&mut self) -> Result<()> {
+        if self.from_net.at_boundary() {
+            Ok(())
+        } else {
+            Err(Error::Truncated {
+                missing: self.from_net.missing(),
+            })
+        }
+    }
+}

@@ -127,6 +127,9 @@ struct Conn {
     out: OutQueue,
     decoder: Decoder,
     readable: bool,
+    /// The peer's EOF (or an error) is already known: read until it shows, even
+    /// after a short read.
+    hup: bool,
     want_write: bool,
     paused: bool,
     in_ready: bool,
@@ -142,6 +145,7 @@ impl Conn {
             out: OutQueue::default(),
             decoder: Decoder::new(max),
             readable: false,
+            hup: false,
             want_write: false,
             paused: false,
             in_ready: false,
@@ -389,7 +393,10 @@ impl Context {
     fn check_schedule(&mut self, id: ConnId, len: usize) -> Result<&mut Conn> {
         crate::frame::header(len)?;
         let high = self.config.high_water;
-        let c = self.live_mut(id)?;
+        // A connection whose DISCONNECTION is not delivered yet still takes replies
+        // to its last messages; they are written, as far as the socket takes them,
+        // when that event is delivered.
+        let c = self.conns.get_mut(id).ok_or(Error::NoSuchConnection(id))?;
         match c.role {
             Role::Ipc | Role::External => {}
             _ => {
@@ -574,6 +581,7 @@ impl Context {
                 }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     c.readable = true;
+                    c.hup |= ev.is_read_closed() || ev.is_error();
                     if !c.in_ready {
                         c.in_ready = true;
                         self.ready.push_back(id);
@@ -736,7 +744,7 @@ impl Context {
             // The peer sends without reading our replies: stop reading it.
             c.paused = true;
         }
-        if n < self.scratch.len() {
+        if n < self.scratch.len() && !c.hup {
             // A short read drained the socket; new data will raise a new edge.
             c.readable = false;
         } else {
@@ -862,7 +870,7 @@ impl Context {
             }
             Err(e) => return self.fail_pair(id, e.into()),
         };
-        if n < self.scratch.len() {
+        if n < self.scratch.len() && !c.hup {
             c.readable = false;
         } else {
             self.mark_ready(id);

@@ -1,0 +1,515 @@
+//! In-process tests of the event loop: real unix and TCP sockets, temporary run
+//! directories, services in threads, clients speaking raw frames with std sockets.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ipc::switch::Frames;
+use ipc::{Config, ConnId, Context, Error, Event};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+fn read_frame(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut hdr = [0; 4];
+    s.read_exact(&mut hdr)?;
+    let mut p = vec![0; u32::from_be_bytes(hdr) as usize];
+    s.read_exact(&mut p)?;
+    Ok(p)
+}
+
+fn client(rundir: &Path, name: &str) -> UnixStream {
+    let s = UnixStream::connect(rundir.join(name)).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s
+}
+
+/// What the echo service saw, sent back to the test when it stops.
+#[derive(Debug, Default)]
+struct Seen {
+    connections: usize,
+    disconnections: Vec<(ConnId, Option<String>)>,
+    messages: usize,
+}
+
+/// An echo service on its own thread. It stops after `stop_after` disconnections.
+fn echo_service(
+    rundir: &Path,
+    name: &str,
+    config: Config,
+    stop_after: usize,
+) -> mpsc::Receiver<Seen> {
+    let mut ctx = Context::with_config(config).unwrap();
+    ctx.set_rundir(rundir);
+    ctx.service_init(name).unwrap();
+    ctx.set_timer(Some(LIMIT));
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut seen = Seen::default();
+        while seen.disconnections.len() < stop_after {
+            match ctx.wait_event().unwrap() {
+                Event::Connection { .. } => seen.connections += 1,
+                Event::Message { id, payload } => {
+                    seen.messages += 1;
+                    ctx.schedule_vec(id, payload).unwrap();
+                }
+                Event::Disconnection { id, reason } => {
+                    seen.disconnections
+                        .push((id, reason.map(|e| e.to_string())));
+                }
+                Event::Timer => panic!("echo service idle for {LIMIT:?}"),
+                _ => {}
+            }
+        }
+        tx.send(seen).unwrap();
+    });
+    rx
+}
+
+fn rundir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    (tmp, dir)
+}
+
+#[test]
+fn many_clients_get_every_message_back_in_order() {
+    let (_tmp, dir) = rundir();
+    let clients = 24;
+    let seen = echo_service(&dir, "echo", Config::default(), clients);
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let mut s = client(&dir, "echo");
+            thread::spawn(move || {
+                let sizes = [0usize, 1, 63, 4096, 70_000, 5];
+                let msgs: Vec<Vec<u8>> = (0..120)
+                    .map(|i| {
+                        let n = sizes[i % sizes.len()];
+                        (0..n).map(|j| (c * 31 + i * 7 + j) as u8).collect()
+                    })
+                    .collect();
+                // Pipelined: everything written in one go, coalesced by the kernel.
+                let all: Vec<u8> = msgs.iter().flat_map(|m| frame(m)).collect();
+                let mut w = s.try_clone().unwrap();
+                let writer = thread::spawn(move || w.write_all(&all).unwrap());
+                for m in &msgs {
+                    assert_eq!(&read_frame(&mut s).unwrap(), m);
+                }
+                writer.join().unwrap();
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let seen = seen.recv_timeout(LIMIT).unwrap();
+    assert_eq!(seen.connections, clients);
+    assert_eq!(seen.messages, clients * 120);
+    assert!(
+        seen.disconnections.iter().all(|(_, r)| r.is_none()),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn zero_length_messages_are_messages() {
+    let (_tmp, dir) = rundir();
+    let seen = echo_service(&dir, "echo", Config::default(), 1);
+    let mut s = client(&dir, "echo");
+    s.write_all(&[frame(b""), frame(b"x"), frame(b"")].concat())
+        .unwrap();
+    assert_eq!(read_frame(&mut s).unwrap(), b"");
+    assert_eq!(read_frame(&mut s).unwrap(), b"x");
+    assert_eq!(read_frame(&mut s).unwrap(), b"");
+    drop(s);
+    let seen = seen.recv_timeout(LIMIT).unwrap();
+    assert_eq!(seen.messages, 3);
+}
+
+#[test]
+fn oversized_length_prefix_closes_only_that_connection() {
+    let (_tmp, dir) = rundir();
+    let seen = echo_service(&dir, "echo", Config::default().max_message_size(1000), 2);
+    let mut good = client(&dir, "echo");
+    good.write_all(&frame(b"before")).unwrap();
+    assert_eq!(read_frame(&mut good).unwrap(), b"before");
+
+    let mut bad = client(&dir, "echo");
+    // A valid message, then a header announcing 4 GiB.
+    bad.write_all(&[frame(b"ok"), vec![0xff; 4], vec![1; 100]].concat())
+        .unwrap();
+    assert_eq!(
+        read_frame(&mut bad).unwrap(),
+        b"ok",
+        "accepted message answered"
+    );
+    let mut rest = Vec::new();
+    bad.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "closed without echoing the bad frame");
+
+    // Exactly the limit still passes; the good client is unaffected.
+    let max = vec![7u8; 1000];
+    good.write_all(&frame(&max)).unwrap();
+    assert_eq!(read_frame(&mut good).unwrap(), max);
+    drop(good);
+    let seen = seen.recv_timeout(LIMIT).unwrap();
+    let reasons: Vec<_> = seen
+        .disconnections
+        .iter()
+        .filter_map(|(_, r)| r.clone())
+        .collect();
+    assert_eq!(reasons.len(), 1, "{seen:?}");
+    assert!(
+        reasons[0].contains("4294967295 bytes exceeds the maximum of 1000"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn truncated_frame_then_eof_and_silent_clients_harm_nobody() {
+    let (_tmp, dir) = rundir();
+    let seen = echo_service(&dir, "echo", Config::default(), 3);
+    let silent = client(&dir, "echo");
+    let mut cut = client(&dir, "echo");
+    cut.write_all(&[0, 0, 0, 10, b'a', b'b']).unwrap();
+    drop(cut);
+    let mut good = client(&dir, "echo");
+    for i in 0..100u32 {
+        good.write_all(&frame(&i.to_be_bytes())).unwrap();
+        assert_eq!(read_frame(&mut good).unwrap(), i.to_be_bytes());
+    }
+    drop(good);
+    drop(silent);
+    let seen = seen.recv_timeout(LIMIT).unwrap();
+    let reasons: Vec<_> = seen
+        .disconnections
+        .iter()
+        .filter_map(|(_, r)| r.clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        vec!["connection closed in the middle of a message (8 bytes missing)".to_string()]
+    );
+}
+
+#[test]
+fn connect_errors_name_the_path_and_the_rule() {
+    let (_tmp, dir) = rundir();
+    let mut ctx = Context::new().unwrap();
+    ctx.set_rundir(&dir);
+    let err = ctx.connect_service("nothere").unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }));
+    assert!(
+        err.to_string()
+            .contains(&dir.join("nothere").display().to_string()),
+        "{err}"
+    );
+
+    for name in ["../x", "/abs", "", "a\0b"] {
+        let err = ctx.connect_service(name).unwrap_err();
+        assert!(matches!(err, Error::InvalidName { .. }), "{name:?}: {err}");
+        let err = ctx.service_init(name).unwrap_err();
+        assert!(err.to_string().starts_with("invalid service name"), "{err}");
+    }
+}
+
+#[test]
+fn unwritable_rundir_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    let mut ctx = Context::new().unwrap();
+    // A run directory that cannot be created, even by root.
+    ctx.set_rundir(file.join("run"));
+    let err = ctx.service_init("svc").unwrap_err();
+    assert!(matches!(err, Error::RunDir { .. }), "{err}");
+    assert!(err.to_string().contains("run directory"), "{err}");
+}
+
+#[test]
+fn ids_are_stable_and_stale_ids_refused() {
+    let (_tmp, dir) = rundir();
+    let mut ctx = Context::new().unwrap();
+    ctx.set_rundir(&dir);
+    ctx.set_timer(Some(LIMIT));
+    let listener = ctx.service_init("svc").unwrap();
+    let c1 = client(&dir, "svc");
+    let first = match ctx.wait_event().unwrap() {
+        Event::Connection { id, listener: l } => {
+            assert_eq!(l, listener);
+            id
+        }
+        e => panic!("{e:?}"),
+    };
+    drop(c1);
+    match ctx.wait_event().unwrap() {
+        Event::Disconnection { id, reason: None } => assert_eq!(id, first),
+        e => panic!("{e:?}"),
+    }
+    let _c2 = client(&dir, "svc");
+    let second = match ctx.wait_event().unwrap() {
+        Event::Connection { id, .. } => id,
+        e => panic!("{e:?}"),
+    };
+    assert_ne!(first, second);
+    assert!(matches!(
+        ctx.schedule(first, b"x"),
+        Err(Error::NoSuchConnection(_))
+    ));
+    ctx.schedule(second, b"x").unwrap();
+}
+
+#[test]
+fn backpressure_bounds_the_queue_and_loses_nothing() {
+    let (_tmp, dir) = rundir();
+    let mut ctx = Context::with_config(Config::default().water_marks(256 << 10, 64 << 10)).unwrap();
+    ctx.set_rundir(&dir);
+    ctx.set_timer(Some(Duration::from_millis(50)));
+    ctx.service_init("svc").unwrap();
+    let mut s = client(&dir, "svc");
+    let id = loop {
+        if let Event::Connection { id, .. } = ctx.wait_event().unwrap() {
+            break id;
+        }
+    };
+    // The client reads nothing: queue until refused.
+    let msg = vec![3u8; 10_000];
+    let mut sent = 0u32;
+    let refused = loop {
+        let mut m = msg.clone();
+        m[..4].copy_from_slice(&sent.to_be_bytes());
+        match ctx.schedule(id, &m) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        // Let the loop write what the socket takes.
+        while !matches!(ctx.wait_event().unwrap(), Event::Timer) {}
+    };
+    assert!(matches!(refused, Error::Backpressure { .. }), "{refused}");
+    let queued = ctx.queued(id).unwrap();
+    assert!(
+        queued <= (256 << 10) + 10_004,
+        "queue bounded, got {queued}"
+    );
+    // Now the client reads: everything arrives, in order, once.
+    let reader = thread::spawn(move || {
+        (0..sent)
+            .map(|i| {
+                let p = read_frame(&mut s).unwrap();
+                assert_eq!(p[..4], i.to_be_bytes());
+                p.len()
+            })
+            .count()
+    });
+    let deadline = Instant::now() + LIMIT;
+    while ctx.queued(id).unwrap() > 0 && Instant::now() < deadline {
+        ctx.wait_event().unwrap();
+    }
+    assert_eq!(reader.join().unwrap(), sent as usize);
+    ctx.schedule(id, b"again").unwrap();
+}
+
+#[test]
+fn scheduled_messages_leave_in_order_with_one_tx_event_each() {
+    let (_tmp, dir) = rundir();
+    let mut ctx = Context::new().unwrap();
+    ctx.set_rundir(&dir);
+    ctx.set_timer(Some(LIMIT));
+    ctx.service_init("svc").unwrap();
+    let mut s = client(&dir, "svc");
+    let id = loop {
+        if let Event::Connection { id, .. } = ctx.wait_event().unwrap() {
+            break id;
+        }
+    };
+    for i in 0..500u32 {
+        ctx.schedule(id, &i.to_be_bytes()).unwrap();
+    }
+    let mut tx = 0;
+    while tx < 500 {
+        match ctx.wait_event().unwrap() {
+            Event::MessageTx { id: t } => {
+                assert_eq!(t, id);
+                tx += 1
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+    for i in 0..500u32 {
+        assert_eq!(read_frame(&mut s).unwrap(), i.to_be_bytes());
+    }
+}
+
+#[test]
+fn timer_is_an_inactivity_timeout() {
+    let mut ctx = Context::new().unwrap();
+    ctx.set_timer(Some(Duration::from_millis(30)));
+    let t = Instant::now();
+    assert!(matches!(ctx.wait_event().unwrap(), Event::Timer));
+    assert!(t.elapsed() >= Duration::from_millis(30));
+    ctx.set_timer(Some(Duration::ZERO));
+    assert!(matches!(ctx.wait_event().unwrap(), Event::Timer));
+}
+
+#[test]
+fn external_fds_are_reported_while_readable() {
+    let (r, mut w) = std::io::pipe().unwrap();
+    let mut reader = r.try_clone().unwrap();
+    let mut ctx = Context::new().unwrap();
+    ctx.set_timer(Some(Duration::from_millis(100)));
+    let ext = ctx.add_external(r.into()).unwrap();
+    assert!(matches!(ctx.wait_event().unwrap(), Event::Timer));
+    w.write_all(b"abc").unwrap();
+    // Not drained: reported again, as poll(2) would.
+    for _ in 0..3 {
+        match ctx.wait_event().unwrap() {
+            Event::External { id } => assert_eq!(id, ext),
+            e => panic!("{e:?}"),
+        }
+    }
+    let mut buf = [0; 16];
+    let n = reader.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"abc");
+    assert!(matches!(ctx.wait_event().unwrap(), Event::Timer));
+    ctx.close(ext).unwrap();
+    assert!(ctx.is_empty());
+}
+
+/// A TCP client reaches a unix service through a switched pair with the plain
+/// frames transport, as tcpd does.
+#[test]
+fn switch_relays_between_tcp_and_a_unix_service() {
+    let (_tmp, dir) = rundir();
+    let seen = echo_service(&dir, "echo", Config::default().max_message_size(100_000), 2);
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let (done_tx, done_rx) = mpsc::channel();
+    let relay_dir = dir.clone();
+    thread::spawn(move || {
+        let mut ctx = Context::with_config(Config::default().max_message_size(100_000)).unwrap();
+        ctx.set_rundir(&relay_dir);
+        ctx.set_timer(Some(LIMIT));
+        let mut disconnections = Vec::new();
+        for _ in 0..2 {
+            let (stream, _) = tcp.accept().unwrap();
+            let net = ctx.add_stream(stream.into()).unwrap();
+            let svc = ctx.connect_service("echo").unwrap();
+            ctx.add_switch(net, svc, Box::new(Frames::new(100_000)))
+                .unwrap();
+        }
+        while disconnections.len() < 4 {
+            match ctx.wait_event().unwrap() {
+                Event::Disconnection { id, reason } => {
+                    disconnections.push((id, reason.map(|e| e.to_string())))
+                }
+                Event::Timer => panic!("relay idle"),
+                _ => {}
+            }
+        }
+        done_tx.send((disconnections, ctx.len())).unwrap();
+    });
+
+    let mut a = TcpStream::connect(addr).unwrap();
+    a.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut b = TcpStream::connect(addr).unwrap();
+    b.set_read_timeout(Some(LIMIT)).unwrap();
+    // Frames cut at odd places still arrive whole and in order.
+    let msgs: Vec<Vec<u8>> = (0..200u32)
+        .map(|i| vec![i as u8; (i as usize * 397) % 90_000])
+        .collect();
+    let bytes: Vec<u8> = msgs.iter().flat_map(|m| frame(m)).collect();
+    let mut w = a.try_clone().unwrap();
+    let writer = thread::spawn(move || {
+        for piece in bytes.chunks(7919) {
+            w.write_all(piece).unwrap();
+        }
+    });
+    for m in &msgs {
+        assert_eq!(&read_frame(&mut a).unwrap(), m);
+    }
+    writer.join().unwrap();
+    b.write_all(&frame(b"from b")).unwrap();
+    assert_eq!(read_frame(&mut b).unwrap(), b"from b");
+
+    // b sends an oversized frame: the relay closes b, a carries on.
+    b.write_all(&[0xff, 0xff, 0xff, 0xff]).unwrap();
+    let mut rest = Vec::new();
+    let _ = b.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    a.write_all(&frame(b"still here")).unwrap();
+    assert_eq!(read_frame(&mut a).unwrap(), b"still here");
+    a.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    a.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+
+    let (disc, left) = done_rx.recv_timeout(LIMIT).unwrap();
+    assert_eq!(left, 0, "every relayed connection closed: {disc:?}");
+    let errors: Vec<_> = disc.iter().filter_map(|(_, r)| r.clone()).collect();
+    assert!(
+        errors.iter().any(|e| e.contains("exceeds the maximum")),
+        "{disc:?}"
+    );
+    let seen = seen.recv_timeout(LIMIT).unwrap();
+    assert_eq!(seen.messages, 200 + 1 + 1);
+}
+
+/// When the service behind a switch goes away, the network client gets everything
+/// already sent to it, then EOF; the relay closes both sides.
+#[test]
+fn switch_closes_the_client_after_delivering_when_the_service_ends() {
+    let (_tmp, dir) = rundir();
+    let mut svc_ctx = Context::new().unwrap();
+    svc_ctx.set_rundir(&dir);
+    svc_ctx.set_timer(Some(LIMIT));
+    svc_ctx.service_init("bye").unwrap();
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let relay_dir = dir.clone();
+    let relay = thread::spawn(move || {
+        let mut ctx = Context::new().unwrap();
+        ctx.set_rundir(&relay_dir);
+        ctx.set_timer(Some(LIMIT));
+        let (stream, _) = tcp.accept().unwrap();
+        let net = ctx.add_stream(stream.into()).unwrap();
+        let svc = ctx.connect_service("bye").unwrap();
+        ctx.add_switch(net, svc, Box::new(Frames::new(1 << 20)))
+            .unwrap();
+        while !ctx.is_empty() {
+            assert!(!matches!(ctx.wait_event().unwrap(), Event::Timer));
+        }
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(LIMIT)).unwrap();
+    let id = loop {
+        if let Event::Connection { id, .. } = svc_ctx.wait_event().unwrap() {
+            break id;
+        }
+    };
+    let reader = thread::spawn(move || {
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        got
+    });
+    let msgs: Vec<Vec<u8>> = (0..30u8).map(|i| vec![i; 100_000]).collect();
+    for m in &msgs {
+        svc_ctx.write(id, m).unwrap();
+    }
+    // The service goes away with data still in flight in the relay.
+    drop(svc_ctx);
+    relay.join().unwrap();
+    let got = reader.join().unwrap();
+    let expected: Vec<u8> = msgs.iter().flat_map(|m| frame(m)).collect();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected);
+}

@@ -1,1 +1,588 @@
-//! C API (to come).
+//! The C API: `include/libipc.h`, compatible with the original LibIPC header.
+//!
+//! This is the only module allowed `unsafe`: it turns C pointers into Rust
+//! references at the boundary, and nothing else. Every entry point catches panics
+//! (unwinding into C is undefined) and reports them as -1.
+#![allow(unsafe_code)] // the FFI boundary; each block carries a SAFETY note.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use crate::frame::HEADER_LEN;
+use crate::switch::{Frames, HookStatus, SwitchHooks};
+use crate::{ConnId, Context, Error, Event, EventKind};
+
+const EGENERIC: c_int = -1;
+const EQUEUEFULL: c_int = -2;
+const ECLOSED: c_int = -2;
+const ETOOSMALL: c_int = -3;
+
+/// What a C `void *ctx` points to.
+struct CContext {
+    ctx: Context,
+    /// An event whose payload did not fit the caller's buffer, returned again next time.
+    held_event: Option<Event>,
+    /// A message `ipc_read` could not hand over for lack of room.
+    held_read: Option<(ConnId, Vec<u8>)>,
+}
+
+/// Runs `f`, turning a panic into -1.
+fn guard(f: impl FnOnce() -> c_int) -> c_int {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(EGENERIC)
+}
+
+/// # Safety
+/// `ctx` must be null or a pointer returned by `ipc_context_init` and not yet freed.
+unsafe fn cctx<'a>(ctx: *mut c_void) -> Option<&'a mut CContext> {
+    // SAFETY: per this function's contract, a non-null `ctx` is a live, exclusively
+    // used `CContext` allocated by `ipc_context_init`.
+    unsafe { ctx.cast::<CContext>().as_mut() }
+}
+
+/// # Safety
+/// `ptr` must be null or valid for reading `len` bytes.
+unsafe fn bytes<'a>(ptr: *const c_char, len: usize) -> Option<&'a [u8]> {
+    if ptr.is_null() {
+        return (len == 0).then_some(&[][..]);
+    }
+    // SAFETY: the caller guarantees `len` readable bytes at `ptr`.
+    Some(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+}
+
+/// Copies `payload` to the caller's buffer of capacity `*len`, or reports the size needed.
+///
+/// # Safety
+/// `buf` must be valid for writing `*len` bytes; `len` must be valid.
+unsafe fn copy_out(payload: &[u8], buf: *mut c_char, len: *mut usize) -> Result<(), ()> {
+    // SAFETY: `len` is valid per the contract.
+    let cap = unsafe { *len };
+    // SAFETY: as above.
+    unsafe { *len = payload.len() };
+    if payload.len() > cap || (buf.is_null() && !payload.is_empty()) {
+        return Err(());
+    }
+    if !payload.is_empty() {
+        // SAFETY: `buf` has room for `cap >= payload.len()` bytes; the regions
+        // cannot overlap (one is ours).
+        unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), buf.cast::<u8>(), payload.len()) };
+    }
+    Ok(())
+}
+
+/// Allocates a context. Returns 0, or -1.
+///
+/// # Safety
+/// `ptr` must be valid for writing a pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_context_init(ptr: *mut *mut c_void) -> c_int {
+    guard(|| {
+        if ptr.is_null() {
+            return EGENERIC;
+        }
+        let Ok(ctx) = Context::new() else {
+            return EGENERIC;
+        };
+        let boxed = Box::new(CContext {
+            ctx,
+            held_event: None,
+            held_read: None,
+        });
+        // SAFETY: `ptr` is valid for writes per the contract.
+        unsafe { *ptr = Box::into_raw(boxed).cast() };
+        0
+    })
+}
+
+/// Closes everything, frees the context, sets `*ptr` to null.
+///
+/// # Safety
+/// `ptr` must be null or point to null or to a context from `ipc_context_init`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_context_deinit(ptr: *mut *mut c_void) {
+    guard(|| {
+        if ptr.is_null() {
+            return 0;
+        }
+        // SAFETY: `ptr` is valid per the contract.
+        let raw = unsafe { *ptr };
+        if !raw.is_null() {
+            // SAFETY: `raw` came from `Box::into_raw` in `ipc_context_init` and is
+            // freed once: the pointer is nulled right after.
+            drop(unsafe { Box::from_raw(raw.cast::<CContext>()) });
+            // SAFETY: as above.
+            unsafe { *ptr = std::ptr::null_mut() };
+        }
+        0
+    });
+}
+
+/// Shared body of `ipc_service_init` and `ipc_connect_service`.
+///
+/// # Safety
+/// As for those two functions.
+unsafe fn open_service(
+    ctx: *mut c_void,
+    fd: *mut c_int,
+    name: *const c_char,
+    len: u16,
+    open: fn(&mut Context, &str) -> crate::Result<ConnId>,
+) -> c_int {
+    guard(|| {
+        // SAFETY: contract of the calling function.
+        let (Some(c), Some(name)) = (unsafe { cctx(ctx) }, unsafe { bytes(name, len.into()) })
+        else {
+            return EGENERIC;
+        };
+        if fd.is_null() {
+            return EGENERIC;
+        }
+        let Ok(name) = crate::service::validate_name(name) else {
+            return EGENERIC;
+        };
+        match open(&mut c.ctx, name).map(|id| c.ctx.fd(id)) {
+            Ok(Some(raw)) => {
+                // SAFETY: `fd` is non-null and valid for writes per the contract.
+                unsafe { *fd = raw };
+                0
+            }
+            _ => EGENERIC,
+        }
+    })
+}
+
+/// Creates service `name`. Returns 0, or -1.
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`; `fd` valid for writes; `name` valid for `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_service_init(
+    ctx: *mut c_void,
+    fd: *mut c_int,
+    name: *const c_char,
+    len: u16,
+) -> c_int {
+    // SAFETY: same contract.
+    unsafe { open_service(ctx, fd, name, len, Context::service_init) }
+}
+
+/// Connects to service `name`. Returns 0, or -1.
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`; `fd` valid for writes; `name` valid for `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_connect_service(
+    ctx: *mut c_void,
+    fd: *mut c_int,
+    name: *const c_char,
+    len: u16,
+) -> c_int {
+    // SAFETY: same contract.
+    unsafe { open_service(ctx, fd, name, len, Context::connect_service) }
+}
+
+/// Sends a message now (blocking). Returns 0, or -1.
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`; `buf` valid for `len` bytes; if `fd` is not one of
+/// the context's, it must be an open descriptor.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_write(
+    ctx: *mut c_void,
+    fd: c_int,
+    buf: *const c_char,
+    len: u32,
+) -> c_int {
+    guard(|| {
+        // SAFETY: contract.
+        let (Some(c), Some(payload)) = (unsafe { cctx(ctx) }, unsafe { bytes(buf, len as usize) })
+        else {
+            return EGENERIC;
+        };
+        if let Some(id) = c.ctx.id_of_fd(fd) {
+            return if c.ctx.write(id, payload).is_ok() {
+                0
+            } else {
+                EGENERIC
+            };
+        }
+        if fd < 0 {
+            return EGENERIC;
+        }
+        // SAFETY: the caller guarantees `fd` is open for the duration of the call.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        match write_frame_blocking(borrowed, payload) {
+            Ok(()) => 0,
+            Err(_) => EGENERIC,
+        }
+    })
+}
+
+/// Writes one frame to a descriptor outside the context, waiting while it is full.
+fn write_frame_blocking(fd: BorrowedFd<'_>, payload: &[u8]) -> std::io::Result<()> {
+    let mut q = crate::queue::OutQueue::default();
+    crate::frame::header(payload.len()).map_err(std::io::Error::other)?;
+    q.push_message(payload);
+    while !q.flush(fd)?.drained {
+        crate::context::wait_fd(fd, nix::poll::PollFlags::POLLOUT, None)?;
+    }
+    Ok(())
+}
+
+/// Queues a message. Returns 0, -1, or -2 (queue full).
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`; `buf` valid for `len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_schedule(
+    ctx: *mut c_void,
+    fd: c_int,
+    buf: *const c_char,
+    len: u32,
+) -> c_int {
+    guard(|| {
+        // SAFETY: contract.
+        let (Some(c), Some(payload)) = (unsafe { cctx(ctx) }, unsafe { bytes(buf, len as usize) })
+        else {
+            return EGENERIC;
+        };
+        let Some(id) = c.ctx.id_of_fd(fd) else {
+            return EGENERIC;
+        };
+        match c.ctx.schedule(id, payload) {
+            Ok(()) => 0,
+            Err(Error::Backpressure { .. }) => EQUEUEFULL,
+            Err(_) => EGENERIC,
+        }
+    })
+}
+
+/// Shared body of `ipc_read` and `ipc_read_fd`.
+///
+/// # Safety
+/// `buf` valid for `*len` bytes, `len` valid.
+unsafe fn read_into(c: &mut CContext, id: ConnId, buf: *mut c_char, len: *mut usize) -> c_int {
+    if len.is_null() {
+        return EGENERIC;
+    }
+    let payload = match c.held_read.take() {
+        Some((held, p)) if held == id => p,
+        other => {
+            c.held_read = other;
+            match c.ctx.read(id) {
+                Ok(p) => p,
+                Err(Error::Closed) => return ECLOSED,
+                Err(_) => return EGENERIC,
+            }
+        }
+    };
+    // SAFETY: contract.
+    match unsafe { copy_out(&payload, buf, len) } {
+        Ok(()) => 0,
+        Err(()) => {
+            c.held_read = Some((id, payload));
+            ETOOSMALL
+        }
+    }
+}
+
+/// Reads one message from `fd` (blocking). Returns 0, -1, -2 (closed) or -3 (too small).
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`; `buf` valid for `*len` bytes; `len` valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_read_fd(
+    ctx: *mut c_void,
+    fd: c_int,
+    buf: *mut c_char,
+    len: *mut usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: contract.
+        let Some(c) = (unsafe { cctx(ctx) }) else {
+            return EGENERIC;
+        };
+        let Some(id) = c.ctx.id_of_fd(fd) else {
+            return EGENERIC;
+        };
+        // SAFETY: contract.
+        unsafe { read_into(c, id, buf, len) }
+    })
+}
+
+/// Reads one message from connection `index` (blocking). Same returns as `ipc_read_fd`.
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`; `buf` valid for `*len` bytes; `len` valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_read(
+    ctx: *mut c_void,
+    index: usize,
+    buf: *mut c_char,
+    len: *mut usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: contract.
+        let Some(c) = (unsafe { cctx(ctx) }) else {
+            return EGENERIC;
+        };
+        // SAFETY: contract.
+        unsafe { read_into(c, ConnId::from_u64(index as u64), buf, len) }
+    })
+}
+
+/// Waits for the next event. Returns 0, -1 (poller failed) or -3 (buffer too small).
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`; `kind`, `index`, `origin`, `len` valid for writes;
+/// `buf` valid for `*len` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_wait_event(
+    ctx: *mut c_void,
+    kind: *mut c_char,
+    index: *mut usize,
+    origin: *mut c_int,
+    buf: *mut c_char,
+    len: *mut usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: contract.
+        let Some(c) = (unsafe { cctx(ctx) }) else {
+            return EGENERIC;
+        };
+        if kind.is_null() || index.is_null() || origin.is_null() || len.is_null() {
+            return EGENERIC;
+        }
+        let event = match c.held_event.take() {
+            Some(e) => e,
+            None => match c.ctx.wait_event() {
+                Ok(e) => e,
+                Err(_) => return EGENERIC,
+            },
+        };
+        let id = event.id();
+        let fd = id.and_then(|id| c.ctx.fd(id)).unwrap_or(0);
+        // SAFETY: the out-pointers are non-null and valid per the contract.
+        unsafe {
+            *kind = event.kind() as u8 as c_char;
+            *index = id.map_or(0, |i| i.as_u64() as usize);
+            *origin = fd;
+        }
+        let payload: &[u8] = match &event {
+            Event::Message { payload, .. } => payload,
+            _ => &[],
+        };
+        // SAFETY: contract.
+        match unsafe { copy_out(payload, buf, len) } {
+            Ok(()) => 0,
+            Err(()) => {
+                debug_assert_eq!(event.kind(), EventKind::MessageRx);
+                c.held_event = Some(event);
+                ETOOSMALL
+            }
+        }
+    })
+}
+
+/// Sets the timer in ms (negative: none).
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_context_timer(ctx: *mut c_void, timer: c_int) {
+    guard(|| {
+        // SAFETY: contract.
+        if let Some(c) = unsafe { cctx(ctx) } {
+            let t = u64::try_from(timer).ok().map(Duration::from_millis);
+            c.ctx.set_timer(t);
+        }
+        0
+    });
+}
+
+/// Closes connection `index`. Returns 0, or -1.
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_close(ctx: *mut c_void, index: usize) -> c_int {
+    guard(|| {
+        // SAFETY: contract.
+        let Some(c) = (unsafe { cctx(ctx) }) else {
+            return EGENERIC;
+        };
+        close_id(c, ConnId::from_u64(index as u64))
+    })
+}
+
+fn close_id(c: &mut CContext, id: ConnId) -> c_int {
+    if c.held_event.as_ref().and_then(Event::id) == Some(id) {
+        c.held_event = None;
+    }
+    match c.ctx.close(id) {
+        Ok(()) => 0,
+        Err(_) => EGENERIC,
+    }
+}
+
+/// Closes the connection using `fd`. Returns 0, or -1.
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_close_fd(ctx: *mut c_void, fd: c_int) -> c_int {
+    guard(|| {
+        // SAFETY: contract.
+        let Some(c) = (unsafe { cctx(ctx) }) else {
+            return EGENERIC;
+        };
+        match c.ctx.id_of_fd(fd) {
+            Some(id) => close_id(c, id),
+            None => EGENERIC,
+        }
+    })
+}
+
+/// Closes every connection. Returns 0, or -1 for a null context.
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_close_all(ctx: *mut c_void) -> c_int {
+    guard(|| {
+        // SAFETY: contract.
+        let Some(c) = (unsafe { cctx(ctx) }) else {
+            return EGENERIC;
+        };
+        c.held_event = None;
+        c.held_read = None;
+        c.ctx.close_all();
+        0
+    })
+}
+
+/// Watches foreign descriptor `fd` (the context takes ownership). Returns 0, or -1.
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`; `fd` an open descriptor that nothing else will close.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_add_external(ctx: *mut c_void, fd: c_int) -> c_int {
+    guard(|| {
+        // SAFETY: contract.
+        let Some(c) = (unsafe { cctx(ctx) }) else {
+            return EGENERIC;
+        };
+        // Taking ownership of a descriptor we already own, or of a closed one,
+        // would end in a double close.
+        if fd < 0 || c.ctx.id_of_fd(fd).is_some() || !fd_is_open(fd) {
+            return EGENERIC;
+        }
+        // SAFETY: `fd` is open and, per the contract, handed over to us alone.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        match c.ctx.add_external(owned) {
+            Ok(_) => 0,
+            Err(_) => EGENERIC,
+        }
+    })
+}
+
+fn fd_is_open(fd: RawFd) -> bool {
+    nix::fcntl::fcntl(
+        // SAFETY: only used for F_GETFD, which is harmless on any number.
+        unsafe { BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .is_ok()
+}
+
+/// Switches two of the context's connections. Returns 0, or -1.
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_add_switch(ctx: *mut c_void, fd1: c_int, fd2: c_int) -> c_int {
+    guard(|| {
+        // SAFETY: contract.
+        let Some(c) = (unsafe { cctx(ctx) }) else {
+            return EGENERIC;
+        };
+        let (Some(a), Some(b)) = (c.ctx.id_of_fd(fd1), c.ctx.id_of_fd(fd2)) else {
+            return EGENERIC;
+        };
+        let max = c.ctx.config().max_message_size;
+        match c.ctx.add_switch(a, b, Box::new(Frames::new(max))) {
+            Ok(()) => 0,
+            Err(_) => EGENERIC,
+        }
+    })
+}
+
+/// A C switch callback pair.
+type CbIn = unsafe extern "C" fn(c_int, *mut c_char, *mut u32) -> c_int;
+type CbOut = unsafe extern "C" fn(c_int, *const c_char, u32) -> c_int;
+
+#[derive(Debug)]
+struct CHooks {
+    cb_in: CbIn,
+    cb_out: CbOut,
+}
+
+fn status(code: c_int) -> HookStatus {
+    match code {
+        0 => HookStatus::Done,
+        2 => HookStatus::Closing,
+        3 => HookStatus::Ignore,
+        _ => HookStatus::Error,
+    }
+}
+
+impl SwitchHooks for CHooks {
+    fn read(&mut self, fd: RawFd, frame: &mut Vec<u8>) -> HookStatus {
+        let cap = frame.capacity().max(HEADER_LEN);
+        frame.clear();
+        frame.resize(cap, 0);
+        let mut len = u32::try_from(cap).unwrap_or(u32::MAX);
+        // SAFETY: the callback was given to us as a valid function; `frame` holds
+        // `len` initialised, writable bytes.
+        let code = unsafe { (self.cb_in)(fd, frame.as_mut_ptr().cast(), &mut len) };
+        frame.truncate((len as usize).min(cap));
+        status(code)
+    }
+
+    fn write(&mut self, fd: RawFd, frame: &[u8]) -> HookStatus {
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        // SAFETY: valid callback; `frame` is readable for `len` bytes.
+        status(unsafe { (self.cb_out)(fd, frame.as_ptr().cast(), len) })
+    }
+}
+
+/// Sets the callbacks that read and write switched `fd`. Returns 0, or -1.
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`; `cb_in` and `cb_out` null or valid functions of
+/// the declared types, callable for as long as the switch lasts.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_set_switch_callbacks(
+    ctx: *mut c_void,
+    fd: c_int,
+    cb_in: Option<CbIn>,
+    cb_out: Option<CbOut>,
+) -> c_int {
+    guard(|| {
+        // SAFETY: contract.
+        let Some(c) = (unsafe { cctx(ctx) }) else {
+            return EGENERIC;
+        };
+        let (Some(cb_in), Some(cb_out), Some(id)) = (cb_in, cb_out, c.ctx.id_of_fd(fd)) else {
+            return EGENERIC;
+        };
+        match c
+            .ctx
+            .set_switch_hooks(id, Box::new(CHooks { cb_in, cb_out }))
+        {
+            Ok(()) => 0,
+            Err(_) => EGENERIC,
+        }
+    })
+}

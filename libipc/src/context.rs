@@ -21,7 +21,6 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{Shutdown, shutdown};
 
 use crate::error::{Error, Result};
 use crate::event::{ConnId, Event};
@@ -29,7 +28,9 @@ use crate::frame::{DEFAULT_MAX_MESSAGE_SIZE, Decoder};
 use crate::queue::OutQueue;
 use crate::service::{self, ServiceListener};
 use crate::slab::Slab;
-use crate::switch::{Relay, Transport};
+use crate::switch::{SwitchHooks, Transport};
+
+mod relay;
 
 /// Limits of a context. All have safe defaults.
 #[derive(Debug, Clone)]
@@ -111,6 +112,9 @@ struct Switched {
     read_eof: bool,
     /// Once the queue is written: shut down our writing side, or close.
     after_flush: AfterFlush,
+    /// Application-driven reads and writes (C callbacks), with the decoder that
+    /// cuts outgoing bytes into the whole frames the write hook expects.
+    hooks: Option<(Box<dyn SwitchHooks>, Decoder)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +139,9 @@ struct Conn {
     in_ready: bool,
     in_dirty: bool,
     dead: bool,
+    /// Its DISCONNECTION was delivered: only its descriptor number is still known,
+    /// until the next `wait_event` removes it.
+    gone: bool,
 }
 
 impl Conn {
@@ -151,6 +158,7 @@ impl Conn {
             in_ready: false,
             in_dirty: false,
             dead: false,
+            gone: false,
         }
     }
 
@@ -174,8 +182,11 @@ pub struct Context {
     pending: VecDeque<Event>,
     ready: VecDeque<ConnId>,
     dirty: Vec<ConnId>,
-    /// Externals reported readable: checked again before blocking (level-triggered).
-    externals_reported: Vec<ConnId>,
+    /// Externals reported readable, and hooked switched connections after a read:
+    /// checked again before blocking (level-triggered, as the original's poll).
+    recheck: Vec<ConnId>,
+    /// Connections whose DISCONNECTION was delivered, removed by the next call.
+    reap: Vec<ConnId>,
     /// Listeners that hit the descriptor limit, retried after a pause.
     accept_retry: Option<(Instant, Vec<ConnId>)>,
     scratch: Vec<u8>,
@@ -200,7 +211,8 @@ impl Context {
             pending: VecDeque::new(),
             ready: VecDeque::new(),
             dirty: Vec::new(),
-            externals_reported: Vec::new(),
+            recheck: Vec::new(),
+            reap: Vec::new(),
             accept_retry: None,
             scratch: Vec::new(),
             timer: None,
@@ -234,12 +246,13 @@ impl Context {
 
     /// Number of open connections (listeners and externals included).
     pub fn len(&self) -> usize {
-        self.conns.len()
+        // Connections whose DISCONNECTION was delivered are only waiting to be reaped.
+        self.conns.len() - self.reap.len()
     }
 
     /// True when the context has no connection.
     pub fn is_empty(&self) -> bool {
-        self.conns.len() == 0
+        self.len() == 0
     }
 
     /// The file descriptor of connection `id`.
@@ -316,57 +329,6 @@ impl Context {
         self.insert(Io::Stream(fd), Role::External, Interest::READABLE)
     }
 
-    /// Joins two connections: payloads from `network` are unwrapped by `transport`
-    /// and sent to `service` as LibIPC frames, and frames from `service` are wrapped
-    /// and sent to `network`. Both become non-blocking; anything already queued on
-    /// them is still written first. When one side ends, the other is closed after
-    /// what was already accepted for it has been written.
-    pub fn add_switch(
-        &mut self,
-        network: ConnId,
-        service: ConnId,
-        transport: Box<dyn Transport>,
-    ) -> Result<()> {
-        for id in [network, service] {
-            let c = self.live(id)?;
-            if !matches!(c.role, Role::Ipc | Role::External) {
-                return Err(Error::WrongKind {
-                    id,
-                    what: "only stream connections can be switched",
-                });
-            }
-        }
-        if network == service {
-            return Err(Error::WrongKind {
-                id: network,
-                what: "a connection cannot be switched with itself",
-            });
-        }
-        for (id, peer, transport) in [
-            (network, service, Some(transport)),
-            (service, network, None),
-        ] {
-            let c = self.live_mut(id)?;
-            set_nonblocking(c.io.fd())?;
-            // Bytes already read but not yet a whole message go to the relay.
-            let leftover = std::mem::replace(&mut c.decoder, Decoder::new(0));
-            if leftover.pending() > 0 {
-                tracing::debug!(%id, "switching with a partial message buffered");
-            }
-            c.role = Role::Switched(Box::new(Switched {
-                peer,
-                transport,
-                read_eof: false,
-                after_flush: AfterFlush::Nothing,
-            }));
-            // An External was registered without interest in its readability edge
-            // having been consumed; read it now in case data is already there.
-            c.readable = true;
-            self.mark_ready(id);
-        }
-        Ok(())
-    }
-
     /// Queues `payload` for connection `id`; it is written by the next
     /// [`Context::wait_event`], after everything queued before it.
     ///
@@ -396,7 +358,11 @@ impl Context {
         // A connection whose DISCONNECTION is not delivered yet still takes replies
         // to its last messages; they are written, as far as the socket takes them,
         // when that event is delivered.
-        let c = self.conns.get_mut(id).ok_or(Error::NoSuchConnection(id))?;
+        let c = self
+            .conns
+            .get_mut(id)
+            .filter(|c| !c.gone)
+            .ok_or(Error::NoSuchConnection(id))?;
         match c.role {
             Role::Ipc | Role::External => {}
             _ => {
@@ -498,6 +464,7 @@ impl Context {
             }
         }
         self.pending.retain(|e| e.id() != Some(id));
+        self.reap.retain(|&r| r != id);
         self.remove(id);
         Ok(())
     }
@@ -507,6 +474,7 @@ impl Context {
         for id in self.conns.ids() {
             self.remove(id);
         }
+        self.reap.clear();
         self.pending.clear();
     }
 
@@ -544,6 +512,9 @@ impl Context {
     /// poller itself fails; everything about one connection is reported as an event.
     pub fn wait_event(&mut self) -> Result<Event> {
         let deadline = self.timer.map(|t| Instant::now() + t);
+        for id in std::mem::take(&mut self.reap) {
+            self.remove(id);
+        }
         loop {
             if let Some(ev) = self.next_pending() {
                 return Ok(ev);
@@ -608,12 +579,13 @@ impl Context {
         let ev = self.pending.pop_front()?;
         if let Event::Disconnection { id, .. } = &ev {
             // The connection stayed so that replies to its last messages could be
-            // written; now its id goes away.
-            let id = *id;
-            if let Some(c) = self.conns.get_mut(id) {
+            // written; now its id goes away (its descriptor number stays readable
+            // through `fd()` until the next call).
+            if let Some(c) = self.conns.get_mut(*id) {
                 let _ = c.out.flush(c.io.fd());
+                c.gone = true;
+                self.reap.push(*id);
             }
-            self.remove(id);
         }
         Some(ev)
     }
@@ -636,7 +608,7 @@ impl Context {
                 Role::Ipc => self.read_ipc(id),
                 Role::External => {
                     c.readable = false;
-                    self.externals_reported.push(id);
+                    self.recheck.push(id);
                     self.pending.push_back(Event::External { id });
                 }
                 Role::Switched(_) => self.read_switched(id),
@@ -790,7 +762,15 @@ impl Context {
         if c.dead {
             return;
         }
-        let flushed = match c.out.flush(c.io.fd()) {
+        let flushed = match &mut c.role {
+            Role::Switched(s) if s.hooks.is_some() => {
+                let raw = c.io.fd().as_raw_fd();
+                let bytes = c.out.take_bytes();
+                relay::write_with_hooks(s, raw, &bytes)
+            }
+            _ => c.out.flush(c.io.fd()),
+        };
+        let flushed = match flushed {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(conn = %id, error = %e, "write failed");
@@ -850,189 +830,26 @@ impl Context {
         }
     }
 
-    /// One read from a switched connection, passed through the transport to its peer.
-    fn read_switched(&mut self, id: ConnId) {
-        self.ensure_scratch();
-        let pause_at = self.config.pause_at();
-        let Some(c) = self.conns.get_mut(id) else {
-            return;
-        };
-        let Some((peer, is_network)) = c.switched().map(|s| (s.peer, s.transport.is_some())) else {
-            return;
-        };
-        let n = match read_fd(c.io.fd(), &mut self.scratch) {
-            Ok(0) if is_network => return self.network_eof(id, peer),
-            Ok(0) => return self.service_end(id, peer, true, None),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.readable = false;
-                return;
-            }
-            Err(e) => return self.fail_pair(id, e.into()),
-        };
-        if n < self.scratch.len() && !c.hup {
-            c.readable = false;
-        } else {
-            self.mark_ready(id);
-        }
-        let Some((me, other)) = self.conns.get2_mut(id, peer) else {
-            return self.disconnect(id, None);
-        };
-        let (Role::Switched(ms), Role::Switched(os)) = (&mut me.role, &mut other.role) else {
-            return;
-        };
-        let data = &self.scratch[..n];
-        let result = if let Some(t) = ms.transport.as_mut() {
-            // Network side: unwrap for the service (peer).
-            let mut relay = Relay {
-                to_service: &mut other.out,
-                to_network: &mut me.out,
-            };
-            t.on_network_data(data, &mut relay)
-        } else if let Some(t) = os.transport.as_mut() {
-            // Service side: wrap for the network (peer).
-            let mut relay = Relay {
-                to_service: &mut me.out,
-                to_network: &mut other.out,
-            };
-            t.on_service_data(data, &mut relay)
-        } else {
-            Ok(())
-        };
-        if other.out.len() >= pause_at {
-            me.paused = true;
-        }
-        let me_dirty = !me.out.is_empty();
-        self.pending.push_back(Event::SwitchRx { id });
-        if let Err(e) = result {
-            tracing::warn!(conn = %id, error = %e, "relay refused data; closing the pair");
-            return self.fail_pair(id, e);
-        }
-        self.flush(peer);
-        if me_dirty {
-            self.mark_dirty(id);
-        }
-    }
-
-    /// The network side `id` of a pair sent EOF: the service gets everything
-    /// already accepted, then EOF; its replies still flow back until it closes.
-    fn network_eof(&mut self, id: ConnId, peer: ConnId) {
-        let Some(c) = self.conns.get_mut(id) else {
-            return;
-        };
-        c.readable = false;
-        let Some(s) = c.switched() else { return };
-        s.read_eof = true;
-        if let Some(Err(e)) = s.transport.as_mut().map(|t| t.network_closed()) {
-            tracing::warn!(conn = %id, error = %e, "network peer closed mid-message");
-        }
-        if let Some(ps) = self.conns.get_mut(peer).and_then(Conn::switched) {
-            ps.after_flush = AfterFlush::ShutdownWrite;
-            self.flush_or_finish(peer);
-        }
-    }
-
-    /// The service side `id` of a pair ended (`clean`: by EOF, not by an error):
-    /// the network peer gets the transport's goodbye and is closed once everything
-    /// accepted for it is written.
-    fn service_end(&mut self, id: ConnId, peer: ConnId, clean: bool, reason: Option<Error>) {
-        if let Some((me, other)) = self.conns.get2_mut(id, peer)
-            && let Role::Switched(os) = &mut other.role
-        {
-            if let Some(t) = os.transport.as_mut() {
-                let mut relay = Relay {
-                    to_service: &mut me.out,
-                    to_network: &mut other.out,
-                };
-                t.service_closed(&mut relay, clean);
-            }
-            os.after_flush = AfterFlush::Close;
-            // Nobody is left to deliver the network peer's data to.
-            other.paused = true;
-        }
-        self.disconnect(id, reason);
-        self.flush_or_finish(peer);
-    }
-
-    /// Flushes `id`, and if its queue is already empty, applies its after-flush step.
-    fn flush_or_finish(&mut self, id: ConnId) {
-        let Some(c) = self.conns.get_mut(id) else {
-            return;
-        };
-        if !c.out.is_empty() {
-            return self.flush(id);
-        }
-        if let Some(s) = c.switched() {
-            let after = s.after_flush;
-            self.after_flush(id, after);
-        }
-    }
-
-    fn after_flush(&mut self, id: ConnId, after: AfterFlush) {
-        let Some(c) = self.conns.get_mut(id) else {
-            return;
-        };
-        match after {
-            AfterFlush::Nothing => {}
-            AfterFlush::ShutdownWrite => {
-                let _ = shutdown(c.io.fd().as_raw_fd(), Shutdown::Write);
-                if let Some(s) = c.switched() {
-                    s.after_flush = AfterFlush::Nothing;
-                }
-            }
-            AfterFlush::Close => self.disconnect(id, None),
-        }
-    }
-
-    /// A switched pair failed (I/O error, or the transport refused data): the
-    /// network side gets the transport's goodbye, as far as it can take it now, and
-    /// both sides close.
-    fn fail_pair(&mut self, id: ConnId, error: Error) {
-        let Some(peer) = self
-            .conns
-            .get_mut(id)
-            .and_then(Conn::switched)
-            .map(|s| s.peer)
-        else {
-            return self.disconnect(id, Some(error));
-        };
-        if let Some((me, other)) = self.conns.get2_mut(id, peer) {
-            let (net, svc) = match &me.role {
-                Role::Switched(s) if s.transport.is_some() => (me, other),
-                _ => (other, me),
-            };
-            if let Role::Switched(ns) = &mut net.role
-                && let Some(t) = ns.transport.as_mut()
-            {
-                let mut relay = Relay {
-                    to_service: &mut svc.out,
-                    to_network: &mut net.out,
-                };
-                t.service_closed(&mut relay, false);
-            }
-            let _ = net.out.flush(net.io.fd());
-        }
-        let text = error.to_string();
-        self.disconnect(id, Some(error));
-        self.disconnect(
-            peer,
-            Some(Error::Transport(format!("switched peer failed: {text}"))),
-        );
-    }
-
     /// Reports externals still readable (level-triggered behaviour, as poll(2) gave
     /// the original): one zero-timeout poll over those reported last time.
     fn recheck_externals(&mut self) {
-        if self.externals_reported.is_empty() {
+        if self.recheck.is_empty() {
             return;
         }
-        let ids = std::mem::take(&mut self.externals_reported);
+        let ids = std::mem::take(&mut self.recheck);
         let live: Vec<(ConnId, &Conn)> = ids
             .iter()
             .filter_map(|&id| {
                 self.conns
                     .get(id)
-                    .filter(|c| !c.dead && matches!(c.role, Role::External))
+                    .filter(|c| {
+                        !c.dead
+                            && match &c.role {
+                                Role::External => true,
+                                Role::Switched(s) => s.hooks.is_some(),
+                                _ => false,
+                            }
+                    })
                     .map(|c| (id, c))
             })
             .collect();
@@ -1059,10 +876,14 @@ impl Context {
 }
 
 fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
+    set_nonblocking_to(fd, true)
+}
+
+fn set_nonblocking_to(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    if !flags.contains(OFlag::O_NONBLOCK) {
-        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    if flags.contains(OFlag::O_NONBLOCK) != on {
+        fcntl(fd, FcntlArg::F_SETFL(flags ^ OFlag::O_NONBLOCK))?;
     }
     Ok(())
 }

@@ -35,7 +35,8 @@ impl ConnId {
 
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
+        // Slot and generation: short in logs, unique within the context.
+        write!(f, "#{}.{}", self.slot(), self.generation())
     }
 }
 

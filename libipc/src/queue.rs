@@ -114,6 +114,16 @@ impl OutQueue {
         self.append(bytes);
     }
 
+    /// Takes every queued byte out of the queue (for hooks that write by themselves).
+    pub fn take_bytes(&mut self) -> Vec<u8> {
+        let mut all = Vec::with_capacity(self.len);
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            all.extend_from_slice(&chunk[if i == 0 { self.head } else { 0 }..]);
+        }
+        self.consume(self.len);
+        all
+    }
+
     /// Writes as much as the socket takes. `WouldBlock` is not an error: it leaves
     /// `drained` false. Other errors (the peer is gone) are returned.
     pub fn flush(&mut self, fd: BorrowedFd<'_>) -> io::Result<Flushed> {

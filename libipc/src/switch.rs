@@ -130,3 +130,30 @@ impl Transport for Frames {
         }
     }
 }
+
+/// What a [`SwitchHooks`] call did (the original's callback codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookStatus {
+    /// Done: a frame was read, or written.
+    Done,
+    /// The descriptor is closing: end the pair as on EOF.
+    Closing,
+    /// Nothing to pass on this time.
+    Ignore,
+    /// Failure: both sides are closed.
+    Error,
+}
+
+/// Application-driven I/O on one side of a switched pair, for callers that read
+/// and write the descriptor themselves (the C API's `ipc_set_switch_callbacks`).
+///
+/// Hooks may block; the loop waits for them. Everything else about the pair
+/// (ordering, backpressure, closing) stays the context's job.
+pub trait SwitchHooks: Send + fmt::Debug {
+    /// The descriptor is readable: read from it and append one complete LibIPC frame
+    /// (header and payload) to `frame`, whose spare capacity is what may be used.
+    fn read(&mut self, fd: std::os::fd::RawFd, frame: &mut Vec<u8>) -> HookStatus;
+
+    /// Write one complete LibIPC frame (header and payload) to the descriptor.
+    fn write(&mut self, fd: std::os::fd::RawFd, frame: &[u8]) -> HookStatus;
+}

@@ -25,6 +25,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use crate::error::{Error, Result};
 use crate::event::{ConnId, Event};
 use crate::frame::{DEFAULT_MAX_MESSAGE_SIZE, Decoder};
+use crate::network::{self, Route};
 use crate::queue::OutQueue;
 use crate::service::{self, ServiceListener};
 use crate::slab::Slab;
@@ -48,6 +49,8 @@ pub struct Config {
     /// Bytes read from one connection per round, and the size of the context's one
     /// read buffer (default 256 KiB).
     pub read_chunk: usize,
+    /// How long `connect_service` waits for a protocol daemon's answer (default 10 s).
+    pub connect_timeout: Duration,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             high_water: 1 << 20,
             low_water: 128 << 10,
             read_chunk: 256 << 10,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -192,6 +196,8 @@ pub struct Context {
     scratch: Vec<u8>,
     timer: Option<Duration>,
     rundir: PathBuf,
+    /// Routes overriding `IPC_NETWORK`.
+    network: Option<String>,
     config: Config,
 }
 
@@ -217,6 +223,7 @@ impl Context {
             scratch: Vec::new(),
             timer: None,
             rundir: service::rundir_from_env(),
+            network: None,
             config,
         })
     }
@@ -309,10 +316,31 @@ impl Context {
         self.insert(Io::Listener(listener), Role::Listener, Interest::READABLE)
     }
 
-    /// Connects to service `name` in the run directory and adds the connection.
+    /// Connects to service `name` and adds the connection.
+    ///
+    /// If `IPC_NETWORK` (or [`Context::set_network`]) routes `name` elsewhere, the
+    /// connection goes there: to another local service, or through a protocol
+    /// daemon to a remote one (see [`crate::network`]); this blocks until the daemon
+    /// answers, at most [`Config::connect_timeout`]. Otherwise it connects to
+    /// `$RUNDIR/name`.
     pub fn connect_service(&mut self, name: &str) -> Result<ConnId> {
-        let stream = service::connect(&self.rundir, name.as_bytes())?;
+        let network = match &self.network {
+            Some(n) => n.clone(),
+            None => std::env::var(network::IPC_NETWORK).unwrap_or_default(),
+        };
+        let stream = match network::route(&network, name)? {
+            Route::Local(local) => service::connect(&self.rundir, local.as_bytes())?,
+            Route::Daemon { daemon, uri } => {
+                let stream = service::connect(&self.rundir, daemon.as_bytes())?;
+                network::ask_daemon(stream, daemon, uri, self.config.connect_timeout)?
+            }
+        };
         self.add_stream(stream.into())
+    }
+
+    /// Uses `routes` (the `IPC_NETWORK` syntax) instead of the environment variable.
+    pub fn set_network(&mut self, routes: Option<String>) {
+        self.network = routes;
     }
 
     /// Adds an already connected stream speaking LibIPC frames (a unix or TCP socket).
@@ -386,6 +414,12 @@ impl Context {
     pub fn write(&mut self, id: ConnId, payload: &[u8]) -> Result<()> {
         crate::frame::header(payload.len())?;
         let c = self.live_mut(id)?;
+        if !matches!(c.role, Role::Ipc | Role::External) {
+            return Err(Error::WrongKind {
+                id,
+                what: "messages can only be sent on plain connections",
+            });
+        }
         c.out.push_message(payload);
         let mut done = 0;
         loop {

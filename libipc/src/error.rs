@@ -100,6 +100,26 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// An `IPC_NETWORK` entry for the service is malformed.
+    #[error("IPC_NETWORK entry {entry:?}: {rule}")]
+    Route {
+        /// The entry (cut to 200 characters).
+        entry: String,
+        /// What is wrong with it.
+        rule: &'static str,
+    },
+
+    /// A protocol daemon could not connect us to the remote service.
+    #[error("{daemon} daemon refused {uri}: {answer}")]
+    Refused {
+        /// The daemon's service name.
+        daemon: String,
+        /// The URI asked for.
+        uri: String,
+        /// The daemon's answer (cut to 200 characters) or what went wrong.
+        answer: String,
+    },
+
     /// A switched connection's transport refused the data.
     #[error("transport: {0}")]
     Transport(String),

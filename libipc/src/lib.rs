@@ -33,6 +33,7 @@ mod context;
 mod error;
 mod event;
 pub mod frame;
+pub mod network;
 mod queue;
 pub mod service;
 mod slab;

@@ -513,3 +513,75 @@ fn switch_closes_the_client_after_delivering_when_the_service_ends() {
     assert_eq!(got.len(), expected.len());
     assert!(got == expected);
 }
+
+/// A stand-in protocol daemon: the service `tcp`, answering each URI as tcpd does.
+fn fake_daemon(dir: &Path) -> thread::JoinHandle<Vec<String>> {
+    let mut ctx = Context::new().unwrap();
+    ctx.set_rundir(dir);
+    ctx.set_timer(Some(LIMIT));
+    ctx.service_init("tcp").unwrap();
+    thread::spawn(move || {
+        let mut asked = Vec::new();
+        let mut routed = Vec::new();
+        while asked.len() < 2 || !routed.is_empty() {
+            match ctx.wait_event().unwrap() {
+                Event::Message { id, payload } if routed.contains(&id) => ctx
+                    .schedule(id, &[b"remote:", &payload[..]].concat())
+                    .unwrap(),
+                Event::Message { id, payload } => {
+                    let uri = String::from_utf8(payload).unwrap();
+                    if uri == "tcp://127.0.0.1:1/pong" {
+                        // The answer and the remote's first message arrive together.
+                        ctx.schedule(id, b"ok").unwrap();
+                        ctx.schedule(id, b"greeting").unwrap();
+                        routed.push(id);
+                    } else {
+                        ctx.schedule(id, b"no: unknown service").unwrap();
+                    }
+                    asked.push(uri);
+                }
+                Event::Disconnection { id, .. } => routed.retain(|&r| r != id),
+                Event::Timer => panic!("daemon idle"),
+                _ => {}
+            }
+        }
+        asked
+    })
+}
+
+#[test]
+fn ipc_network_routes_through_a_protocol_daemon() {
+    let (_tmp, dir) = rundir();
+    let daemon = fake_daemon(&dir);
+    let mut ctx = Context::new().unwrap();
+    ctx.set_rundir(&dir);
+    ctx.set_timer(Some(LIMIT));
+    ctx.set_network(Some(
+        "pong tcp://127.0.0.1:1/pong;bad tcp://127.0.0.1:1/nothere;gone tls://h:1/x".into(),
+    ));
+    let id = ctx.connect_service("pong").unwrap();
+    ctx.schedule(id, b"hi").unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        if let Event::Message { payload, .. } = ctx.wait_event().unwrap() {
+            got.push(String::from_utf8(payload).unwrap());
+        }
+    }
+    assert_eq!(got, ["greeting", "remote:hi"]);
+
+    let err = ctx.connect_service("bad").unwrap_err();
+    assert!(matches!(err, Error::Refused { .. }), "{err}");
+    assert!(err.to_string().contains("no: unknown service"), "{err}");
+    let err = ctx.connect_service("gone").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&dir.join("tls").display().to_string()),
+        "{err}"
+    );
+    ctx.close_all();
+    let asked = daemon.join().unwrap();
+    assert_eq!(
+        asked,
+        ["tcp://127.0.0.1:1/pong", "tcp://127.0.0.1:1/nothere"]
+    );
+}

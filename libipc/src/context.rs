@@ -12,26 +12,26 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::error::{Error, Result};
 use crate::event::{ConnId, Event};
-use crate::frame::{DEFAULT_MAX_MESSAGE_SIZE, Decoder};
+use crate::frame::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::network::{self, Route};
-use crate::queue::OutQueue;
 use crate::service::{self, ServiceListener};
 use crate::slab::Slab;
-use crate::switch::{SwitchHooks, Transport};
 
+mod conn;
 mod relay;
+
+pub(crate) use conn::wait_fd;
+use conn::{AfterFlush, Conn, Io, Role, read_fd, set_nonblocking};
 
 /// Limits of a context. All have safe defaults.
 #[derive(Debug, Clone)]
@@ -81,96 +81,6 @@ impl Config {
 
     fn pause_at(&self) -> usize {
         self.high_water / 2
-    }
-}
-
-#[derive(Debug)]
-enum Io {
-    Listener(ServiceListener),
-    Stream(OwnedFd),
-}
-
-impl Io {
-    fn fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Io::Listener(l) => l.listener().as_fd(),
-            Io::Stream(fd) => fd.as_fd(),
-        }
-    }
-}
-
-#[derive(Debug)]
-enum Role {
-    Listener,
-    Ipc,
-    External,
-    Switched(Box<Switched>),
-}
-
-#[derive(Debug)]
-struct Switched {
-    peer: ConnId,
-    /// Present on the network side of the pair.
-    transport: Option<Box<dyn Transport>>,
-    /// This side sent EOF.
-    read_eof: bool,
-    /// Once the queue is written: shut down our writing side, or close.
-    after_flush: AfterFlush,
-    /// Application-driven reads and writes (C callbacks), with the decoder that
-    /// cuts outgoing bytes into the whole frames the write hook expects.
-    hooks: Option<(Box<dyn SwitchHooks>, Decoder)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum AfterFlush {
-    Nothing,
-    ShutdownWrite,
-    Close,
-}
-
-#[derive(Debug)]
-struct Conn {
-    io: Io,
-    role: Role,
-    out: OutQueue,
-    decoder: Decoder,
-    readable: bool,
-    /// The peer's EOF (or an error) is already known: read until it shows, even
-    /// after a short read.
-    hup: bool,
-    want_write: bool,
-    paused: bool,
-    in_ready: bool,
-    in_dirty: bool,
-    dead: bool,
-    /// Its DISCONNECTION was delivered: only its descriptor number is still known,
-    /// until the next `wait_event` removes it.
-    gone: bool,
-}
-
-impl Conn {
-    fn new(io: Io, role: Role, max: usize) -> Self {
-        Conn {
-            io,
-            role,
-            out: OutQueue::default(),
-            decoder: Decoder::new(max),
-            readable: false,
-            hup: false,
-            want_write: false,
-            paused: false,
-            in_ready: false,
-            in_dirty: false,
-            dead: false,
-            gone: false,
-        }
-    }
-
-    fn switched(&mut self) -> Option<&mut Switched> {
-        match &mut self.role {
-            Role::Switched(s) => Some(s),
-            _ => None,
-        }
     }
 }
 
@@ -907,51 +817,4 @@ impl Context {
             self.mark_ready(id);
         }
     }
-}
-
-fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
-    set_nonblocking_to(fd, true)
-}
-
-fn set_nonblocking_to(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    if flags.contains(OFlag::O_NONBLOCK) != on {
-        fcntl(fd, FcntlArg::F_SETFL(flags ^ OFlag::O_NONBLOCK))?;
-    }
-    Ok(())
-}
-
-fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match nix::unistd::read(fd, buf) {
-            Err(Errno::EINTR) => continue,
-            r => return r.map_err(io::Error::from),
-        }
-    }
-}
-
-/// Blocks until `fd` is ready for `flags` (or `timeout` passes).
-pub(crate) fn wait_fd(
-    fd: BorrowedFd<'_>,
-    flags: PollFlags,
-    timeout: Option<Duration>,
-) -> io::Result<bool> {
-    let t = match timeout {
-        None => PollTimeout::NONE,
-        Some(d) => PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX),
-    };
-    loop {
-        match nix::poll::poll(&mut [PollFd::new(fd, flags)], t) {
-            Err(Errno::EINTR) => continue,
-            Ok(n) => return Ok(n > 0),
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Connects to a service and returns the blocking stream (for callers that manage
-/// their own I/O, such as the C API's `ipc_connect_service`).
-pub fn connect_stream(rundir: &Path, name: &str) -> Result<UnixStream> {
-    service::connect(rundir, name.as_bytes())
 }

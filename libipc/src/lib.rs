@@ -39,6 +39,6 @@ pub mod service;
 mod slab;
 pub mod switch;
 
-pub use context::{Config, Context, connect_stream};
+pub use context::{Config, Context};
 pub use error::{Error, Result};
 pub use event::{ConnId, Event, EventKind};

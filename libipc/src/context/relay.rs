@@ -6,9 +6,8 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use nix::sys::socket::{Shutdown, shutdown};
 
-use super::{
-    AfterFlush, Conn, Context, Role, Switched, read_fd, set_nonblocking, set_nonblocking_to,
-};
+use super::Context;
+use super::conn::{AfterFlush, Conn, Role, Switched, read_fd, set_nonblocking, set_nonblocking_to};
 use crate::error::{Error, Result};
 use crate::event::{ConnId, Event};
 use crate::frame::Decoder;

@@ -1,0 +1,147 @@
+//! One connection of a context: its descriptor, its role, its buffers and flags,
+//! and the small non-blocking I/O helpers the loop uses.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::error::Result;
+use crate::event::ConnId;
+use crate::frame::Decoder;
+use crate::queue::OutQueue;
+use crate::service::ServiceListener;
+use crate::switch::{SwitchHooks, Transport};
+
+#[derive(Debug)]
+pub(super) enum Io {
+    Listener(ServiceListener),
+    Stream(OwnedFd),
+}
+
+impl Io {
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Io::Listener(l) => l.listener().as_fd(),
+            Io::Stream(fd) => fd.as_fd(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) enum Role {
+    Listener,
+    Ipc,
+    External,
+    Switched(Box<Switched>),
+}
+
+#[derive(Debug)]
+pub(super) struct Switched {
+    pub(super) peer: ConnId,
+    /// Present on the network side of the pair.
+    pub(super) transport: Option<Box<dyn Transport>>,
+    /// This side sent EOF.
+    pub(super) read_eof: bool,
+    /// Once the queue is written: shut down our writing side, or close.
+    pub(super) after_flush: AfterFlush,
+    /// Application-driven reads and writes (C callbacks), with the decoder that
+    /// cuts outgoing bytes into the whole frames the write hook expects.
+    pub(super) hooks: Option<(Box<dyn SwitchHooks>, Decoder)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterFlush {
+    Nothing,
+    ShutdownWrite,
+    Close,
+}
+
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) io: Io,
+    pub(super) role: Role,
+    pub(super) out: OutQueue,
+    pub(super) decoder: Decoder,
+    pub(super) readable: bool,
+    /// The peer's EOF (or an error) is already known: read until it shows, even
+    /// after a short read.
+    pub(super) hup: bool,
+    pub(super) want_write: bool,
+    pub(super) paused: bool,
+    pub(super) in_ready: bool,
+    pub(super) in_dirty: bool,
+    pub(super) dead: bool,
+    /// Its DISCONNECTION was delivered: only its descriptor number is still known,
+    /// until the next `wait_event` removes it.
+    pub(super) gone: bool,
+}
+
+impl Conn {
+    pub(super) fn new(io: Io, role: Role, max: usize) -> Self {
+        Conn {
+            io,
+            role,
+            out: OutQueue::default(),
+            decoder: Decoder::new(max),
+            readable: false,
+            hup: false,
+            want_write: false,
+            paused: false,
+            in_ready: false,
+            in_dirty: false,
+            dead: false,
+            gone: false,
+        }
+    }
+
+    pub(super) fn switched(&mut self) -> Option<&mut Switched> {
+        match &mut self.role {
+            Role::Switched(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+pub(super) fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
+    set_nonblocking_to(fd, true)
+}
+
+pub(super) fn set_nonblocking_to(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    if flags.contains(OFlag::O_NONBLOCK) != on {
+        fcntl(fd, FcntlArg::F_SETFL(flags ^ OFlag::O_NONBLOCK))?;
+    }
+    Ok(())
+}
+
+pub(super) fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Err(Errno::EINTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
+    }
+}
+
+/// Blocks until `fd` is ready for `flags` (or `timeout` passes).
+pub(crate) fn wait_fd(
+    fd: BorrowedFd<'_>,
+    flags: PollFlags,
+    timeout: Option<Duration>,
+) -> io::Result<bool> {
+    let t = match timeout {
+        None => PollTimeout::NONE,
+        Some(d) => PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX),
+    };
+    loop {
+        match nix::poll::poll(&mut [PollFd::new(fd, flags)], t) {
+            Err(Errno::EINTR) => continue,
+            Ok(n) => return Ok(n > 0),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -103,7 +103,7 @@ int ipc_read (void *ctx, size_t index, char *buffer, size_t *len);
  * connection's id and *originfd its fd (0 for TIMER). For MESSAGE_RX the payload
  * is copied into buffer and *len (capacity in) receives its size; for other events
  * *len is set to 0. Returns 0; -1 if the poller failed; IPC_ETOOSMALL if the
- * payload is larger than *len (nothing copied, *len = size needed, *type/*index/
+ * payload is larger than *len (nothing copied, *len = size needed, *type, *index,
  * *originfd set, and the same event is returned by the next call). */
 int ipc_wait_event (void *ctx, char *type, size_t *index, int *originfd,
                     char *buffer, size_t *len);

@@ -51,6 +51,19 @@ unsafe fn bytes<'a>(ptr: *const c_char, len: usize) -> Option<&'a [u8]> {
     Some(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
 }
 
+/// The context and the payload of a send.
+///
+/// # Safety
+/// As for [`cctx`] and [`bytes`].
+unsafe fn ctx_and_payload<'a>(
+    ctx: *mut c_void,
+    buf: *const c_char,
+    len: u32,
+) -> Option<(&'a mut CContext, &'a [u8])> {
+    // SAFETY: forwarded contract.
+    unsafe { Some((cctx(ctx)?, bytes(buf, len as usize)?)) }
+}
+
 /// Copies `payload` to the caller's buffer of capacity `*len`, or reports the size needed.
 ///
 /// # Safety
@@ -196,8 +209,7 @@ pub unsafe extern "C" fn ipc_write(
 ) -> c_int {
     guard(|| {
         // SAFETY: contract.
-        let (Some(c), Some(payload)) = (unsafe { cctx(ctx) }, unsafe { bytes(buf, len as usize) })
-        else {
+        let Some((c, payload)) = (unsafe { ctx_and_payload(ctx, buf, len) }) else {
             return EGENERIC;
         };
         if let Some(id) = c.ctx.id_of_fd(fd) {
@@ -243,8 +255,7 @@ pub unsafe extern "C" fn ipc_schedule(
 ) -> c_int {
     guard(|| {
         // SAFETY: contract.
-        let (Some(c), Some(payload)) = (unsafe { cctx(ctx) }, unsafe { bytes(buf, len as usize) })
-        else {
+        let Some((c, payload)) = (unsafe { ctx_and_payload(ctx, buf, len) }) else {
             return EGENERIC;
         };
         let Some(id) = c.ctx.id_of_fd(fd) else {

@@ -42,6 +42,16 @@ struct Seen {
     messages: usize,
 }
 
+impl Seen {
+    /// The reasons given for disconnections that were not orderly.
+    fn reasons(&self) -> Vec<String> {
+        self.disconnections
+            .iter()
+            .filter_map(|(_, r)| r.clone())
+            .collect()
+    }
+}
+
 /// An echo service on its own thread. It stops after `stop_after` disconnections.
 fn echo_service(
     rundir: &Path,
@@ -163,11 +173,7 @@ fn oversized_length_prefix_closes_only_that_connection() {
     assert_eq!(read_frame(&mut good).unwrap(), max);
     drop(good);
     let seen = seen.recv_timeout(LIMIT).unwrap();
-    let reasons: Vec<_> = seen
-        .disconnections
-        .iter()
-        .filter_map(|(_, r)| r.clone())
-        .collect();
+    let reasons = seen.reasons();
     assert_eq!(reasons.len(), 1, "{seen:?}");
     assert!(
         reasons[0].contains("4294967295 bytes exceeds the maximum of 1000"),
@@ -191,11 +197,7 @@ fn truncated_frame_then_eof_and_silent_clients_harm_nobody() {
     drop(good);
     drop(silent);
     let seen = seen.recv_timeout(LIMIT).unwrap();
-    let reasons: Vec<_> = seen
-        .disconnections
-        .iter()
-        .filter_map(|(_, r)| r.clone())
-        .collect();
+    let reasons = seen.reasons();
     assert_eq!(
         reasons,
         vec!["connection closed in the middle of a message (8 bytes missing)".to_string()]

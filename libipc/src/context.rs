@@ -10,7 +10,8 @@
 //! Idle connections hold no read buffer: reads go into one scratch buffer per
 //! context, and only the bytes of an unfinished frame are kept per connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use crate::service::{self, ServiceListener};
 use crate::slab::Slab;
 
 mod conn;
+mod pending;
 mod relay;
 
 pub(crate) use conn::wait_fd;
@@ -84,6 +86,15 @@ impl Config {
     }
 }
 
+/// Which transport hook opens a switched pair.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// `add_switch`: the transport may speak first.
+    Opening,
+    /// After a service request: the transport answers the client.
+    Accepted,
+}
+
 /// A LibIPC context: services, connections, and the loop that waits on them.
 ///
 /// Not thread-safe by design (like the original): run one context per thread.
@@ -101,9 +112,14 @@ pub struct Context {
     recheck: Vec<ConnId>,
     /// Connections whose DISCONNECTION was delivered, removed by the next call.
     reap: Vec<ConnId>,
+    /// Connection deadlines, earliest first; entries are checked against the
+    /// connection when they come due, so moving a deadline costs nothing.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Listeners that hit the descriptor limit, retried after a pause.
     accept_retry: Option<(Instant, Vec<ConnId>)>,
     scratch: Vec<u8>,
+    /// Time of the last poll: when bytes move, connections take it as `last_active`.
+    now: Instant,
     timer: Option<Duration>,
     rundir: PathBuf,
     /// Routes overriding `IPC_NETWORK`.
@@ -129,8 +145,10 @@ impl Context {
             dirty: Vec::new(),
             recheck: Vec::new(),
             reap: Vec::new(),
+            timers: BinaryHeap::new(),
             accept_retry: None,
             scratch: Vec::new(),
+            now: Instant::now(),
             timer: None,
             rundir: service::rundir_from_env(),
             network: None,
@@ -265,6 +283,54 @@ impl Context {
     /// (closing the connection closes it) but leaves its blocking mode alone.
     pub fn add_external(&mut self, fd: OwnedFd) -> Result<ConnId> {
         self.insert(Io::Stream(fd), Role::External, Interest::READABLE)
+    }
+
+    /// Sets (or clears) an absolute deadline for connection `id`: when it passes,
+    /// [`Event::Timeout`] is reported once. Daemons use it for handshake timeouts.
+    pub fn set_deadline(&mut self, id: ConnId, at: Option<Instant>) -> Result<()> {
+        self.live_mut(id)?.deadline = at;
+        self.arm(id);
+        Ok(())
+    }
+
+    /// Sets (or clears) an idle timeout for connection `id`: [`Event::Timeout`] is
+    /// reported once when no byte has moved on it, either way, for `idle`.
+    pub fn set_idle_timeout(&mut self, id: ConnId, idle: Option<Duration>) -> Result<()> {
+        let c = self.live_mut(id)?;
+        c.idle = idle;
+        c.last_active = Instant::now();
+        self.arm(id);
+        Ok(())
+    }
+
+    fn arm(&mut self, id: ConnId) {
+        if let Some(at) = self.conns.get(id).and_then(Conn::expiry) {
+            self.timers.push(Reverse((at, id.as_u64())));
+        }
+    }
+
+    /// Reports the connections whose timeouts have passed.
+    fn expire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((at, raw))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let id = ConnId::from_u64(raw);
+            let Some(c) = self.conns.get_mut(id).filter(|c| !c.dead) else {
+                continue;
+            };
+            match c.expiry() {
+                Some(due) if due <= now => {
+                    c.deadline = None;
+                    c.idle = None;
+                    self.pending.push_back(Event::Timeout { id });
+                }
+                // Moved later since this entry was made (activity, a new deadline).
+                Some(due) => self.timers.push(Reverse((due, raw))),
+                None => {}
+            }
+        }
     }
 
     /// Queues `payload` for connection `id`; it is written by the next
@@ -475,7 +541,9 @@ impl Context {
             } else if timeout == Some(Duration::ZERO) {
                 return Ok(Event::Timer);
             }
-            if let Some((at, _)) = &self.accept_retry {
+            let retry_at = self.accept_retry.as_ref().map(|(at, _)| *at);
+            let timer_at = self.timers.peek().map(|Reverse((at, _))| *at);
+            for at in [retry_at, timer_at].into_iter().flatten() {
                 let wait = at.saturating_duration_since(now);
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
@@ -507,6 +575,9 @@ impl Context {
                     self.dirty.push(id);
                 }
             }
+            let now = Instant::now();
+            self.now = now;
+            self.expire_timers(now);
             self.retry_accepts();
             self.run_ready();
             if self.pending.is_empty()
@@ -556,6 +627,7 @@ impl Context {
                     self.pending.push_back(Event::External { id });
                 }
                 Role::Switched(_) => self.read_switched(id),
+                Role::Pending(_) => self.read_pending(id),
             }
         }
     }
@@ -645,6 +717,7 @@ impl Context {
             }
             Err(e) => return self.disconnect(id, Some(e.into())),
         };
+        c.last_active = self.now;
         let pending = &mut self.pending;
         let fed = c.decoder.feed(&self.scratch[..n], |p| {
             pending.push_back(Event::Message {
@@ -724,6 +797,9 @@ impl Context {
                 };
             }
         };
+        if flushed.bytes > 0 {
+            c.last_active = self.now;
+        }
         let want_write = !flushed.drained;
         if want_write != c.want_write {
             c.want_write = want_write;
@@ -750,6 +826,13 @@ impl Context {
                 }
                 if below_low {
                     self.resume(peer);
+                }
+            }
+            Role::Pending(p) => {
+                // Paused while the daemon decides: stays paused here.
+                if flushed.drained && p.closing.is_some() {
+                    let reason = p.closing.take().flatten();
+                    self.disconnect(id, reason);
                 }
             }
             _ => {

@@ -120,6 +120,14 @@ pub enum Error {
         answer: String,
     },
 
+    /// A network client broke the service handshake.
+    #[error("bad handshake: {0}")]
+    Handshake(String),
+
+    /// A daemon turned a network connection away (unknown service, not allowed...).
+    #[error("denied: {0}")]
+    Denied(String),
+
     /// A switched connection's transport refused the data.
     #[error("transport: {0}")]
     Transport(String),

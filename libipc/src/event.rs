@@ -62,6 +62,9 @@ pub enum EventKind {
     SwitchRx = 7,
     /// Relayed data was written to a switched connection.
     SwitchTx = 8,
+    /// A network connection named the service it wants (Rust API only: C
+    /// programs cannot create network connections, so never see it).
+    ServiceRequest = 9,
 }
 
 /// One thing that happened, as returned by [`crate::Context::wait_event`].
@@ -97,6 +100,13 @@ pub enum Event {
     },
     /// The timer expired: no event for the configured time since `wait_event` was called.
     Timer,
+    /// Connection `id`'s deadline or idle timeout expired (see
+    /// `Context::set_deadline`). Reported once; the connection stays open.
+    /// Its kind is TIMER (the C API reports it as TIMER with the connection's index).
+    Timeout {
+        /// The connection.
+        id: ConnId,
+    },
     /// The foreign descriptor `id` (see `add_external`) is readable. Reported again
     /// on every call while it stays readable, as with poll(2).
     External {
@@ -112,6 +122,15 @@ pub enum Event {
     SwitchTx {
         /// The connection written to.
         id: ConnId,
+    },
+    /// Network connection `id` (see `Context::add_network`) named the service it
+    /// wants. Answer with `Context::attach_service` or `Context::refuse`; until
+    /// then nothing more is read from it.
+    ServiceRequest {
+        /// The network connection.
+        id: ConnId,
+        /// The name as the client sent it: not yet validated.
+        name: Vec<u8>,
     },
     /// A failure not tied to one message (for example `accept` out of descriptors).
     Error {
@@ -130,10 +149,11 @@ impl Event {
             Event::Disconnection { .. } => EventKind::Disconnection,
             Event::Message { .. } => EventKind::MessageRx,
             Event::MessageTx { .. } => EventKind::MessageTx,
-            Event::Timer => EventKind::Timer,
+            Event::Timer | Event::Timeout { .. } => EventKind::Timer,
             Event::External { .. } => EventKind::External,
             Event::SwitchRx { .. } => EventKind::SwitchRx,
             Event::SwitchTx { .. } => EventKind::SwitchTx,
+            Event::ServiceRequest { .. } => EventKind::ServiceRequest,
             Event::Error { .. } => EventKind::Error,
         }
     }
@@ -145,9 +165,11 @@ impl Event {
             | Event::Disconnection { id, .. }
             | Event::Message { id, .. }
             | Event::MessageTx { id }
+            | Event::Timeout { id }
             | Event::External { id }
             | Event::SwitchRx { id }
-            | Event::SwitchTx { id } => Some(*id),
+            | Event::SwitchTx { id }
+            | Event::ServiceRequest { id, .. } => Some(*id),
             Event::Error { id, .. } => *id,
             Event::Timer => None,
         }

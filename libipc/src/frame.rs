@@ -143,6 +143,11 @@ impl Decoder {
         Ok(frames)
     }
 
+    /// Takes the bytes of the unfinished frame (when the stream changes hands).
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.partial)
+    }
+
     /// Called at end of stream: fails with [`Error::Truncated`] if a frame was cut short.
     pub fn finish(&self) -> Result<()> {
         if self.partial.is_empty() {

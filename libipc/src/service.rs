@@ -194,6 +194,30 @@ pub fn connect(rundir: &Path, name: &[u8]) -> Result<UnixStream> {
     UnixStream::connect(&path).map_err(|source| Error::Connect { path, source })
 }
 
+/// Connects to service `name` in `rundir` without blocking (for event loops).
+///
+/// A unix connect either succeeds at once or fails; `EAGAIN` (the service's
+/// backlog is full) is reported as [`Error::Connect`] with `WouldBlock`.
+pub fn connect_nonblocking(rundir: &Path, name: &[u8]) -> Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::AsRawFd;
+    let path = socket_path(rundir, name)?;
+    let err = |e: nix::Error| Error::Connect {
+        path: path.clone(),
+        source: e.into(),
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(err)?;
+    let addr = UnixAddr::new(&path).map_err(err)?;
+    connect(fd.as_raw_fd(), &addr).map_err(err)?;
+    Ok(fd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::frame::{self, Scanner};
 use crate::queue::OutQueue;
 
+mod routed;
+pub use routed::Routed;
+
 /// Where a transport puts its output: bytes for the service (LibIPC frames) and
 /// bytes for the network (in the transport's own framing). Both are queued in
 /// order and written by the context; nothing here blocks.
@@ -22,9 +25,27 @@ use crate::queue::OutQueue;
 pub struct Relay<'a> {
     pub(crate) to_service: &'a mut OutQueue,
     pub(crate) to_network: &'a mut OutQueue,
+    pub(crate) request: Option<Vec<u8>>,
 }
 
-impl Relay<'_> {
+impl<'a> Relay<'a> {
+    pub(crate) fn new(to_service: &'a mut OutQueue, to_network: &'a mut OutQueue) -> Self {
+        Relay {
+            to_service,
+            to_network,
+            request: None,
+        }
+    }
+
+    /// Asks for the service this network connection wants (the network handshake
+    /// named it). The context reports [`crate::Event::ServiceRequest`]; the daemon
+    /// answers with `attach_service` or `refuse`. Data queued for the service
+    /// meanwhile is kept and delivered first. Only meaningful before a service is
+    /// attached.
+    pub fn request_service(&mut self, name: &[u8]) {
+        self.request = Some(name.to_vec());
+    }
+
     /// Queues bytes that are already LibIPC frames for the service.
     pub fn frames_to_service(&mut self, frames: &[u8]) {
         self.to_service.push_raw(frames);
@@ -67,6 +88,25 @@ pub trait Transport: Send + fmt::Debug {
 
     /// Bytes (LibIPC frames, possibly cut anywhere) arrived from the service.
     fn on_service_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()>;
+
+    /// Called once when the network connection is added, before any data: a
+    /// transport that speaks first (a client handshake) queues its opening here.
+    fn start(&mut self, relay: &mut Relay<'_>) {
+        let _ = relay;
+    }
+
+    /// The service was attached after a [`Relay::request_service`]: answer the
+    /// network peer (the original's `ok`) before anything from the service.
+    fn accepted(&mut self, relay: &mut Relay<'_>) {
+        let _ = relay;
+    }
+
+    /// The service could not be attached (`reason`: unknown service, not allowed,
+    /// service down, handshake timeout): queue the answer for the network peer;
+    /// the connection is closed once it is written.
+    fn refused(&mut self, reason: &str, relay: &mut Relay<'_>) {
+        let _ = (reason, relay);
+    }
 
     /// The network peer closed its side. Fails if it did so in the middle of a
     /// message (the partial message is not forwarded).

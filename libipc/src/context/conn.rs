@@ -3,7 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -36,6 +36,17 @@ pub(super) enum Role {
     Ipc,
     External,
     Switched(Box<Switched>),
+    /// A network connection whose service is not attached yet.
+    Pending(Box<Pending>),
+}
+
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) transport: Box<dyn Transport>,
+    /// What the transport already has for the service, delivered once attached.
+    pub(super) to_service: OutQueue,
+    /// Refused or broken: close once the answer is written, with this reason.
+    pub(super) closing: Option<Option<crate::Error>>,
 }
 
 #[derive(Debug)]
@@ -77,6 +88,12 @@ pub(super) struct Conn {
     /// Its DISCONNECTION was delivered: only its descriptor number is still known,
     /// until the next `wait_event` removes it.
     pub(super) gone: bool,
+    /// Absolute deadline (e.g. a handshake timeout).
+    pub(super) deadline: Option<Instant>,
+    /// Idle timeout, counted from `last_active`.
+    pub(super) idle: Option<Duration>,
+    /// Last time bytes moved on this connection.
+    pub(super) last_active: Instant,
 }
 
 impl Conn {
@@ -94,6 +111,18 @@ impl Conn {
             in_dirty: false,
             dead: false,
             gone: false,
+            deadline: None,
+            idle: None,
+            last_active: Instant::now(),
+        }
+    }
+
+    /// When this connection's timeout expires, if it has one.
+    pub(super) fn expiry(&self) -> Option<Instant> {
+        let idle = self.idle.map(|d| self.last_active + d);
+        match (self.deadline, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 

@@ -6,8 +6,8 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use nix::sys::socket::{Shutdown, shutdown};
 
-use super::Context;
 use super::conn::{AfterFlush, Conn, Role, Switched, read_fd, set_nonblocking, set_nonblocking_to};
+use super::{Context, Start};
 use crate::error::{Error, Result};
 use crate::event::{ConnId, Event};
 use crate::frame::Decoder;
@@ -34,23 +34,46 @@ impl Context {
                 });
             }
         }
+        self.pair(network, service, transport, Vec::new(), Start::Opening)
+    }
+
+    /// Makes `network` (with `transport`) and `service` a switched pair. `held` is
+    /// what the transport already produced for the service; `start` says which
+    /// transport hook opens the pair. Bytes either side's decoder held (a partial
+    /// message) go through the transport, so nothing already read is lost.
+    pub(super) fn pair(
+        &mut self,
+        network: ConnId,
+        service: ConnId,
+        mut transport: Box<dyn Transport>,
+        held: Vec<u8>,
+        start: Start,
+    ) -> Result<()> {
         if network == service {
             return Err(Error::WrongKind {
                 id: network,
                 what: "a connection cannot be switched with itself",
             });
         }
-        for (id, peer, transport) in [
-            (network, service, Some(transport)),
-            (service, network, None),
-        ] {
-            let c = self.live_mut(id)?;
-            set_nonblocking(c.io.fd())?;
-            // Bytes already read but not yet a whole message go to the relay.
-            let leftover = std::mem::replace(&mut c.decoder, Decoder::new(0));
-            if leftover.pending() > 0 {
-                tracing::debug!(%id, "switching with a partial message buffered");
-            }
+        let Some((net, svc)) = self.conns.get2_mut(network, service) else {
+            return Err(Error::NoSuchConnection(service));
+        };
+        set_nonblocking(net.io.fd())?;
+        set_nonblocking(svc.io.fd())?;
+        let from_net = net.decoder.take_pending();
+        let from_svc = svc.decoder.take_pending();
+        let mut relay = Relay::new(&mut svc.out, &mut net.out);
+        // The answer first (to whichever side the transport gives it), then what
+        // the network peer already sent.
+        match start {
+            Start::Opening => transport.start(&mut relay),
+            Start::Accepted => transport.accepted(&mut relay),
+        }
+        relay.frames_to_service(&held);
+        let fed = transport
+            .on_network_data(&from_net, &mut relay)
+            .and_then(|()| transport.on_service_data(&from_svc, &mut relay));
+        for (c, peer, transport) in [(net, service, Some(transport)), (svc, network, None)] {
             c.role = Role::Switched(Box::new(Switched {
                 peer,
                 transport,
@@ -58,10 +81,16 @@ impl Context {
                 after_flush: AfterFlush::Nothing,
                 hooks: None,
             }));
-            // An External was registered without interest in its readability edge
-            // having been consumed; read it now in case data is already there.
+            // Data may already wait in the socket: its edge may be consumed.
             c.readable = true;
+            c.paused = false;
+        }
+        for id in [network, service] {
             self.mark_ready(id);
+            self.mark_dirty(id);
+        }
+        if let Err(e) = fed {
+            self.fail_pair(network, e);
         }
         Ok(())
     }
@@ -121,6 +150,7 @@ impl Context {
             }
             Err(e) => return self.fail_pair(id, e.into()),
         };
+        c.last_active = self.now;
         if hooked.is_some() {
             // Level-triggered through `recheck`.
         } else if n < self.scratch.len() && !c.hup {
@@ -137,17 +167,11 @@ impl Context {
         let data = hooked.as_deref().unwrap_or(&self.scratch[..n]);
         let result = if let Some(t) = ms.transport.as_mut() {
             // Network side: unwrap for the service (peer).
-            let mut relay = Relay {
-                to_service: &mut other.out,
-                to_network: &mut me.out,
-            };
+            let mut relay = Relay::new(&mut other.out, &mut me.out);
             t.on_network_data(data, &mut relay)
         } else if let Some(t) = os.transport.as_mut() {
             // Service side: wrap for the network (peer).
-            let mut relay = Relay {
-                to_service: &mut me.out,
-                to_network: &mut other.out,
-            };
+            let mut relay = Relay::new(&mut me.out, &mut other.out);
             t.on_service_data(data, &mut relay)
         } else {
             Ok(())
@@ -199,10 +223,7 @@ impl Context {
             && let Role::Switched(os) = &mut other.role
         {
             if let Some(t) = os.transport.as_mut() {
-                let mut relay = Relay {
-                    to_service: &mut me.out,
-                    to_network: &mut other.out,
-                };
+                let mut relay = Relay::new(&mut me.out, &mut other.out);
                 t.service_closed(&mut relay, clean);
             }
             os.after_flush = AfterFlush::Close;
@@ -214,16 +235,23 @@ impl Context {
     }
 
     /// Flushes `id`, and if its queue is already empty, applies its after-flush step.
-    fn flush_or_finish(&mut self, id: ConnId) {
+    pub(super) fn flush_or_finish(&mut self, id: ConnId) {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
         if !c.out.is_empty() {
             return self.flush(id);
         }
-        if let Some(s) = c.switched() {
-            let after = s.after_flush;
-            self.after_flush(id, after);
+        match &mut c.role {
+            Role::Switched(s) => {
+                let after = s.after_flush;
+                self.after_flush(id, after);
+            }
+            Role::Pending(p) if p.closing.is_some() => {
+                let reason = p.closing.take().flatten();
+                self.disconnect(id, reason);
+            }
+            _ => {}
         }
     }
 
@@ -263,10 +291,7 @@ impl Context {
             if let Role::Switched(ns) = &mut net.role
                 && let Some(t) = ns.transport.as_mut()
             {
-                let mut relay = Relay {
-                    to_service: &mut svc.out,
-                    to_network: &mut net.out,
-                };
+                let mut relay = Relay::new(&mut svc.out, &mut net.out);
                 t.service_closed(&mut relay, false);
             }
             let _ = net.out.flush(net.io.fd());

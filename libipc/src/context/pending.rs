@@ -1,0 +1,177 @@
+//! Network connections before their service is attached: the handshake phase.
+//!
+//! A daemon adds an accepted client with [`Context::add_network`] and its
+//! transport. The transport reads the handshake and names a service
+//! ([`Event::ServiceRequest`]); the daemon decides: [`Context::attach_service`]
+//! connects the service and switches the pair, [`Context::refuse`] answers the
+//! client and closes it. Nothing is read from the client while the daemon decides,
+//! and what came with the name is delivered to the service first.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use mio::Interest;
+
+use super::conn::{Io, Pending, Role, read_fd, set_nonblocking};
+use super::{Context, Start};
+use crate::error::{Error, Result};
+use crate::event::{ConnId, Event};
+use crate::queue::OutQueue;
+use crate::service;
+use crate::switch::{Relay, Transport};
+
+impl Context {
+    /// Adds a network connection (an accepted TCP socket, say) whose service is not
+    /// known yet. `transport` reads its handshake and names the service, reported
+    /// as [`Event::ServiceRequest`]. Set a deadline ([`Context::set_deadline`]) so
+    /// that a client that never names one is timed out.
+    pub fn add_network(&mut self, fd: OwnedFd, transport: Box<dyn Transport>) -> Result<ConnId> {
+        set_nonblocking(fd.as_fd())?;
+        let pending = Pending {
+            transport,
+            to_service: OutQueue::default(),
+            closing: None,
+        };
+        let id = self.insert(
+            Io::Stream(fd),
+            Role::Pending(Box::new(pending)),
+            Interest::READABLE,
+        )?;
+        if let Some(c) = self.conns.get_mut(id)
+            && let Role::Pending(p) = &mut c.role
+        {
+            let mut relay = Relay::new(&mut p.to_service, &mut c.out);
+            p.transport.start(&mut relay);
+        }
+        self.mark_dirty(id);
+        Ok(id)
+    }
+
+    /// Connects network connection `id` to local service `name` and switches them:
+    /// the transport answers the client (`ok`), then what the client already sent
+    /// reaches the service. Returns the service connection.
+    ///
+    /// Fails (leaving `id` waiting, so the caller can [`Context::refuse`] it) if
+    /// `id` is not waiting for a service, the name is invalid, or the service
+    /// cannot be reached.
+    pub fn attach_service(&mut self, id: ConnId, name: &str) -> Result<ConnId> {
+        self.pending_of(id)?;
+        let fd = service::connect_nonblocking(&self.rundir, name.as_bytes())?;
+        let svc = self.insert(Io::Stream(fd), Role::Ipc, Interest::READABLE)?;
+        if let Err(e) = self.attach(id, svc) {
+            self.remove(svc);
+            return Err(e);
+        }
+        Ok(svc)
+    }
+
+    /// Switches network connection `id` (waiting for a service) with `local`, an
+    /// existing plain connection (a client of the daemon's own service, for
+    /// instance). As with [`Context::attach_service`], the client is answered first.
+    pub fn attach(&mut self, id: ConnId, local: ConnId) -> Result<()> {
+        self.pending_of(id)?;
+        if !matches!(self.live(local)?.role, Role::Ipc) {
+            return Err(Error::WrongKind {
+                id: local,
+                what: "only a plain connection can be attached",
+            });
+        }
+        let Some(c) = self.conns.get_mut(id) else {
+            return Err(Error::NoSuchConnection(id));
+        };
+        let Role::Pending(p) = std::mem::replace(&mut c.role, Role::Ipc) else {
+            return Err(Error::NoSuchConnection(id));
+        };
+        let Pending {
+            transport,
+            mut to_service,
+            ..
+        } = *p;
+        let held = to_service.take_bytes();
+        self.pair(id, local, transport, held, Start::Accepted)
+    }
+
+    /// Turns network connection `id` away: its transport answers with `reason`
+    /// (`no: REASON` in tcpd's handshake), and the connection closes once that is
+    /// written. Its DISCONNECTION carries [`Error::Denied`].
+    pub fn refuse(&mut self, id: ConnId, reason: &str) -> Result<()> {
+        let c = self
+            .conns
+            .get_mut(id)
+            .filter(|c| !c.dead)
+            .ok_or(Error::NoSuchConnection(id))?;
+        let Role::Pending(p) = &mut c.role else {
+            return Err(Error::WrongKind {
+                id,
+                what: "only a connection waiting for a service can be refused",
+            });
+        };
+        let mut relay = Relay::new(&mut p.to_service, &mut c.out);
+        p.transport.refused(reason, &mut relay);
+        p.closing = Some(Some(Error::Denied(reason.to_owned())));
+        c.paused = true;
+        self.flush_or_finish(id);
+        Ok(())
+    }
+
+    fn pending_of(&self, id: ConnId) -> Result<()> {
+        match &self.live(id)?.role {
+            Role::Pending(p) if p.closing.is_none() => Ok(()),
+            _ => Err(Error::WrongKind {
+                id,
+                what: "not a network connection waiting for a service",
+            }),
+        }
+    }
+
+    /// One read from a network connection in its handshake.
+    pub(super) fn read_pending(&mut self, id: ConnId) {
+        self.ensure_scratch();
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        let n = match read_fd(c.io.fd(), &mut self.scratch) {
+            Ok(0) => {
+                let reason = match &mut c.role {
+                    Role::Pending(p) => p.transport.network_closed().err(),
+                    _ => None,
+                };
+                return self.disconnect(id, reason);
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.readable = false;
+                return;
+            }
+            Err(e) => return self.disconnect(id, Some(e.into())),
+        };
+        c.last_active = self.now;
+        let more = n == self.scratch.len() || c.hup;
+        c.readable = more;
+        if more && !c.in_ready {
+            c.in_ready = true;
+            self.ready.push_back(id);
+        }
+        let Role::Pending(p) = &mut c.role else {
+            return;
+        };
+        let mut relay = Relay::new(&mut p.to_service, &mut c.out);
+        let result = p.transport.on_network_data(&self.scratch[..n], &mut relay);
+        let request = relay.request.take();
+        match result {
+            Err(e) => {
+                tracing::debug!(conn = %id, error = %e, "handshake failed");
+                p.closing = Some(Some(e));
+                c.paused = true;
+            }
+            Ok(()) => {
+                if let Some(name) = request {
+                    // Wait for the daemon's decision before reading more.
+                    c.paused = true;
+                    self.pending.push_back(Event::ServiceRequest { id, name });
+                }
+            }
+        }
+        self.flush_or_finish(id);
+    }
+}

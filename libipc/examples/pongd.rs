@@ -23,6 +23,7 @@ fn run() -> Result<(), ipc::Error> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let name = std::env::args().nth(1).unwrap_or_else(|| "pong".into());
     let mut ctx = Context::new()?;

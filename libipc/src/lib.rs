@@ -30,6 +30,7 @@
 
 pub mod capi;
 mod context;
+pub mod daemon;
 mod error;
 mod event;
 pub mod frame;

@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::frame::{self, Scanner};
 use crate::queue::OutQueue;
 
+mod dial;
 mod routed;
+pub use dial::Dial;
 pub use routed::Routed;
 
 /// Where a transport puts its output: bytes for the service (LibIPC frames) and

@@ -1,0 +1,541 @@
+//! The engine of the protocol daemons (tcpd, tlsd, websocketd): worker event loops
+//! that accept network clients on already-open listeners, run each through a
+//! transport's handshake, connect it to the service it names (or the fixed one),
+//! relay, and drain on shutdown. The binaries parse flags, set up logging, bind,
+//! pick their transport and hand everything to [`Daemon::run`].
+//!
+//! Outbound, the daemon is also a LibIPC service (`tcp`, `tls`): a local client
+//! sends `SCHEME://HOST:PORT/SERVICE`, the daemon connects to the remote daemon
+//! without blocking its loop, performs the handshake, answers the local client
+//! (a framed `ok`, or a framed `no: REASON`) and switches the two.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::network::parse_uri;
+use crate::service::validate_name;
+use crate::switch::Transport;
+use crate::{Config, ConnId, Context, Event};
+
+/// Makes the transport for a new inbound client (routed or fixed mode).
+pub type InboundFactory = Arc<dyn Fn() -> Box<dyn Transport> + Send + Sync>;
+/// Makes the transport for an outbound connection asking for `service`.
+pub type OutboundFactory = Arc<dyn Fn(&str) -> Box<dyn Transport> + Send + Sync>;
+
+/// What a daemon does and its limits.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Every client goes to this service, with no handshake (fixed mode).
+    pub fixed_service: Option<String>,
+    /// Services clients may reach (empty: any).
+    pub allow: Vec<String>,
+    /// Open network connections at most, over all workers.
+    pub max_connections: usize,
+    /// Time a client has to name its service.
+    pub handshake_timeout: Duration,
+    /// A connection with no traffic for this long is closed (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// On shutdown, how long open connections may take to finish.
+    pub drain_timeout: Duration,
+    /// Largest message accepted from a client.
+    pub max_message_size: usize,
+    /// The run directory.
+    pub rundir: PathBuf,
+    /// The daemon's own LibIPC service for outbound connections (`None`: none).
+    pub local_service: Option<String>,
+    /// The URI scheme outbound requests must use (`tcp`, `tls`).
+    pub scheme: String,
+}
+
+/// A running daemon's stop switch: [`Shutdown::trigger`] makes every worker stop
+/// accepting and drain. Cheap to clone; safe to call from a signal-handling thread.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    wakers: Arc<Vec<std::os::unix::net::UnixStream>>,
+}
+
+impl Shutdown {
+    /// Asks every worker to drain and exit.
+    pub fn trigger(&self) {
+        for w in self.wakers.iter() {
+            // A full pipe already holds a wake-up: nothing is lost.
+            let _ = io::Write::write(&mut &*w, b"x");
+        }
+    }
+}
+
+/// A daemon ready to run: listeners already bound, transports chosen.
+pub struct Daemon {
+    config: DaemonConfig,
+    listeners: Vec<TcpListener>,
+    inbound: InboundFactory,
+    outbound: Option<OutboundFactory>,
+    shutdown: Shutdown,
+    worker_ends: Vec<std::os::unix::net::UnixStream>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("config", &self.config)
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Daemon {
+    /// A daemon with `workers` event loops sharing `listeners`.
+    pub fn new(
+        config: DaemonConfig,
+        listeners: Vec<TcpListener>,
+        workers: usize,
+        inbound: InboundFactory,
+        outbound: Option<OutboundFactory>,
+    ) -> Result<Self> {
+        let mut wakers = Vec::new();
+        let mut worker_ends = Vec::new();
+        for _ in 0..workers.max(1) {
+            let (a, b) = std::os::unix::net::UnixStream::pair()?;
+            a.set_nonblocking(true)?;
+            wakers.push(a);
+            worker_ends.push(b);
+        }
+        for l in &listeners {
+            l.set_nonblocking(true)?;
+        }
+        Ok(Daemon {
+            config,
+            listeners,
+            inbound,
+            outbound,
+            shutdown: Shutdown {
+                wakers: Arc::new(wakers),
+            },
+            worker_ends,
+        })
+    }
+
+    /// The handle that stops this daemon.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Runs the workers until they have drained after a shutdown. Returns the
+    /// first worker error, if any.
+    pub fn run(self) -> Result<()> {
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for (n, wake) in self.worker_ends.into_iter().enumerate() {
+            let listeners = self
+                .listeners
+                .iter()
+                .map(TcpListener::try_clone)
+                .collect::<io::Result<Vec<_>>>()?;
+            let mut worker = Worker {
+                n,
+                config: self.config.clone(),
+                inbound: self.inbound.clone(),
+                // Only one process may serve a name: the first worker does.
+                outbound: if n == 0 { self.outbound.clone() } else { None },
+                open: open.clone(),
+                ctx: Context::with_config(
+                    Config::default().max_message_size(self.config.max_message_size),
+                )?,
+                listeners: HashMap::new(),
+                wake: None,
+                conns: HashMap::new(),
+                dialing: HashMap::new(),
+                local_service: None,
+                draining: None,
+            };
+            worker.ctx.set_rundir(&self.config.rundir);
+            worker.setup(listeners, wake)?;
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("worker-{n}"))
+                    .spawn(move || worker.run())?,
+            );
+        }
+        let mut result = Ok(());
+        for h in handles {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = result.and(Err(e)),
+                Err(_) => result = result.and(Err(Error::Transport("worker panicked".into()))),
+            }
+        }
+        result
+    }
+}
+
+/// What a worker remembers about a network connection.
+#[derive(Debug)]
+struct NetConn {
+    peer: String,
+    service: Option<String>,
+    since: Instant,
+    /// The service connection, once attached.
+    service_id: Option<ConnId>,
+    /// For outbound connections: the local client waiting for it.
+    local: Option<ConnId>,
+}
+
+struct Worker {
+    n: usize,
+    config: DaemonConfig,
+    inbound: InboundFactory,
+    outbound: Option<OutboundFactory>,
+    open: Arc<AtomicUsize>,
+    ctx: Context,
+    listeners: HashMap<ConnId, TcpListener>,
+    wake: Option<(ConnId, std::os::unix::net::UnixStream)>,
+    conns: HashMap<ConnId, NetConn>,
+    /// Local clients with an outbound connection in progress.
+    dialing: HashMap<ConnId, ConnId>,
+    local_service: Option<ConnId>,
+    draining: Option<Instant>,
+}
+
+impl Worker {
+    fn setup(
+        &mut self,
+        listeners: Vec<TcpListener>,
+        wake: std::os::unix::net::UnixStream,
+    ) -> Result<()> {
+        for l in listeners {
+            let id = self.ctx.add_external(OwnedFd::from(l.try_clone()?))?;
+            self.listeners.insert(id, l);
+        }
+        wake.set_nonblocking(true)?;
+        let id = self.ctx.add_external(OwnedFd::from(wake.try_clone()?))?;
+        self.wake = Some((id, wake));
+        if self.outbound.is_some()
+            && let Some(name) = self.config.local_service.clone()
+        {
+            self.local_service = Some(self.ctx.service_init(&name)?);
+            tracing::info!(service = %name, path = %self.config.rundir.join(&name).display(), "outbound service ready");
+        }
+        Ok(())
+    }
+
+    fn run(mut self) -> Result<()> {
+        loop {
+            if let Some(deadline) = self.draining {
+                if self.conns.is_empty() {
+                    tracing::debug!(worker = self.n, "drained");
+                    return Ok(());
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    tracing::warn!(
+                        worker = self.n,
+                        open = self.conns.len(),
+                        "drain timeout: closing"
+                    );
+                    for id in self.conns.keys().copied().collect::<Vec<_>>() {
+                        self.close_net(id, "drain timeout");
+                    }
+                    return Ok(());
+                }
+                self.ctx.set_timer(Some(left));
+            }
+            let event = self.ctx.wait_event()?;
+            self.handle(event);
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::External { id } if self.listeners.contains_key(&id) => self.accept(id),
+            Event::External { id } if self.wake.as_ref().is_some_and(|(w, _)| *w == id) => {
+                self.start_drain()
+            }
+            Event::ServiceRequest { id, name } => self.route(id, &name),
+            Event::Timeout { id } => self.timeout(id),
+            Event::Disconnection { id, reason } => self.disconnected(id, reason),
+            Event::Message { id, payload } => self.outbound_request(id, &payload),
+            Event::Error { error, .. } => tracing::warn!(error = %error, "event loop error"),
+            _ => {}
+        }
+    }
+
+    fn accept(&mut self, listener: ConnId) {
+        for _ in 0..64 {
+            let Some(l) = self.listeners.get(&listener) else {
+                return;
+            };
+            let (stream, peer) = match l.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors: the client waits in the backlog.
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            };
+            if self.open.load(Ordering::Relaxed) >= self.config.max_connections {
+                tracing::warn!(%peer, limit = self.config.max_connections, "refused: too many connections");
+                // Best effort, in the original handshake's form; then close.
+                let _ = io::Write::write_all(&mut &stream, b"no: too many connections\n");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            self.open.fetch_add(1, Ordering::Relaxed);
+            let id = match self.ctx.add_network(stream.into(), (self.inbound)()) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.open.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, error = %e, "cannot add connection");
+                    continue;
+                }
+            };
+            self.conns.insert(
+                id,
+                NetConn {
+                    peer: peer.to_string(),
+                    service: None,
+                    since: Instant::now(),
+                    service_id: None,
+                    local: None,
+                },
+            );
+            tracing::debug!(%peer, conn = %id, "accepted");
+            match self.config.fixed_service.clone() {
+                Some(name) => self.route(id, name.as_bytes()),
+                None => {
+                    let _ = self
+                        .ctx
+                        .set_deadline(id, Some(Instant::now() + self.config.handshake_timeout));
+                }
+            }
+        }
+    }
+
+    /// A client named its service (or the fixed one applies): connect or refuse.
+    fn route(&mut self, id: ConnId, name: &[u8]) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(local) = conn.local {
+            // Outbound: the remote daemon said ok; join the waiting local client.
+            self.dialing.remove(&local);
+            if let Err(e) = self.ctx.attach(id, local) {
+                tracing::warn!(conn = %id, error = %e, "cannot join local client");
+                let _ = self.ctx.refuse(id, "internal error");
+            }
+            conn.service_id = Some(local);
+            let _ = self.ctx.set_deadline(id, None);
+            let _ = self.ctx.set_idle_timeout(id, self.config.idle_timeout);
+            tracing::info!(peer = %conn.peer, service = conn.service.as_deref().unwrap_or(""), "outbound connected");
+            return;
+        }
+        let shown = String::from_utf8_lossy(&name[..name.len().min(80)]).into_owned();
+        let refusal = match validate_name(name) {
+            Err(_) => Some("invalid service name"),
+            Ok(n) if !self.config.allow.is_empty() && !self.config.allow.iter().any(|a| a == n) => {
+                Some("service not allowed")
+            }
+            Ok(_) => None,
+        };
+        conn.service = Some(shown.clone());
+        let peer = conn.peer.clone();
+        let result = match refusal {
+            Some(r) => Err(r),
+            None => self.ctx.attach_service(id, &shown).map_err(|e| match e {
+                Error::Connect { source, .. } => match source.kind() {
+                    io::ErrorKind::NotFound => "unknown service",
+                    io::ErrorKind::WouldBlock => "service busy",
+                    _ => "service down",
+                },
+                _ => "service down",
+            }),
+        };
+        match result {
+            Ok(svc) => {
+                tracing::info!(%peer, service = %shown, conn = %id, "connected");
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.service_id = Some(svc);
+                }
+                let _ = self.ctx.set_deadline(id, None);
+                let _ = self.ctx.set_idle_timeout(id, self.config.idle_timeout);
+            }
+            Err(reason) => {
+                tracing::warn!(%peer, service = %shown, reason, "refused");
+                if self.ctx.refuse(id, reason).is_err() {
+                    self.close_net(id, reason);
+                }
+            }
+        }
+    }
+
+    fn timeout(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        if conn.service_id.is_none() && conn.local.is_none() {
+            tracing::warn!(peer = %conn.peer, "refused: handshake timeout");
+            if self.ctx.refuse(id, "handshake timeout").is_err() {
+                self.close_net(id, "handshake timeout");
+            }
+        } else {
+            tracing::info!(peer = %conn.peer, service = conn.service.as_deref().unwrap_or(""), "idle timeout");
+            self.close_net(id, "idle timeout");
+        }
+    }
+
+    /// Closes a network connection (and its service side) now.
+    fn close_net(&mut self, id: ConnId, why: &str) {
+        if let Some(conn) = self.conns.remove(&id) {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            log_closed(&conn, Some(why));
+            if let Some(local) = conn.local {
+                self.answer_local(local, &format!("no: {why}"));
+            }
+        }
+        let _ = self.ctx.close(id);
+    }
+
+    fn disconnected(&mut self, id: ConnId, reason: Option<Error>) {
+        if let Some(conn) = self.conns.remove(&id) {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            let why = reason.as_ref().map(|e| e.to_string());
+            log_closed(&conn, why.as_deref());
+            if let Some(local) = conn.local
+                && self.dialing.remove(&local).is_some()
+            {
+                // The outbound connection failed before the remote said ok.
+                let text = match &reason {
+                    Some(Error::Denied(answer)) => answer.clone(),
+                    Some(e) => format!("no: {e}"),
+                    None => "no: the remote daemon closed the connection".into(),
+                };
+                self.answer_local(local, &text);
+            }
+        } else {
+            // A local client went away, maybe while dialing.
+            if let Some(net) = self.dialing.remove(&id) {
+                self.close_net(net, "local client left");
+            }
+        }
+        if self.draining.is_some() && self.conns.is_empty() {
+            tracing::debug!(worker = self.n, "last connection closed while draining");
+        }
+    }
+
+    fn start_drain(&mut self) {
+        if let Some((_, w)) = &self.wake {
+            let mut buf = [0; 16];
+            let _ = (&*w).read(&mut buf);
+        }
+        if self.draining.is_some() {
+            return;
+        }
+        tracing::info!(worker = self.n, open = self.conns.len(), "draining");
+        for id in self.listeners.keys().copied().collect::<Vec<_>>() {
+            let _ = self.ctx.close(id);
+        }
+        self.listeners.clear();
+        if let Some(id) = self.local_service.take() {
+            let _ = self.ctx.close(id);
+        }
+        self.draining = Some(Instant::now() + self.config.drain_timeout);
+    }
+
+    /// A local client of our service asks for `SCHEME://HOST:PORT/SERVICE`.
+    fn outbound_request(&mut self, local: ConnId, payload: &[u8]) {
+        let Some(factory) = self.outbound.clone() else {
+            return;
+        };
+        if self.dialing.contains_key(&local) {
+            tracing::warn!(conn = %local, "message before the outbound connection was ready");
+            let _ = self.ctx.close(local);
+            return;
+        }
+        let uri = String::from_utf8_lossy(payload).into_owned();
+        match self.dial(&uri, factory) {
+            Ok(net) => {
+                self.dialing.insert(local, net);
+                if let Some(c) = self.conns.get_mut(&net) {
+                    c.local = Some(local);
+                }
+            }
+            Err(why) => {
+                tracing::warn!(%uri, reason = %why, "outbound refused");
+                self.answer_local(local, &format!("no: {why}"));
+            }
+        }
+    }
+
+    fn dial(&mut self, uri: &str, factory: OutboundFactory) -> std::result::Result<ConnId, String> {
+        let u = parse_uri(uri).map_err(|e| e.to_string())?;
+        if u.scheme != self.config.scheme {
+            return Err(format!(
+                "this daemon speaks {}://, not {}://",
+                self.config.scheme, u.scheme
+            ));
+        }
+        let service = validate_name(u.path.as_bytes()).map_err(|e| e.to_string())?;
+        let addr = resolve(u.authority)?;
+        let stream =
+            mio::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let fd: OwnedFd = std::net::TcpStream::from(stream).into();
+        let net = self
+            .ctx
+            .add_network(fd, factory(service))
+            .map_err(|e| e.to_string())?;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .ctx
+            .set_deadline(net, Some(Instant::now() + self.config.handshake_timeout));
+        self.conns.insert(
+            net,
+            NetConn {
+                peer: addr.to_string(),
+                service: Some(service.to_owned()),
+                since: Instant::now(),
+                service_id: None,
+                local: None,
+            },
+        );
+        tracing::debug!(%uri, conn = %net, "dialing");
+        Ok(net)
+    }
+
+    /// Tells a local client the outcome (a framed answer), then closes it.
+    fn answer_local(&mut self, local: ConnId, text: &str) {
+        let _ = self.ctx.write(local, text.as_bytes());
+        let _ = self.ctx.close(local);
+    }
+}
+
+/// Resolves `host:port` (IP literals, `[v6]:port`, host names).
+fn resolve(authority: &str) -> std::result::Result<SocketAddr, String> {
+    if let Ok(a) = authority.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    // Host names go through the system resolver, which may block briefly.
+    authority
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{authority} has no address"))
+}
+
+fn log_closed(conn: &NetConn, why: Option<&str>) {
+    tracing::info!(
+        peer = %conn.peer,
+        service = conn.service.as_deref().unwrap_or("-"),
+        duration_ms = conn.since.elapsed().as_millis() as u64,
+        reason = why.unwrap_or("closed"),
+        "connection closed"
+    );
+}

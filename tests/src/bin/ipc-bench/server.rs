@@ -1,0 +1,242 @@
+//! The two echo services, run in a child process (`ipc-bench serve ...`), and the
+//! parent's handle on that process.
+//!
+//! They live in another process because the 10,000-connection scenario needs
+//! 10,000 descriptors on each side and the hard limit is 20,000 per process; it
+//! also keeps the client's and the service's CPU time apart.
+
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::ValueEnum;
+use ipc::{Context, Event};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+/// Which echo service to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// libipc's `Context` event loop.
+    Libipc,
+    /// Reference: a blocking thread per connection, plain reads and writes.
+    Reference,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Libipc => "libipc",
+            Kind::Reference => "reference",
+        }
+    }
+}
+
+/// Line the child prints on stdout once its socket is listening.
+const READY: &str = "ready";
+
+/// Child side: runs the echo service until killed.
+pub fn serve(kind: Kind, rundir: &Path, name: &str) -> Result<()> {
+    match kind {
+        Kind::Libipc => serve_libipc(rundir, name),
+        Kind::Reference => serve_reference(&rundir.join(name)),
+    }
+}
+
+fn announce_ready() -> Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{READY}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The service under test, written the way the libipc documentation shows.
+fn serve_libipc(rundir: &Path, name: &str) -> Result<()> {
+    let mut ctx = Context::new()?;
+    ctx.set_rundir(rundir);
+    ctx.service_init(name)?;
+    announce_ready()?;
+    loop {
+        match ctx.wait_event()? {
+            // schedule_vec: the payload is ours already, so no copy for big ones.
+            Event::Message { id, payload } => {
+                if let Err(e) = ctx.schedule_vec(id, payload) {
+                    // The client sees the missing reply and reports the run as failed.
+                    eprintln!("libipc echo: schedule on {id}: {e}");
+                }
+            }
+            Event::Error { id, error } => eprintln!("libipc echo: error on {id:?}: {error}"),
+            _ => {}
+        }
+    }
+}
+
+/// The reference: what plain blocking sockets achieve, one thread per connection.
+fn serve_reference(path: &Path) -> Result<()> {
+    let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    announce_ready()?;
+    for stream in listener.incoming() {
+        let stream = stream.context("accept")?;
+        std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                if let Err(e) = echo_blocking(&stream) {
+                    eprintln!("reference echo: {e}");
+                }
+            })
+            .context("spawn connection thread")?;
+    }
+    Ok(())
+}
+
+fn echo_blocking(stream: &UnixStream) -> io::Result<()> {
+    let mut rx = BufReader::with_capacity(256 << 10, stream);
+    let mut tx = BufWriter::with_capacity(256 << 10, stream);
+    let mut payload = Vec::new();
+    loop {
+        let mut hdr = [0u8; 4];
+        match rx.read_exact(&mut hdr) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return tx.flush(),
+            r => r?,
+        }
+        let len = u32::from_be_bytes(hdr) as usize;
+        if len > 16 << 20 {
+            return Err(io::Error::other(format!("frame of {len} bytes")));
+        }
+        payload.resize(len, 0);
+        rx.read_exact(&mut payload)?;
+        tx.write_all(&hdr)?;
+        tx.write_all(&payload)?;
+        // Replies to frames that arrived together leave together (as libipc's do);
+        // flush as soon as no complete frame is buffered, or the client could wait
+        // for a reply while we wait for its next request.
+        let buffered = rx.buffer();
+        let whole_frame_buffered = buffered.len() >= 4
+            && buffered.len()
+                >= 4 + u32::from_be_bytes([buffered[0], buffered[1], buffered[2], buffered[3]])
+                    as usize;
+        if !whole_frame_buffered {
+            tx.flush()?;
+        }
+    }
+}
+
+/// Parent side: a running service process, killed on drop.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    path: PathBuf,
+}
+
+impl Server {
+    /// Starts `ipc-bench serve` and waits (up to `deadline`) until its socket
+    /// accepts connections.
+    pub fn start(
+        kind: Kind,
+        rundir: &Path,
+        name: &str,
+        cpu: Option<usize>,
+        deadline: Duration,
+    ) -> Result<Self> {
+        let exe = std::env::current_exe().context("current_exe")?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("serve")
+            .arg("--kind")
+            .arg(kind.to_possible_value().expect("not skipped").get_name())
+            .arg("--rundir")
+            .arg(rundir)
+            .arg("--name")
+            .arg(name);
+        if let Some(cpu) = cpu {
+            // The child inherits our affinity; --cpu replaces it.
+            cmd.arg("--cpu").arg(cpu.to_string());
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawn the service process")?;
+        let mut server = Server {
+            child,
+            path: rundir.join(name),
+        };
+        server.wait_ready(Instant::now() + deadline)?;
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The service's peak resident memory (VmHWM), in MB.
+    pub fn peak_rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024.0 / 1e6)
+    }
+
+    /// Waits for the child's "ready" line (no sleeping: poll(2) on its stdout),
+    /// then checks that the socket path really accepts a connection.
+    fn wait_ready(&mut self, deadline: Instant) -> Result<()> {
+        let stdout = self.child.stdout.take().context("child stdout")?;
+        let line = read_line_until(stdout, deadline)?;
+        if line.trim() != READY {
+            let status = self.child.try_wait()?;
+            bail!("service did not start (said {line:?}, status {status:?})");
+        }
+        UnixStream::connect(&self.path)
+            .with_context(|| format!("probe connection to {}", self.path.display()))?;
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SIGKILL: the services have no clean shutdown; the run directory is
+        // removed by its owner.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_line_until(stdout: ChildStdout, deadline: Instant) -> Result<String> {
+    let mut reader = BufReader::new(stdout);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("service not ready before the deadline");
+        }
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(reader.get_ref().as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(e).context("poll the service's stdout"),
+        }
+        // Readable: the child wrote its line (one small write) or exited (EOF).
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        return Ok(line);
+    }
+}
+
+/// CPU time used so far (user + system, all threads) by process `pid` from /proc/<pid>/stat.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields are counted after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line (11 and 12 after the name).
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // /proc reports in USER_HZ, which is 100 on Linux whatever the kernel's HZ.
+    Some(Duration::from_millis(ticks * 10))
+}

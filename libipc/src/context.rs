@@ -118,6 +118,8 @@ pub struct Context {
     /// Listeners that hit the descriptor limit, retried after a pause.
     accept_retry: Option<(Instant, Vec<ConnId>)>,
     scratch: Vec<u8>,
+    /// The connection of the last event returned.
+    last_delivered: Option<ConnId>,
     /// Time of the last poll: when bytes move, connections take it as `last_active`.
     now: Instant,
     timer: Option<Duration>,
@@ -149,6 +151,7 @@ impl Context {
             accept_retry: None,
             scratch: Vec::new(),
             now: Instant::now(),
+            last_delivered: None,
             timer: None,
             rundir: service::rundir_from_env(),
             network: None,
@@ -448,13 +451,11 @@ impl Context {
                 Err(e) => return Err(e.into()),
             };
             let pending = &mut self.pending;
-            c.decoder.feed(&self.scratch[..n], |p| match first {
-                None => first = Some(p.to_vec()),
-                Some(_) => pending.push_back(Event::Message {
-                    id,
-                    payload: p.to_vec(),
-                }),
-            })?;
+            c.decoder
+                .feed_owned(&self.scratch[..n], |payload| match first {
+                    None => first = Some(payload),
+                    Some(_) => pending.push_back(Event::Message { id, payload }),
+                })?;
         }
         Ok(first.unwrap_or_default())
     }
@@ -526,7 +527,16 @@ impl Context {
             self.remove(id);
         }
         loop {
+            // Write a connection's replies as soon as the application moves on to
+            // another connection's events: its socket is still warm in the cache,
+            // and all the replies to one read still leave in one write.
+            if !self.dirty.is_empty()
+                && self.pending.front().and_then(Event::id) != self.last_delivered
+            {
+                self.flush_dirty();
+            }
             if let Some(ev) = self.next_pending() {
+                self.last_delivered = ev.id();
                 return Ok(ev);
             }
             self.flush_dirty();
@@ -719,11 +729,8 @@ impl Context {
         };
         c.last_active = self.now;
         let pending = &mut self.pending;
-        let fed = c.decoder.feed(&self.scratch[..n], |p| {
-            pending.push_back(Event::Message {
-                id,
-                payload: p.to_vec(),
-            })
+        let fed = c.decoder.feed_owned(&self.scratch[..n], |payload| {
+            pending.push_back(Event::Message { id, payload })
         });
         if let Err(e) = fed {
             tracing::warn!(conn = %id, error = %e, "protocol violation; closing connection");

@@ -11,16 +11,13 @@
 use std::ops::Range;
 
 use crate::error::{Error, Result};
+use crate::pool;
 
 /// Size of the length prefix.
 pub const HEADER_LEN: usize = 4;
 
 /// Default maximum payload size: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
-
-/// A decoder keeps at most this much capacity around between frames; a larger
-/// buffer (left by a big message) is freed so idle connections stay small.
-const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// The length prefix for a payload of `len` bytes.
 ///
@@ -70,11 +67,24 @@ pub fn decode(buf: &[u8], max: usize) -> Result<Option<Range<usize>>> {
 /// Incremental decoder: turns a stream of reads into whole payloads.
 ///
 /// Handles frames split over many reads and many frames in one read. Only the
-/// bytes of an unfinished frame are kept between calls.
+/// bytes of an unfinished frame are kept between calls, in a buffer sized once
+/// from the header (after checking it) and released when the frame is complete.
 #[derive(Debug)]
 pub struct Decoder {
     max: usize,
-    partial: Vec<u8>,
+    hdr: [u8; HEADER_LEN],
+    /// Header bytes of the unfinished frame (0: between frames).
+    hdr_have: usize,
+    /// Its payload so far, once the header is complete.
+    body: Vec<u8>,
+    /// Its declared payload length.
+    body_len: usize,
+}
+
+/// A payload found by the decoder: in the caller's input, or assembled by it.
+enum Found<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
 }
 
 impl Decoder {
@@ -82,7 +92,10 @@ impl Decoder {
     pub fn new(max: usize) -> Self {
         Decoder {
             max,
-            partial: Vec::new(),
+            hdr: [0; HEADER_LEN],
+            hdr_have: 0,
+            body: Vec::new(),
+            body_len: 0,
         }
     }
 
@@ -93,7 +106,7 @@ impl Decoder {
 
     /// Bytes held of a frame not yet complete.
     pub fn pending(&self) -> usize {
-        self.partial.len()
+        self.hdr_have + self.body.len()
     }
 
     /// Feeds bytes read from the stream; calls `on_frame` with each complete payload,
@@ -101,68 +114,96 @@ impl Decoder {
     ///
     /// Fails with [`Error::MessageTooLarge`] when a header announces more than the
     /// maximum; the stream cannot be resynchronised after that and must be closed.
-    pub fn feed(&mut self, mut input: &[u8], mut on_frame: impl FnMut(&[u8])) -> Result<usize> {
+    pub fn feed(&mut self, input: &[u8], mut on_frame: impl FnMut(&[u8])) -> Result<usize> {
+        self.feed_found(input, &mut |f| match f {
+            Found::Borrowed(p) => on_frame(p),
+            Found::Owned(p) => {
+                on_frame(&p);
+                pool::give(p);
+            }
+        })
+    }
+
+    /// Like [`Decoder::feed`], handing each payload over as an owned buffer: a
+    /// frame that spanned reads is given without another copy.
+    pub fn feed_owned(&mut self, input: &[u8], mut on_frame: impl FnMut(Vec<u8>)) -> Result<usize> {
+        self.feed_found(input, &mut |f| match f {
+            Found::Owned(p) => on_frame(p),
+            Found::Borrowed(p) if p.len() <= pool::SMALL => on_frame(p.to_vec()),
+            Found::Borrowed(p) => {
+                let mut v = pool::take(p.len());
+                v.extend_from_slice(p);
+                on_frame(v)
+            }
+        })
+    }
+
+    fn feed_found(
+        &mut self,
+        mut input: &[u8],
+        on_frame: &mut dyn FnMut(Found<'_>),
+    ) -> Result<usize> {
         let mut frames = 0;
-        if !self.partial.is_empty() {
-            if self.partial.len() < HEADER_LEN {
-                let take = (HEADER_LEN - self.partial.len()).min(input.len());
-                self.partial.extend_from_slice(&input[..take]);
+        if self.hdr_have > 0 {
+            if self.hdr_have < HEADER_LEN {
+                let take = (HEADER_LEN - self.hdr_have).min(input.len());
+                self.hdr[self.hdr_have..self.hdr_have + take].copy_from_slice(&input[..take]);
+                self.hdr_have += take;
                 input = &input[take..];
-                if self.partial.len() < HEADER_LEN {
+                if self.hdr_have < HEADER_LEN {
                     return Ok(0);
                 }
+                self.start_body()?;
             }
-            let total = HEADER_LEN + declared_len(&self.partial[..HEADER_LEN], self.max)?;
-            self.partial.reserve_exact(total - self.partial.len());
-            let take = (total - self.partial.len()).min(input.len());
-            self.partial.extend_from_slice(&input[..take]);
+            let take = (self.body_len - self.body.len()).min(input.len());
+            self.body.extend_from_slice(&input[..take]);
             input = &input[take..];
-            if self.partial.len() < total {
+            if self.body.len() < self.body_len {
                 return Ok(0);
             }
-            on_frame(&self.partial[HEADER_LEN..]);
+            self.hdr_have = 0;
+            on_frame(Found::Owned(std::mem::take(&mut self.body)));
             frames += 1;
-            self.partial.clear();
-            if self.partial.capacity() > KEEP_CAPACITY {
-                self.partial = Vec::new();
-            }
         }
         while let Some(payload) = decode(input, self.max)? {
-            on_frame(&input[payload.clone()]);
+            on_frame(Found::Borrowed(&input[payload.clone()]));
             frames += 1;
             input = &input[payload.end..];
         }
         if !input.is_empty() {
-            if input.len() >= HEADER_LEN {
-                // Already checked against the maximum by `decode`.
-                let total = HEADER_LEN + declared_len(&input[..HEADER_LEN], self.max)?;
-                self.partial.reserve_exact(total);
+            let take = HEADER_LEN.min(input.len());
+            self.hdr[..take].copy_from_slice(&input[..take]);
+            self.hdr_have = take;
+            if take == HEADER_LEN {
+                // Checked against the maximum by `decode` already.
+                self.start_body()?;
+                self.body.extend_from_slice(&input[take..]);
             }
-            self.partial.extend_from_slice(input);
         }
         Ok(frames)
     }
 
+    /// The header is complete: check it, then make room for exactly its payload.
+    fn start_body(&mut self) -> Result<()> {
+        self.body_len = declared_len(&self.hdr, self.max)?;
+        self.body = pool::take(self.body_len);
+        Ok(())
+    }
+
     /// Takes the bytes of the unfinished frame (when the stream changes hands).
     pub fn take_pending(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.partial)
+        let mut out = self.hdr[..self.hdr_have].to_vec();
+        out.append(&mut self.body);
+        self.hdr_have = 0;
+        out
     }
 
     /// Called at end of stream: fails with [`Error::Truncated`] if a frame was cut short.
     pub fn finish(&self) -> Result<()> {
-        if self.partial.is_empty() {
-            return Ok(());
-        }
-        let missing = if self.partial.len() < HEADER_LEN {
-            HEADER_LEN - self.partial.len()
-        } else {
-            let len = u32::from_be_bytes([
-                self.partial[0],
-                self.partial[1],
-                self.partial[2],
-                self.partial[3],
-            ]) as usize;
-            HEADER_LEN + len - self.partial.len()
+        let missing = match self.hdr_have {
+            0 => return Ok(()),
+            n if n < HEADER_LEN => HEADER_LEN - n,
+            _ => self.body_len - self.body.len(),
         };
         Err(Error::Truncated { missing })
     }
@@ -342,13 +383,17 @@ mod tests {
     }
 
     #[test]
-    fn large_partial_buffer_is_released() {
+    fn large_partial_buffer_is_handed_over_and_released() {
         let big = vec![9u8; 100_000];
-        let buf = frames(&[&big]);
+        let buf = frames(&[&big, b"x"]);
         let mut dec = Decoder::new(200_000);
         dec.feed(&buf[..50_000], |_| {}).unwrap();
-        assert_eq!(collect(&mut dec, &buf[50_000..]), vec![big]);
-        assert!(dec.partial.capacity() <= KEEP_CAPACITY);
+        assert_eq!(dec.pending(), 50_000);
+        let mut got = Vec::new();
+        dec.feed_owned(&buf[50_000..], |p| got.push(p)).unwrap();
+        assert_eq!(got, vec![big, b"x".to_vec()]);
+        assert_eq!(dec.pending(), 0);
+        assert_eq!(dec.body.capacity(), 0, "an idle decoder holds no buffer");
     }
 
     #[test]

@@ -35,6 +35,7 @@ mod error;
 mod event;
 pub mod frame;
 pub mod network;
+mod pool;
 mod queue;
 pub mod service;
 mod slab;

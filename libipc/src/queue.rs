@@ -8,15 +8,13 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, sendmsg};
 
-use crate::frame;
+use crate::{frame, pool};
 
 /// Payloads up to this size are copied behind the previous message so that many
 /// small messages leave in one buffer; larger ones keep their own allocation.
 const COALESCE_MAX: usize = 16 * 1024;
 /// Most iovecs handed to one `sendmsg`.
 const MAX_IOV: usize = 64;
-/// A drained queue keeps no buffer larger than this.
-const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// What one flush achieved.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +66,7 @@ impl OutQueue {
                 tail.extend_from_slice(bytes)
             }
             _ => {
-                let mut chunk = Vec::with_capacity(bytes.len().max(COALESCE_MAX.min(4096)));
+                let mut chunk = pool::take(bytes.len());
                 chunk.extend_from_slice(bytes);
                 self.chunks.push_back(chunk);
             }
@@ -93,7 +91,9 @@ impl OutQueue {
         if payload.len() <= COALESCE_MAX {
             self.append(payload);
         } else {
-            self.append_owned(payload.to_vec());
+            let mut own = pool::take(payload.len());
+            own.extend_from_slice(payload);
+            self.append_owned(own);
         }
         self.msg_ends.push_back(self.queued);
     }
@@ -101,7 +101,8 @@ impl OutQueue {
     /// Queues one framed message, taking ownership of a large payload to avoid a copy.
     pub fn push_message_vec(&mut self, payload: Vec<u8>) {
         if payload.len() <= COALESCE_MAX {
-            return self.push_message(&payload);
+            self.push_message(&payload);
+            return pool::give(payload);
         }
         let hdr = frame::header(payload.len()).unwrap_or([0xff; 4]);
         self.append(&hdr);
@@ -174,13 +175,9 @@ impl OutQueue {
             if n >= left {
                 n -= left;
                 self.head = 0;
-                let chunk = self.chunks.pop_front();
-                // Keep one modest buffer for the next messages; free big ones.
-                if self.chunks.is_empty()
-                    && let Some(mut c) = chunk.filter(|c| c.capacity() <= KEEP_CAPACITY)
-                {
-                    c.clear();
-                    self.chunks.push_back(c);
+                // Written chunks go back to the pool: an idle connection holds none.
+                if let Some(chunk) = self.chunks.pop_front() {
+                    pool::give(chunk);
                 }
             } else {
                 self.head += n;

@@ -110,8 +110,9 @@ pub struct Context {
     /// Externals reported readable, and hooked switched connections after a read:
     /// checked again before blocking (level-triggered, as the original's poll).
     recheck: Vec<ConnId>,
-    /// Connections whose DISCONNECTION was delivered, removed by the next call.
-    reap: Vec<ConnId>,
+    /// The connection whose DISCONNECTION was delivered last, and its former
+    /// descriptor number: `fd()` still answers for it until the next call.
+    last_gone: Option<(ConnId, RawFd)>,
     /// Connection deadlines, earliest first; entries are checked against the
     /// connection when they come due, so moving a deadline costs nothing.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -146,7 +147,7 @@ impl Context {
             ready: VecDeque::new(),
             dirty: Vec::new(),
             recheck: Vec::new(),
-            reap: Vec::new(),
+            last_gone: None,
             timers: BinaryHeap::new(),
             accept_retry: None,
             scratch: Vec::new(),
@@ -184,8 +185,7 @@ impl Context {
 
     /// Number of open connections (listeners and externals included).
     pub fn len(&self) -> usize {
-        // Connections whose DISCONNECTION was delivered are only waiting to be reaped.
-        self.conns.len() - self.reap.len()
+        self.conns.len()
     }
 
     /// True when the context has no connection.
@@ -194,8 +194,14 @@ impl Context {
     }
 
     /// The file descriptor of connection `id`.
+    ///
+    /// For the connection named by the DISCONNECTION just returned, this is the
+    /// number its (now closed) descriptor had, until the next `wait_event`.
     pub fn fd(&self, id: ConnId) -> Option<RawFd> {
-        self.conns.get(id).map(|c| c.io.fd().as_raw_fd())
+        match self.last_gone {
+            Some((gone, fd)) if gone == id => Some(fd),
+            _ => self.conns.get(id).map(|c| c.io.fd().as_raw_fd()),
+        }
     }
 
     /// The connection using file descriptor `fd`.
@@ -365,11 +371,7 @@ impl Context {
         // A connection whose DISCONNECTION is not delivered yet still takes replies
         // to its last messages; they are written, as far as the socket takes them,
         // when that event is delivered.
-        let c = self
-            .conns
-            .get_mut(id)
-            .filter(|c| !c.gone)
-            .ok_or(Error::NoSuchConnection(id))?;
+        let c = self.conns.get_mut(id).ok_or(Error::NoSuchConnection(id))?;
         match c.role {
             Role::Ipc | Role::External => {}
             _ => {
@@ -475,7 +477,6 @@ impl Context {
             }
         }
         self.pending.retain(|e| e.id() != Some(id));
-        self.reap.retain(|&r| r != id);
         self.remove(id);
         Ok(())
     }
@@ -485,7 +486,6 @@ impl Context {
         for id in self.conns.ids() {
             self.remove(id);
         }
-        self.reap.clear();
         self.pending.clear();
     }
 
@@ -523,9 +523,7 @@ impl Context {
     /// poller itself fails; everything about one connection is reported as an event.
     pub fn wait_event(&mut self) -> Result<Event> {
         let deadline = self.timer.map(|t| Instant::now() + t);
-        for id in std::mem::take(&mut self.reap) {
-            self.remove(id);
-        }
+        self.last_gone = None;
         loop {
             // Write a connection's replies as soon as the application moves on to
             // another connection's events: its socket is still warm in the cache,
@@ -608,8 +606,8 @@ impl Context {
             // through `fd()` until the next call).
             if let Some(c) = self.conns.get_mut(*id) {
                 let _ = c.out.flush(c.io.fd());
-                c.gone = true;
-                self.reap.push(*id);
+                self.last_gone = Some((*id, c.io.fd().as_raw_fd()));
+                self.remove(*id);
             }
         }
         Some(ev)

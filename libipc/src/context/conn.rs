@@ -85,9 +85,6 @@ pub(super) struct Conn {
     pub(super) in_ready: bool,
     pub(super) in_dirty: bool,
     pub(super) dead: bool,
-    /// Its DISCONNECTION was delivered: only its descriptor number is still known,
-    /// until the next `wait_event` removes it.
-    pub(super) gone: bool,
     /// Absolute deadline (e.g. a handshake timeout).
     pub(super) deadline: Option<Instant>,
     /// Idle timeout, counted from `last_active`.
@@ -110,7 +107,6 @@ impl Conn {
             in_ready: false,
             in_dirty: false,
             dead: false,
-            gone: false,
             deadline: None,
             idle: None,
             last_active: Instant::now(),

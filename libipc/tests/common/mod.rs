@@ -1,0 +1,91 @@
+//! Helpers shared by the in-process tests.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use ipc::{Config, ConnId, Context, Event};
+
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+pub fn read_frame(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut hdr = [0; 4];
+    s.read_exact(&mut hdr)?;
+    let mut p = vec![0; u32::from_be_bytes(hdr) as usize];
+    s.read_exact(&mut p)?;
+    Ok(p)
+}
+
+pub fn client(rundir: &Path, name: &str) -> UnixStream {
+    let s = UnixStream::connect(rundir.join(name)).unwrap();
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s
+}
+
+/// What the echo service saw, sent back to the test when it stops.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub connections: usize,
+    pub disconnections: Vec<(ConnId, Option<String>)>,
+    pub messages: usize,
+}
+
+impl Seen {
+    /// The reasons given for disconnections that were not orderly.
+    pub fn reasons(&self) -> Vec<String> {
+        self.disconnections
+            .iter()
+            .filter_map(|(_, r)| r.clone())
+            .collect()
+    }
+}
+
+/// An echo service on its own thread. It stops after `stop_after` disconnections.
+pub fn echo_service(
+    rundir: &Path,
+    name: &str,
+    config: Config,
+    stop_after: usize,
+) -> mpsc::Receiver<Seen> {
+    let mut ctx = Context::with_config(config).unwrap();
+    ctx.set_rundir(rundir);
+    ctx.service_init(name).unwrap();
+    ctx.set_timer(Some(LIMIT));
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut seen = Seen::default();
+        while seen.disconnections.len() < stop_after {
+            match ctx.wait_event().unwrap() {
+                Event::Connection { .. } => seen.connections += 1,
+                Event::Message { id, payload } => {
+                    seen.messages += 1;
+                    ctx.schedule_vec(id, payload).unwrap();
+                }
+                Event::Disconnection { id, reason } => {
+                    seen.disconnections
+                        .push((id, reason.map(|e| e.to_string())));
+                }
+                Event::Timer => panic!("echo service idle for {LIMIT:?}"),
+                _ => {}
+            }
+        }
+        tx.send(seen).unwrap();
+    });
+    rx
+}
+
+pub fn rundir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    (tmp, dir)
+}

@@ -1,0 +1,157 @@
+//! In-process tests of network connections in their handshake phase: deadlines,
+//! service requests, attaching and refusing, with real TCP sockets on port 0.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use ipc::switch::{Frames, Routed};
+use ipc::{Config, ConnId, Context, Error, Event};
+
+mod common;
+use common::*;
+
+/// A relay context with one routed network client connected to it.
+fn routed_client(dir: &std::path::Path) -> (Context, ConnId, TcpStream) {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
+    client.set_read_timeout(Some(LIMIT)).unwrap();
+    let (stream, _) = tcp.accept().unwrap();
+    let mut ctx = Context::new().unwrap();
+    ctx.set_rundir(dir);
+    ctx.set_timer(Some(LIMIT));
+    let id = ctx
+        .add_network(stream.into(), Box::new(Routed::new(Frames::new(1 << 20))))
+        .unwrap();
+    (ctx, id, client)
+}
+
+fn next_request(ctx: &mut Context) -> (ConnId, Vec<u8>) {
+    loop {
+        match ctx.wait_event().unwrap() {
+            Event::ServiceRequest { id, name } => return (id, name),
+            Event::Timer => panic!("no request within {LIMIT:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_named_service_is_attached_and_the_first_message_arrives() {
+    let (_tmp, dir) = rundir();
+    let seen = echo_service(&dir, "echo", Config::default(), 1);
+    let (mut ctx, id, mut client) = routed_client(&dir);
+    client
+        .write_all(&[&b"echo\n"[..], &frame(b"first"), &frame(b"")].concat())
+        .unwrap();
+    let (req, name) = next_request(&mut ctx);
+    assert_eq!((req, name.as_slice()), (id, &b"echo"[..]));
+    ctx.attach_service(id, "echo").unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut ok = [0; 2];
+        client.read_exact(&mut ok).unwrap();
+        assert_eq!(&ok, b"ok");
+        assert_eq!(read_frame(&mut client).unwrap(), b"first");
+        assert_eq!(read_frame(&mut client).unwrap(), b"");
+    });
+    let deadline = Instant::now() + LIMIT;
+    while !reader.is_finished() && Instant::now() < deadline {
+        ctx.set_timer(Some(Duration::from_millis(20)));
+        ctx.wait_event().unwrap();
+    }
+    reader.join().unwrap();
+    ctx.close(id).unwrap();
+    while !ctx.is_empty() {
+        ctx.wait_event().unwrap();
+    }
+    assert_eq!(seen.recv_timeout(LIMIT).unwrap().messages, 2);
+}
+
+#[test]
+fn a_refused_client_gets_the_reason_then_eof() {
+    let (_tmp, dir) = rundir();
+    let (mut ctx, id, mut client) = routed_client(&dir);
+    client.write_all(&frame(b"nothere")).unwrap();
+    let (_, name) = next_request(&mut ctx);
+    let err = ctx
+        .attach_service(id, std::str::from_utf8(&name).unwrap())
+        .unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    ctx.refuse(id, "unknown service").unwrap();
+    let reason = loop {
+        if let Event::Disconnection { id: gone, reason } = ctx.wait_event().unwrap() {
+            assert_eq!(gone, id);
+            break reason;
+        }
+    };
+    assert_eq!(reason.unwrap().to_string(), "denied: unknown service");
+    assert_eq!(read_frame(&mut client).unwrap(), b"no: unknown service");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn deadlines_fire_once_and_idle_timeouts_follow_activity() {
+    let (_tmp, dir) = rundir();
+    let (mut ctx, id, client) = routed_client(&dir);
+    ctx.set_deadline(id, Some(Instant::now() + Duration::from_millis(50)))
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        match ctx.wait_event().unwrap() {
+            Event::Timeout { id: late } => {
+                assert_eq!(late, id);
+                break;
+            }
+            Event::Timer => panic!("deadline never fired"),
+            _ => {}
+        }
+    }
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    // Once only: nothing more within a while.
+    ctx.set_timer(Some(Duration::from_millis(200)));
+    assert!(matches!(ctx.wait_event().unwrap(), Event::Timer));
+
+    drop(client);
+
+    // An idle timeout of 1 s is not reached while messages keep arriving.
+    let (mine, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let id = ctx.add_stream(mine.into()).unwrap();
+    ctx.set_idle_timeout(id, Some(Duration::from_secs(1)))
+        .unwrap();
+    ctx.set_timer(Some(Duration::from_millis(100)));
+    let busy_until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < busy_until {
+        peer.write_all(&frame(b"x")).unwrap();
+        if let Event::Timeout { .. } = ctx.wait_event().unwrap() {
+            panic!("idle timeout despite traffic");
+        }
+    }
+    ctx.set_timer(Some(LIMIT));
+    loop {
+        match ctx.wait_event().unwrap() {
+            Event::Timeout { id: idle } => {
+                assert_eq!(idle, id);
+                break;
+            }
+            Event::Timer => panic!("idle timeout never fired"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_client_leaving_before_naming_a_service_is_reported() {
+    let (_tmp, dir) = rundir();
+    let (mut ctx, id, client) = routed_client(&dir);
+    drop(client);
+    loop {
+        if let Event::Disconnection { id: gone, reason } = ctx.wait_event().unwrap() {
+            assert_eq!(gone, id);
+            let reason = reason.unwrap().to_string();
+            assert!(reason.contains("before naming a service"), "{reason}");
+            break;
+        }
+    }
+}

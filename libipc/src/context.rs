@@ -86,6 +86,19 @@ impl Config {
     }
 }
 
+/// What one read from a connection gave.
+#[derive(Debug)]
+enum Chunk {
+    /// This many bytes, at the start of the scratch buffer.
+    Data(usize),
+    /// End of stream.
+    Eof,
+    /// Nothing now (or the connection is gone).
+    Blocked,
+    /// The read failed.
+    Failed(io::Error),
+}
+
 /// Which transport hook opens a switched pair.
 #[derive(Debug, Clone, Copy)]
 enum Start {
@@ -704,28 +717,51 @@ impl Context {
         }
     }
 
-    /// One read from a plain connection, decoded into MESSAGE events.
-    fn read_ipc(&mut self, id: ConnId) {
+    /// One read from connection `id` into the scratch buffer, with the readiness
+    /// bookkeeping every read path shares: a short read means drained (unless EOF is
+    /// already known), a full one puts the connection back on the ready list.
+    fn read_chunk(&mut self, id: ConnId) -> Chunk {
         self.ensure_scratch();
         let Some(c) = self.conns.get_mut(id) else {
-            return;
+            return Chunk::Blocked;
         };
-        let n = match read_fd(c.io.fd(), &mut self.scratch) {
-            Ok(0) => {
-                let reason = c.decoder.finish().err();
+        match read_fd(c.io.fd(), &mut self.scratch) {
+            Ok(0) => Chunk::Eof,
+            Ok(n) => {
+                c.last_active = self.now;
+                let more = n == self.scratch.len() || c.hup;
+                c.readable = more;
+                if more && !c.in_ready {
+                    c.in_ready = true;
+                    self.ready.push_back(id);
+                }
+                Chunk::Data(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.readable = false;
+                Chunk::Blocked
+            }
+            Err(e) => Chunk::Failed(e),
+        }
+    }
+
+    /// One read from a plain connection, decoded into MESSAGE events.
+    fn read_ipc(&mut self, id: ConnId) {
+        let n = match self.read_chunk(id) {
+            Chunk::Data(n) => n,
+            Chunk::Blocked => return,
+            Chunk::Failed(e) => return self.disconnect(id, Some(e.into())),
+            Chunk::Eof => {
+                let reason = self.conns.get(id).and_then(|c| c.decoder.finish().err());
                 if let Some(e) = &reason {
                     tracing::warn!(conn = %id, error = %e, "peer closed mid-message");
                 }
                 return self.disconnect(id, reason);
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.readable = false;
-                return;
-            }
-            Err(e) => return self.disconnect(id, Some(e.into())),
         };
-        c.last_active = self.now;
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
         let pending = &mut self.pending;
         let fed = c.decoder.feed_owned(&self.scratch[..n], |payload| {
             pending.push_back(Event::Message { id, payload })
@@ -737,12 +773,6 @@ impl Context {
         if c.out.len() >= self.config.pause_at() {
             // The peer sends without reading our replies: stop reading it.
             c.paused = true;
-        }
-        if n < self.scratch.len() && !c.hup {
-            // A short read drained the socket; new data will raise a new edge.
-            c.readable = false;
-        } else {
-            self.mark_ready(id);
         }
     }
 

@@ -7,13 +7,12 @@
 //! client and closes it. Nothing is read from the client while the daemon decides,
 //! and what came with the name is delivered to the service first.
 
-use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
 use mio::Interest;
 
-use super::conn::{Io, Pending, Role, read_fd, set_nonblocking};
-use super::{Context, Start};
+use super::conn::{Io, Pending, Role, set_nonblocking};
+use super::{Chunk, Context, Start};
 use crate::error::{Error, Result};
 use crate::event::{ConnId, Event};
 use crate::queue::OutQueue;
@@ -126,32 +125,21 @@ impl Context {
 
     /// One read from a network connection in its handshake.
     pub(super) fn read_pending(&mut self, id: ConnId) {
-        self.ensure_scratch();
-        let Some(c) = self.conns.get_mut(id) else {
-            return;
-        };
-        let n = match read_fd(c.io.fd(), &mut self.scratch) {
-            Ok(0) => {
-                let reason = match &mut c.role {
-                    Role::Pending(p) => p.transport.network_closed().err(),
+        let n = match self.read_chunk(id) {
+            Chunk::Data(n) => n,
+            Chunk::Blocked => return,
+            Chunk::Failed(e) => return self.disconnect(id, Some(e.into())),
+            Chunk::Eof => {
+                let reason = match self.conns.get_mut(id).map(|c| &mut c.role) {
+                    Some(Role::Pending(p)) => p.transport.network_closed().err(),
                     _ => None,
                 };
                 return self.disconnect(id, reason);
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.readable = false;
-                return;
-            }
-            Err(e) => return self.disconnect(id, Some(e.into())),
         };
-        c.last_active = self.now;
-        let more = n == self.scratch.len() || c.hup;
-        c.readable = more;
-        if more && !c.in_ready {
-            c.in_ready = true;
-            self.ready.push_back(id);
-        }
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
         let Role::Pending(p) = &mut c.role else {
             return;
         };

@@ -6,8 +6,8 @@ use std::os::fd::{AsRawFd, RawFd};
 
 use nix::sys::socket::{Shutdown, shutdown};
 
-use super::conn::{AfterFlush, Conn, Role, Switched, read_fd, set_nonblocking, set_nonblocking_to};
-use super::{Context, Start};
+use super::conn::{AfterFlush, Conn, Role, Switched, set_nonblocking, set_nonblocking_to};
+use super::{Chunk, Context, Start};
 use crate::error::{Error, Result};
 use crate::event::{ConnId, Event};
 use crate::frame::Decoder;
@@ -112,7 +112,6 @@ impl Context {
 
     /// One read from a switched connection, passed through the transport to its peer.
     pub(super) fn read_switched(&mut self, id: ConnId) {
-        self.ensure_scratch();
         let pause_at = self.config.pause_at();
         let Some(c) = self.conns.get_mut(id) else {
             return;
@@ -123,48 +122,42 @@ impl Context {
         let (peer, is_network) = (s.peer, s.transport.is_some());
         let mut hooked = None;
         let got = if let Some((hooks, _)) = s.hooks.as_mut() {
+            // The application reads; level-triggered through `recheck`.
             let mut frame = Vec::with_capacity(max + crate::frame::HEADER_LEN);
             let status = hooks.read(raw, &mut frame);
             c.readable = false;
+            c.last_active = self.now;
             self.recheck.push(id);
             match status {
                 HookStatus::Done => {
                     let n = frame.len();
                     hooked = Some(frame);
-                    Ok(n)
+                    Chunk::Data(n)
                 }
-                HookStatus::Ignore => return,
-                HookStatus::Closing => Ok(0),
-                HookStatus::Error => Err(io::Error::other("switch read callback failed")),
+                HookStatus::Ignore => Chunk::Blocked,
+                HookStatus::Closing => Chunk::Eof,
+                HookStatus::Error => Chunk::Failed(io::Error::other("switch read callback failed")),
             }
         } else {
-            read_fd(c.io.fd(), &mut self.scratch)
+            self.read_chunk(id)
         };
         let n = match got {
-            Ok(0) if is_network => return self.network_eof(id, peer),
-            Ok(0) => return self.service_end(id, peer, true, None),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.readable = false;
-                return;
-            }
-            Err(e) => return self.fail_pair(id, e.into()),
+            Chunk::Data(n) => n,
+            Chunk::Blocked => return,
+            Chunk::Eof if is_network => return self.network_eof(id, peer),
+            Chunk::Eof => return self.service_end(id, peer, true, None),
+            Chunk::Failed(e) => return self.fail_pair(id, e.into()),
         };
-        c.last_active = self.now;
-        if hooked.is_some() {
-            // Level-triggered through `recheck`.
-        } else if n < self.scratch.len() && !c.hup {
-            c.readable = false;
-        } else {
-            self.mark_ready(id);
-        }
         let Some((me, other)) = self.conns.get2_mut(id, peer) else {
             return self.disconnect(id, None);
         };
         let (Role::Switched(ms), Role::Switched(os)) = (&mut me.role, &mut other.role) else {
             return;
         };
-        let data = hooked.as_deref().unwrap_or(&self.scratch[..n]);
+        let data = match &hooked {
+            Some(frame) => frame.as_slice(),
+            None => &self.scratch[..n],
+        };
         let result = if let Some(t) = ms.transport.as_mut() {
             // Network side: unwrap for the service (peer).
             let mut relay = Relay::new(&mut other.out, &mut me.out);

@@ -163,6 +163,9 @@ impl Daemon {
                     .spawn(move || worker.run())?,
             );
         }
+        // Workers hold their own copies; ours would keep the port listening
+        // (accepting clients nobody serves) while they drain.
+        drop(self.listeners);
         let mut result = Ok(());
         for h in handles {
             match h.join() {

@@ -1,1 +1,517 @@
 //! Helpers shared by the black-box tests and the benchmark harness.
+//!
+//! The black-box tests (`tests/tests/*.rs`) run real programs: the Rust examples
+//! (`pongd`, `pong`), the daemons (`tcpd`), C programs from `tests/c/` compiled
+//! against `libipc.h`, and third-party tools. What they have in common lives here:
+//!
+//! - [`artifacts`]: the workspace binaries and examples, built once per test
+//!   process into a target directory of their own, and the C library cargo built
+//!   for the test;
+//! - [`spawn`] / [`Proc`] / [`Run`]: child processes whose output goes to files,
+//!   killed after a timeout or when the test fails, their output shown on failure;
+//! - [`World`]: a test's private temporary directory and `RUNDIR`, with
+//!   [`World::start_service`] (ready when its socket accepts, never after a fixed
+//!   sleep) and [`World::compile`] for the C programs.
+//!
+//! Readiness is always observed (a socket that accepts, a log line), never assumed
+//! after a sleep; every wait is bounded.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// Longest any child process may run.
+pub const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest a service (or daemon) may take to be ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the build of the workspace binaries and examples may take.
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Flags for linking `libipc.a` statically: `--print native-static-libs`.
+pub const STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl"];
+
+/// How often waits poll (a process's exit, a socket, a log file).
+const POLL: Duration = Duration::from_millis(10);
+
+/// The root of the workspace.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// `target/<profile>` (or `target/<triple>/<profile>`): a test runs from
+/// `target/<profile>/deps/`.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// What the black-box tests run, found or built once per test process.
+#[derive(Debug)]
+pub struct Artifacts {
+    /// The directory of the C library (`libipc.so`, `libipc.a`) this test was
+    /// built with.
+    pub libdir: PathBuf,
+    /// The directory of the Rust examples (`pongd`, `pong`).
+    pub examples: PathBuf,
+    /// The directory of the workspace binaries (`tcpd`).
+    pub bins: PathBuf,
+}
+
+impl Artifacts {
+    /// The Rust example `name` (`libipc/examples/NAME.rs`).
+    pub fn example(&self, name: &str) -> PathBuf {
+        self.examples.join(name)
+    }
+
+    /// The workspace binary `name` (`tcpd`).
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bins.join(name)
+    }
+}
+
+/// The artifacts, built on first use (see [`build_binaries`]).
+///
+/// Panics if the test was not run through cargo (the C library is found next to
+/// the test binary, where cargo built it as a dependency of this crate).
+pub fn artifacts() -> &'static Artifacts {
+    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| {
+        let profile_dir = profile_dir();
+        // Built as a dependency, libipc's cdylib and staticlib stay in `deps/`
+        // (only `cargo build -p libipc` copies them up to `target/<profile>/`,
+        // and that copy can be stale): use the ones cargo built for this test.
+        let libdir = profile_dir.join("deps");
+        for lib in ["libipc.so", "libipc.a"] {
+            assert!(
+                libdir.join(lib).is_file(),
+                "{} not found: cargo builds it (crate-type cdylib and staticlib of \
+                 libipc) as a dependency of libipc-tests; run this through `cargo test`",
+                libdir.join(lib).display()
+            );
+        }
+        let out = build_binaries(&profile_dir);
+        Artifacts {
+            libdir,
+            examples: out.join("examples"),
+            bins: out,
+        }
+    })
+}
+
+/// Builds libipc's examples and tcpd's binary, with the profile of this test, in
+/// a target directory of their own (`<target>/black-box-bins`), and returns their
+/// profile directory (binaries in it, examples in its `examples/`).
+///
+/// Always building makes them never stale (it is a no-op when they are up to
+/// date). Their own target directory keeps that build from touching the
+/// libraries this test uses: libipc's cdylib has no hash in its file name, so a
+/// build of libipc with other features (the examples' dev-dependencies) in the
+/// same directory would overwrite them, and rebuild libipc on every run. Every
+/// test binary runs the same command, so they share that build.
+pub fn build_binaries(profile_dir: &Path) -> PathBuf {
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!("unexpected profile directory {}", profile_dir.display()),
+    };
+    let mut target = profile_dir.parent().expect("target directory");
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace()).args([
+        "build",
+        "-p",
+        "libipc",
+        "--examples",
+        "-p",
+        "tcpd",
+        "--bins",
+        "--profile",
+        profile,
+    ]);
+    if !target.join("CACHEDIR.TAG").is_file() {
+        // target/<triple>/<profile>, from `cargo test --target <triple>`.
+        cmd.arg("--target")
+            .arg(target.file_name().expect("target triple"));
+        target = target.parent().expect("target directory");
+    }
+    let own = target.join("black-box-bins");
+    cmd.arg("--target-dir").arg(&own);
+    let dir = TempDir::new().expect("tempdir");
+    let run = run_cmd(cmd, dir.path(), "cargo-build", BUILD_TIMEOUT);
+    run.assert_success("cargo build -p libipc --examples -p tcpd --bins");
+    let rel = profile_dir.strip_prefix(target).expect("profile directory");
+    own.join(rel)
+}
+
+/// The outcome of a child process, with what it printed.
+#[derive(Debug)]
+pub struct Run {
+    /// The command, as shown in reports.
+    pub what: String,
+    /// None while it runs (or if it had to be killed).
+    pub status: Option<ExitStatus>,
+    /// Everything it wrote to stdout.
+    pub stdout: String,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    /// The command, its status and its output, for a failure message.
+    pub fn report(&self) -> String {
+        let status = self.status.map_or_else(
+            || "no exit status (still running, or killed by the test)".to_string(),
+            |s| s.to_string(),
+        );
+        format!(
+            "{}: {status}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.what, self.stdout, self.stderr
+        )
+    }
+
+    /// Panics (with the report) unless the process exited 0.
+    pub fn assert_success(&self, why: &str) {
+        let status = self.status.expect("a finished process");
+        if status.signal() == Some(Signal::SIGPIPE as i32) {
+            panic!("{why}: killed by SIGPIPE\n{}", self.report());
+        }
+        assert!(status.success(), "{why}: failed\n{}", self.report());
+    }
+
+    /// Each of `lines` is a line of stdout.
+    pub fn assert_lines(&self, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                self.stdout.lines().any(|l| l == *line),
+                "missing line {line:?}\n{}",
+                self.report()
+            );
+        }
+    }
+}
+
+/// A child whose stdout and stderr go to files (no pipe can fill up and block
+/// it). Dropping it kills it; if the test is failing, its output is shown.
+#[derive(Debug)]
+pub struct Proc {
+    what: String,
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+    started: Instant,
+    /// Its output is already in a panic message: Drop need not show it again.
+    reported: bool,
+}
+
+/// Starts `cmd` with stdin from `/dev/null`, stdout and stderr to
+/// `dir/<label>.stdout` and `dir/<label>.stderr`.
+pub fn spawn(cmd: Command, dir: &Path, label: &str) -> Proc {
+    spawn_with_stdin(cmd, dir, label, Stdio::null())
+}
+
+/// [`spawn`], with stdin from `stdin` (a file, say).
+pub fn spawn_with_stdin(mut cmd: Command, dir: &Path, label: &str, stdin: Stdio) -> Proc {
+    let out = dir.join(format!("{label}.stdout"));
+    let err = dir.join(format!("{label}.stderr"));
+    let what = format!("{cmd:?}");
+    cmd.stdin(stdin)
+        .stdout(File::create(&out).expect("stdout file"))
+        .stderr(File::create(&err).expect("stderr file"));
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    Proc {
+        what,
+        child,
+        out,
+        err,
+        started: Instant::now(),
+        reported: false,
+    }
+}
+
+/// Runs a command to completion (or kills it, and fails, after `timeout`).
+pub fn run_cmd(cmd: Command, dir: &Path, label: &str, timeout: Duration) -> Run {
+    spawn(cmd, dir, label).wait(timeout)
+}
+
+impl Proc {
+    /// Waits for the process to end; kills it (and fails) once it has run for
+    /// `timeout` in all.
+    pub fn wait(mut self, timeout: Duration) -> Run {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if self.started.elapsed() > timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.reported = true;
+                panic!("killed after {timeout:?}\n{}", self.output(None).report());
+            }
+            sleep(POLL);
+        };
+        self.output(Some(status))
+    }
+
+    /// What it printed so far, with `status` if known.
+    pub fn output(&self, status: Option<ExitStatus>) -> Run {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        Run {
+            what: self.what.clone(),
+            status,
+            stdout: read(&self.out),
+            stderr: read(&self.err),
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Sends it `signal` (if it is still there).
+    pub fn signal(&self, signal: Signal) {
+        let _ = nix::sys::signal::kill(self.pid(), signal);
+    }
+
+    /// Kills it (SIGKILL) and reaps it; returns what it printed.
+    pub fn kill(mut self) -> Run {
+        let _ = self.child.kill();
+        let status = self.child.wait().ok();
+        self.output(status)
+    }
+
+    /// Panics with its output; marks it reported so Drop does not repeat it.
+    pub fn fail(&mut self, why: &str) -> ! {
+        let status = self.child.try_wait().ok().flatten();
+        let run = self.output(status);
+        self.reported = true;
+        panic!("{why}\n{}", run.report());
+    }
+
+    /// Waits until a line of its stderr contains `needle`, and returns that line.
+    /// Fails if the process exits first, or after `timeout`.
+    pub fn wait_for_stderr_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = std::fs::read_to_string(&self.err).unwrap_or_default();
+            // Only whole lines: the last one may still be being written.
+            let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+            if let Some(line) = whole.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            if !self.running() {
+                self.fail(&format!("exited before logging {needle:?}"));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("did not log {needle:?} within {timeout:?}"));
+            }
+            sleep(POLL);
+        }
+    }
+
+    /// Waits until `socket` accepts a connection (the probe connection is closed
+    /// at once). Fails if the process exits first, or after [`READY_TIMEOUT`].
+    pub fn wait_for_socket(&mut self, socket: &Path) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if UnixStream::connect(socket).is_ok() {
+                return;
+            }
+            if !self.running() {
+                self.fail(&format!(
+                    "exited before {} accepted connections",
+                    socket.display()
+                ));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "{} did not accept connections within {READY_TIMEOUT:?}",
+                    socket.display()
+                ));
+            }
+            sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Proc {
+    /// A test that fails midway leaves no process behind, and shows what it printed.
+    fn drop(&mut self) {
+        let status = match self.child.try_wait() {
+            Ok(Some(status)) => Some(status),
+            _ => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                None
+            }
+        };
+        if std::thread::panicking() && !self.reported {
+            eprintln!("{}", self.output(status).report());
+        }
+    }
+}
+
+/// A test's private world: a run directory (`RUNDIR`) and a place for binaries
+/// and logs, removed when dropped.
+#[derive(Debug)]
+pub struct World {
+    dir: TempDir,
+    /// `<temp dir>/run`, the `RUNDIR` of every command made by [`World::command`].
+    pub rundir: PathBuf,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl World {
+    /// A fresh temporary directory with an empty `run/` in it.
+    pub fn new() -> Self {
+        let dir = TempDir::new().expect("tempdir");
+        let rundir = dir.path().join("run");
+        std::fs::create_dir(&rundir).expect("rundir");
+        World { dir, rundir }
+    }
+
+    /// The temporary directory (binaries, logs, files of the test).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Compiles `tests/c/<prog>.c` against `libipc.so`.
+    pub fn compile(&self, prog: &str) -> PathBuf {
+        let link = [
+            "-L".into(),
+            artifacts().libdir.clone().into(),
+            "-lipc".into(),
+        ];
+        self.cc(prog, prog, link)
+    }
+
+    /// Compiles `tests/c/<prog>.c` against `libipc.a`.
+    pub fn compile_static(&self, prog: &str) -> PathBuf {
+        let archive = artifacts().libdir.join("libipc.a").into();
+        let link = std::iter::once(archive).chain(STATIC_LIBS.iter().map(OsString::from));
+        self.cc(prog, &format!("{prog}-static"), link)
+    }
+
+    fn cc(&self, prog: &str, exe: &str, link: impl IntoIterator<Item = OsString>) -> PathBuf {
+        let root = workspace();
+        let out = self.path().join(exe);
+        let mut cmd = Command::new("cc");
+        cmd.current_dir(&root)
+            .args([
+                "-std=c99",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-I",
+                "libipc/include",
+            ])
+            .arg(root.join("tests/c").join(format!("{prog}.c")))
+            .args(link)
+            .arg("-o")
+            .arg(&out);
+        run_cmd(cmd, self.path(), &format!("cc-{exe}"), CHILD_TIMEOUT)
+            .assert_success(&format!("compiling tests/c/{prog}.c"));
+        out
+    }
+
+    /// A command for a program (linked with `libipc.so`, or not), in this world:
+    /// its `RUNDIR`, no `RUST_LOG`, no `IPC_NETWORK` from the caller's environment.
+    pub fn command(&self, exe: &Path) -> Command {
+        let mut cmd = Command::new(exe);
+        cmd.env("RUNDIR", &self.rundir)
+            .env("LD_LIBRARY_PATH", &artifacts().libdir)
+            .env_remove("RUST_LOG")
+            .env_remove("IPC_NETWORK");
+        cmd
+    }
+
+    /// The Rust example `name`, in this world.
+    pub fn example(&self, name: &str) -> Command {
+        self.command(&artifacts().example(name))
+    }
+
+    /// The workspace binary `name` (`tcpd`), in this world.
+    pub fn bin(&self, name: &str) -> Command {
+        self.command(&artifacts().bin(name))
+    }
+
+    /// Starts a service and waits until `$RUNDIR/<name>` accepts a connection.
+    /// That probe is a client too: a C pongd given a client count must include it.
+    pub fn start_service(&self, cmd: Command, name: &str, label: &str) -> Proc {
+        let mut service = spawn(cmd, self.path(), label);
+        service.wait_for_socket(&self.rundir.join(name));
+        service
+    }
+
+    /// Starts the Rust example pongd as service `name`, ready.
+    pub fn rust_pongd(&self, name: &str) -> Proc {
+        let mut cmd = self.example("pongd");
+        cmd.arg(name);
+        self.start_service(cmd, name, &format!("pongd-{name}"))
+    }
+
+    /// Starts C pongd (`exe`, from [`World::compile`]) for `clients` clients: it
+    /// exits once they and the readiness probe are gone (see [`assert_pongd_done`]).
+    pub fn c_pongd(&self, exe: &Path, name: &str, clients: usize) -> Proc {
+        let mut cmd = self.command(exe);
+        cmd.arg(name).arg((clients + 1).to_string());
+        self.start_service(cmd, name, "pongd")
+    }
+}
+
+/// The lines a pong client prints for `message` sent `count` times.
+pub fn echoes(message: &str, count: usize) -> String {
+    format!("{message}\n").repeat(count)
+}
+
+/// A C pongd told to expect `clients` clients (plus the readiness probe) exits
+/// 0 once they are gone, saying so. Its CONNECTION events reported the new
+/// clients' descriptors, not the listening socket's.
+pub fn assert_pongd_done(pongd: Proc, clients: usize) {
+    let run = pongd.wait(CHILD_TIMEOUT);
+    run.assert_success("C pongd");
+    run.assert_lines(&[&format!("pongd: {} clients served, bye", clients + 1)]);
+    // "pongd: service NAME ready (fd N)", "pongd: client I connected (fd N)"
+    let fds = |what: &str| -> Vec<&str> {
+        run.stdout
+            .lines()
+            .filter(|l| l.contains(what))
+            .filter_map(|l| l.rsplit_once("(fd ")?.1.strip_suffix(')'))
+            .collect()
+    };
+    let (service, clients_fds) = (fds(" ready (fd "), fds(" connected (fd "));
+    assert_eq!(service.len(), 1, "{}", run.report());
+    assert_eq!(clients_fds.len(), clients + 1, "{}", run.report());
+    assert!(
+        !clients_fds.contains(&service[0]),
+        "CONNECTION reported the listening socket\n{}",
+        run.report()
+    );
+}

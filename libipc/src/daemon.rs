@@ -26,8 +26,9 @@ use crate::{Config, ConnId, Context, Event};
 
 /// Makes the transport for a new inbound client (routed or fixed mode).
 pub type InboundFactory = Arc<dyn Fn() -> Box<dyn Transport> + Send + Sync>;
-/// Makes the transport for an outbound connection asking for `service`.
-pub type OutboundFactory = Arc<dyn Fn(&str) -> Box<dyn Transport> + Send + Sync>;
+/// Makes the transport for an outbound connection asking for `service` at the
+/// daemon on `host` (the name from the URI, for TLS server name checks).
+pub type OutboundFactory = Arc<dyn Fn(&str, &str) -> Box<dyn Transport> + Send + Sync>;
 
 /// What a daemon does and its limits.
 #[derive(Debug, Clone)]
@@ -493,7 +494,7 @@ impl Worker {
         let fd: OwnedFd = std::net::TcpStream::from(stream).into();
         let net = self
             .ctx
-            .add_network(fd, factory(service))
+            .add_network(fd, factory(service, host_of(u.authority)))
             .map_err(|e| e.to_string())?;
         self.open.fetch_add(1, Ordering::Relaxed);
         let _ = self
@@ -518,6 +519,14 @@ impl Worker {
         let _ = self.ctx.write(local, text.as_bytes());
         let _ = self.ctx.close(local);
     }
+}
+
+/// The host of `host:port` or `[v6]:port`.
+fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
 }
 
 /// Resolves `host:port` (IP literals, `[v6]:port`, host names).

@@ -120,6 +120,10 @@ pub enum Error {
         answer: String,
     },
 
+    /// TLS failed (handshake, certificate, protocol).
+    #[error("TLS: {0}")]
+    Tls(String),
+
     /// A network client broke the service handshake.
     #[error("bad handshake: {0}")]
     Handshake(String),

@@ -17,8 +17,12 @@ use crate::queue::OutQueue;
 
 mod dial;
 mod routed;
+#[cfg(feature = "tls")]
+mod tls;
 pub use dial::Dial;
 pub use routed::Routed;
+#[cfg(feature = "tls")]
+pub use tls::Tls;
 
 /// Where a transport puts its output: bytes for the service (LibIPC frames) and
 /// bytes for the network (in the transport's own framing). Both are queued in
@@ -121,6 +125,34 @@ pub trait Transport: Send + fmt::Debug {
     /// vanished or broke the protocol.
     fn service_closed(&mut self, relay: &mut Relay<'_>, clean: bool) {
         let _ = (relay, clean);
+    }
+}
+
+/// A boxed transport is a transport (so layers can wrap a choice made at run time).
+impl Transport for Box<dyn Transport> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn start(&mut self, relay: &mut Relay<'_>) {
+        (**self).start(relay)
+    }
+    fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
+        (**self).on_network_data(data, relay)
+    }
+    fn on_service_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
+        (**self).on_service_data(data, relay)
+    }
+    fn accepted(&mut self, relay: &mut Relay<'_>) {
+        (**self).accepted(relay)
+    }
+    fn refused(&mut self, reason: &str, relay: &mut Relay<'_>) {
+        (**self).refused(reason, relay)
+    }
+    fn network_closed(&mut self) -> Result<()> {
+        (**self).network_closed()
+    }
+    fn service_closed(&mut self, relay: &mut Relay<'_>, clean: bool) {
+        (**self).service_closed(relay, clean)
     }
 }
 

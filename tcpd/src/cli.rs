@@ -1,0 +1,237 @@
+//! Flags, logging, listeners and signals shared by the daemons.
+
+use std::net::{TcpListener, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use ipc::daemon::{Daemon, DaemonConfig, InboundFactory, OutboundFactory, Shutdown};
+use nix::sys::signal::{SigSet, Signal};
+
+/// Flags every daemon takes (flattened into each binary's own).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// Fixed mode: every client goes to this service, with no handshake.
+    #[arg(long)]
+    pub service: Option<String>,
+
+    /// Only these services may be reached (repeatable; default: any in RUNDIR).
+    #[arg(long = "allow-service", value_name = "NAME")]
+    pub allow: Vec<String>,
+
+    /// Do not offer the outbound service.
+    #[arg(long)]
+    pub no_outbound: bool,
+
+    /// Run directory of the services.
+    #[arg(long, env = "RUNDIR", default_value = ipc::service::DEFAULT_RUNDIR)]
+    pub rundir: PathBuf,
+
+    /// Open network connections at most; more are refused at once.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Time a client has to name its service (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Close connections with no traffic for this long (0: never).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Largest message a client may send, in bytes (suffixes K, M: KiB, MiB).
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    pub max_message_size: usize,
+
+    /// Event loops sharing the listeners (default: number of cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+
+    /// On SIGTERM/SIGINT, how long open connections may take to finish.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Log level, or a RUST_LOG-style filter (RUST_LOG wins when set).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+/// A duration: a number and `ms`, `s` (default), `m` or `h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and ms, s, m or h"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    })
+}
+
+/// A size in bytes, with an optional `K`/`KiB` or `M`/`MiB` suffix; at most 4 GiB.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number of bytes"))?;
+    let mult = match unit {
+        "" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (K, M)")),
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?}: too large"))?;
+    if v > u32::MAX as usize {
+        return Err(format!("{s:?}: a LibIPC message is at most 4 GiB"));
+    }
+    Ok(v)
+}
+
+/// Sets up logging, runs `run`, and turns its outcome into an exit code (errors
+/// are logged and printed once, with their causes).
+pub fn main_with(name: &str, log_level: &str, run: impl FnOnce() -> Result<()>) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_level));
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{name}: bad --log-level {log_level:?}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a daemon binary hands to [`run`].
+#[allow(missing_debug_implementations)] // holds closures
+pub struct Plan<'a> {
+    /// The program's name, for logs.
+    pub name: &'a str,
+    /// `--listen` values.
+    pub listen: &'a [String],
+    /// The common flags.
+    pub common: &'a Common,
+    /// The outbound service's name.
+    pub service_name: &'a str,
+    /// The URI scheme outbound requests use.
+    pub scheme: &'a str,
+    /// Makes each inbound client's transport.
+    pub inbound: InboundFactory,
+    /// Makes each outbound connection's transport (`None`: no outbound service).
+    pub outbound: Option<OutboundFactory>,
+    /// Called on SIGHUP (reload).
+    pub on_hup: Box<dyn Fn() + Send>,
+}
+
+/// Validates names, binds, starts the workers and the signal thread, and runs
+/// until drained. SIGTERM/SIGINT drain then return; a second one exits at once.
+pub fn run(plan: Plan<'_>) -> Result<()> {
+    let c = plan.common;
+    if let Some(s) = &c.service {
+        ipc::service::validate_name(s.as_bytes()).context("--service")?;
+    }
+    for s in &c.allow {
+        ipc::service::validate_name(s.as_bytes()).context("--allow-service")?;
+    }
+    ipc::service::validate_name(plan.service_name.as_bytes()).context("--service-name")?;
+    // Signals go to one thread that waits for them; block them in every thread
+    // before any starts.
+    let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
+    signals.thread_block().context("blocking signals")?;
+    let listeners = bind(plan.listen)?;
+    let workers = c
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let config = DaemonConfig {
+        fixed_service: c.service.clone(),
+        allow: c.allow.clone(),
+        max_connections: c.max_connections,
+        handshake_timeout: c.handshake_timeout,
+        idle_timeout: (!c.idle_timeout.is_zero()).then_some(c.idle_timeout),
+        drain_timeout: c.drain_timeout,
+        max_message_size: c.max_message_size,
+        rundir: c.rundir.clone(),
+        local_service: Some(plan.service_name.to_owned()),
+        scheme: plan.scheme.to_owned(),
+    };
+    let outbound = if c.no_outbound { None } else { plan.outbound };
+    let daemon = Daemon::new(config, listeners, workers, plan.inbound, outbound)?;
+    spawn_signal_thread(signals, daemon.shutdown_handle(), plan.on_hup)?;
+    tracing::info!(
+        workers,
+        mode = if c.service.is_some() { "fixed" } else { "routed" },
+        rundir = %c.rundir.display(),
+        "{} ready",
+        plan.name
+    );
+    daemon.run()?;
+    tracing::info!("{} stopped", plan.name);
+    Ok(())
+}
+
+/// Binds every `--listen` address (host names resolved; port 0 logged as bound).
+fn bind(specs: &[String]) -> Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for spec in specs {
+        let addrs: Vec<_> = spec
+            .to_socket_addrs()
+            .with_context(|| format!("--listen {spec}: cannot resolve"))?
+            .collect();
+        if addrs.is_empty() {
+            bail!("--listen {spec}: no address");
+        }
+        for addr in addrs {
+            let l =
+                TcpListener::bind(addr).with_context(|| format!("--listen {spec}: bind {addr}"))?;
+            tracing::info!(address = %l.local_addr()?, "listening");
+            listeners.push(l);
+        }
+    }
+    Ok(listeners)
+}
+
+fn spawn_signal_thread(
+    signals: SigSet,
+    shutdown: Shutdown,
+    on_hup: Box<dyn Fn() + Send>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            while let Ok(sig) = signals.wait() {
+                match sig {
+                    Signal::SIGHUP => on_hup(),
+                    _ if stopping => {
+                        tracing::warn!(signal = %sig, "second signal: exiting now");
+                        std::process::exit(1);
+                    }
+                    _ => {
+                        tracing::info!(signal = %sig, "stopping: no new connections, draining");
+                        stopping = true;
+                        shutdown.trigger();
+                    }
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}

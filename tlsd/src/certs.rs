@@ -1,0 +1,101 @@
+//! Certificates and keys: loading PEM files and building rustls configurations.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
+
+/// What the server side is built from (kept to rebuild it on SIGHUP).
+#[derive(Debug, Clone)]
+pub struct ServerFiles {
+    /// PEM chain: the certificate first, then intermediates.
+    pub cert: PathBuf,
+    /// PEM key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub key: PathBuf,
+    /// Accept TLS 1.3 only.
+    pub tls13_only: bool,
+}
+
+static TLS13_ONLY: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+static TLS13_AND_12: [&SupportedProtocolVersion; 2] =
+    [&rustls::version::TLS13, &rustls::version::TLS12];
+
+fn versions(tls13_only: bool) -> &'static [&'static SupportedProtocolVersion] {
+    if tls13_only {
+        &TLS13_ONLY
+    } else {
+        &TLS13_AND_12
+    }
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("certificate file {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("certificate file {}: not valid PEM", path.display()))?;
+    if certs.is_empty() {
+        bail!("certificate file {}: no CERTIFICATE in it", path.display());
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(path).with_context(|| {
+        format!(
+            "key file {}: no PKCS#8, PKCS#1 or SEC1 private key found",
+            path.display()
+        )
+    })
+}
+
+/// Builds the server configuration: safe defaults (TLS 1.3 and 1.2, rustls'
+/// default suites, no renegotiation or compression, which rustls never does),
+/// session resumption by tickets and by session id.
+pub fn server_config(files: &ServerFiles) -> Result<Arc<ServerConfig>> {
+    let certs = load_certs(&files.cert)?;
+    let key = load_key(&files.key)?;
+    let mut config = ServerConfig::builder_with_protocol_versions(versions(files.tls13_only))
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .with_context(|| {
+            format!(
+                "certificate {} and key {} do not go together",
+                files.cert.display(),
+                files.key.display()
+            )
+        })?;
+    config.ticketer = rustls::crypto::ring::Ticketer::new().context("session tickets")?;
+    Ok(Arc::new(config))
+}
+
+/// Builds the client configuration for outbound connections: remote daemons are
+/// verified against `ca` if given, else against the system's roots.
+pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for cert in load_certs(path)? {
+                roots
+                    .add(cert)
+                    .with_context(|| format!("CA file {}", path.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                bail!("no system CA certificates found; give --ca FILE");
+            }
+        }
+    }
+    Ok(Arc::new(
+        ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}

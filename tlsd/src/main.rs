@@ -1,0 +1,151 @@
+//! tlsd: tcpd behind TLS. The same modes, handshake, limits, workers and drain
+//! (`tcpd::cli`), with the TLS transport wrapped around the LibIPC-frames one.
+
+mod certs;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use ipc::switch::{Dial, Frames, Routed, Tls, Transport};
+use rustls::pki_types::ServerName;
+use tcpd::cli::{self, Common, Plan};
+
+use crate::certs::ServerFiles;
+
+/// Puts local LibIPC services behind TLS.
+///
+/// tlsd is tcpd behind TLS: a TLS client is connected to `$RUNDIR/<name>`, the
+/// service given with --service or the one it names first inside TLS (raw name and
+/// `ok`, or framed); then LibIPC frames flow both ways. SIGHUP reloads the
+/// certificate and key; a reload that fails keeps the old ones.
+///
+/// Outbound, tlsd is also the LibIPC service `tls`: a local client's
+/// `tls://HOST:PORT/SERVICE` is connected over TLS to the tlsd at HOST:PORT,
+/// whose certificate is checked against --ca or the system's roots.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Address to listen on (repeatable; port 0 picks a free port, logged).
+    #[arg(
+        long,
+        env = "ADDRESS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9443"
+    )]
+    listen: Vec<String>,
+
+    /// Certificate chain (PEM, the server's certificate first).
+    #[arg(long)]
+    cert: PathBuf,
+
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long)]
+    key: PathBuf,
+
+    /// Lowest TLS version accepted: 1.2 or 1.3.
+    #[arg(long, default_value = "1.2", value_parser = ["1.2", "1.3"])]
+    tls_min_version: String,
+
+    /// CA certificates (PEM) that remote tlsd certificates must chain to, for
+    /// outbound connections (default: the system's roots).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+
+    /// Name of tlsd's own LibIPC service, for outbound connections.
+    #[arg(long, env = "IPC_SERVICE_NAME", default_value = "tls")]
+    service_name: String,
+
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::main_with("tlsd", &args.common.log_level.clone(), || run(&args))
+}
+
+fn run(args: &Args) -> Result<()> {
+    let files = ServerFiles {
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        tls13_only: args.tls_min_version == "1.3",
+    };
+    let server = Arc::new(RwLock::new(certs::server_config(&files)?));
+    let max = args.common.max_message_size;
+    let fixed = args.common.service.is_some();
+    let inbound = {
+        let server = server.clone();
+        Arc::new(move || -> Box<dyn Transport> {
+            let config = server
+                .read()
+                .map_or_else(|p| p.into_inner().clone(), |c| c.clone());
+            let inner: Box<dyn Transport> = if fixed {
+                Box::new(Frames::new(max))
+            } else {
+                Box::new(Routed::new(Frames::new(max)))
+            };
+            match Tls::server(config, inner) {
+                Ok(t) => Box::new(t),
+                // Cannot happen with a valid config; refuse the client rather than panic.
+                Err(e) => Box::new(Refuse(e.to_string())),
+            }
+        })
+    };
+    let outbound = if args.common.no_outbound {
+        None
+    } else {
+        let client = certs::client_config(args.ca.as_deref()).context("outbound TLS")?;
+        Some(
+            Arc::new(move |service: &str, host: &str| -> Box<dyn Transport> {
+                let inner = Dial::new(service, Frames::new(max));
+                let name = ServerName::try_from(host.to_owned());
+                match name
+                    .map_err(|e| e.to_string())
+                    .and_then(|n| Tls::client(client.clone(), n, inner).map_err(|e| e.to_string()))
+                {
+                    Ok(t) => Box::new(t),
+                    Err(e) => Box::new(Refuse(e)),
+                }
+            }) as ipc::daemon::OutboundFactory,
+        )
+    };
+    cli::run(Plan {
+        name: "tlsd",
+        listen: &args.listen,
+        common: &args.common,
+        service_name: &args.service_name,
+        scheme: "tls",
+        inbound,
+        outbound,
+        on_hup: Box::new(move || match certs::server_config(&files) {
+            Ok(config) => {
+                if let Ok(mut slot) = server.write() {
+                    *slot = config;
+                }
+                tracing::info!(cert = %files.cert.display(), "SIGHUP: certificate and key reloaded");
+            }
+            Err(e) => tracing::error!("SIGHUP: reload failed, keeping the old certificate: {e:#}"),
+        }),
+    })
+}
+
+/// A transport that refuses everything (when one could not be built).
+#[derive(Debug)]
+struct Refuse(String);
+
+impl Transport for Refuse {
+    fn name(&self) -> &'static str {
+        "refuse"
+    }
+
+    fn on_network_data(&mut self, _: &[u8], _: &mut ipc::switch::Relay<'_>) -> ipc::Result<()> {
+        Err(ipc::Error::Tls(self.0.clone()))
+    }
+
+    fn on_service_data(&mut self, _: &[u8], _: &mut ipc::switch::Relay<'_>) -> ipc::Result<()> {
+        Err(ipc::Error::Tls(self.0.clone()))
+    }
+}

@@ -22,7 +22,7 @@ mod tls;
 pub use dial::Dial;
 pub use routed::Routed;
 #[cfg(feature = "tls")]
-pub use tls::Tls;
+pub use tls::{PeerCheck, Tls};
 
 /// Where a transport puts its output: bytes for the service (LibIPC frames) and
 /// bytes for the network (in the transport's own framing). Both are queued in

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
 /// What the server side is built from (kept to rebuild it on SIGHUP).
@@ -17,6 +18,8 @@ pub struct ServerFiles {
     pub key: PathBuf,
     /// Accept TLS 1.3 only.
     pub tls13_only: bool,
+    /// Require client certificates chaining to these CAs (mutual TLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 static TLS13_ONLY: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
@@ -57,33 +60,45 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
 pub fn server_config(files: &ServerFiles) -> Result<Arc<ServerConfig>> {
     let certs = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
-    let mut config = ServerConfig::builder_with_protocol_versions(versions(files.tls13_only))
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .with_context(|| {
-            format!(
-                "certificate {} and key {} do not go together",
-                files.cert.display(),
-                files.key.display()
-            )
-        })?;
+    let builder = ServerConfig::builder_with_protocol_versions(versions(files.tls13_only));
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let verifier = WebPkiClientVerifier::builder(Arc::new(roots(path)?))
+                .build()
+                .with_context(|| format!("client CA file {}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).with_context(|| {
+        format!(
+            "certificate {} and key {} do not go together",
+            files.cert.display(),
+            files.key.display()
+        )
+    })?;
     config.ticketer = rustls::crypto::ring::Ticketer::new().context("session tickets")?;
     Ok(Arc::new(config))
+}
+
+/// The CA certificates in `path`.
+fn roots(path: &Path) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots
+            .add(cert)
+            .with_context(|| format!("CA file {}", path.display()))?;
+    }
+    Ok(roots)
 }
 
 /// Builds the client configuration for outbound connections: remote daemons are
 /// verified against `ca` if given, else against the system's roots.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>> {
-    let mut roots = RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            for cert in load_certs(path)? {
-                roots
-                    .add(cert)
-                    .with_context(|| format!("CA file {}", path.display()))?;
-            }
-        }
+    let roots = match ca {
+        Some(path) => roots(path)?,
         None => {
+            let mut roots = RootCertStore::empty();
             let found = rustls_native_certs::load_native_certs();
             for cert in found.certs {
                 let _ = roots.add(cert);
@@ -91,8 +106,9 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>> {
             if roots.is_empty() {
                 bail!("no system CA certificates found; give --ca FILE");
             }
+            roots
         }
-    }
+    };
     Ok(Arc::new(
         ClientConfig::builder()
             .with_root_certificates(roots)

@@ -2,6 +2,7 @@
 //! (`tcpd::cli`), with the TLS transport wrapped around the LibIPC-frames one.
 
 mod certs;
+mod identity;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,20 @@ struct Args {
     #[arg(long, default_value = "1.2", value_parser = ["1.2", "1.3"])]
     tls_min_version: String,
 
+    /// Mutual TLS: clients must present a certificate chaining to these CAs (PEM).
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+
+    /// With --client-ca: only clients whose certificate has this subject
+    /// alternative name (DNS, IP, e-mail or URI) may connect (repeatable).
+    #[arg(long, requires = "client_ca")]
+    allow_san: Vec<String>,
+
+    /// With --client-ca: only clients whose certificate has this common name may
+    /// connect (repeatable; a match on --allow-san or --allow-cn is enough).
+    #[arg(long, requires = "client_ca")]
+    allow_cn: Vec<String>,
+
     /// CA certificates (PEM) that remote tlsd certificates must chain to, for
     /// outbound connections (default: the system's roots).
     #[arg(long)]
@@ -72,7 +87,12 @@ fn run(args: &Args) -> Result<()> {
         cert: args.cert.clone(),
         key: args.key.clone(),
         tls13_only: args.tls_min_version == "1.3",
+        client_ca: args.client_ca.clone(),
     };
+    let check = args
+        .client_ca
+        .is_some()
+        .then(|| identity::check(args.allow_san.clone(), args.allow_cn.clone()));
     let server = Arc::new(RwLock::new(certs::server_config(&files)?));
     let max = args.common.max_message_size;
     let fixed = args.common.service.is_some();
@@ -88,7 +108,10 @@ fn run(args: &Args) -> Result<()> {
                 Box::new(Routed::new(Frames::new(max)))
             };
             match Tls::server(config, inner) {
-                Ok(t) => Box::new(t),
+                Ok(t) => match &check {
+                    Some(c) => Box::new(t.with_peer_check(c.clone())),
+                    None => Box::new(t),
+                },
                 // Cannot happen with a valid config; refuse the client rather than panic.
                 Err(e) => Box::new(Refuse(e.to_string())),
             }

@@ -6,20 +6,37 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
 use crate::error::{Error, Result};
 use crate::queue::OutQueue;
 use crate::switch::{Relay, Transport};
 
+/// Judges the peer's certificate chain once the handshake is done: `Ok` with the
+/// identity to log, or `Err` with the reason it is refused.
+pub type PeerCheck =
+    Arc<dyn Fn(&[CertificateDer<'_>]) -> std::result::Result<String, String> + Send + Sync>;
+
 /// TLS around `inner`.
-#[derive(Debug)]
 pub struct Tls<T> {
     conn: Connection,
     inner: T,
     /// The peer sent close_notify.
     peer_closed: bool,
+    /// Run once, when the handshake completes.
+    check: Option<PeerCheck>,
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Tls<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("conn", &self.conn)
+            .field("inner", &self.inner)
+            .field("peer_closed", &self.peer_closed)
+            .field("check", &self.check.is_some())
+            .finish()
+    }
 }
 
 impl<T: Transport> Tls<T> {
@@ -30,6 +47,7 @@ impl<T: Transport> Tls<T> {
             conn: conn.into(),
             inner,
             peer_closed: false,
+            check: None,
         })
     }
 
@@ -45,7 +63,16 @@ impl<T: Transport> Tls<T> {
             conn: conn.into(),
             inner,
             peer_closed: false,
+            check: None,
         })
+    }
+
+    /// Checks the peer's identity when the handshake completes (mutual TLS allow
+    /// lists): a refused peer gets close_notify and the connection fails with the
+    /// reason.
+    pub fn with_peer_check(mut self, check: PeerCheck) -> Self {
+        self.check = Some(check);
+        self
     }
 
     /// The TLS connection (for the peer's certificates, SNI, ALPN, version).
@@ -109,6 +136,19 @@ impl<T: Transport> Transport for Tls<T> {
                 // Send the alert rustls prepared, then fail.
                 self.flush_tls(relay);
                 return Err(Error::Tls(e.to_string()));
+            }
+            if !self.conn.is_handshaking()
+                && let Some(check) = self.check.take()
+            {
+                let chain = self.conn.peer_certificates().unwrap_or(&[]);
+                match check(chain) {
+                    Ok(identity) => tracing::info!(%identity, "TLS peer identity"),
+                    Err(reason) => {
+                        self.conn.send_close_notify();
+                        self.flush_tls(relay);
+                        return Err(Error::Tls(format!("peer identity refused: {reason}")));
+                    }
+                }
             }
             loop {
                 match self.conn.reader().read(&mut buf) {

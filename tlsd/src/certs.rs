@@ -1,21 +1,26 @@
 //! Certificates and keys: loading PEM files and building rustls configurations.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
 /// What the server side is built from (kept to rebuild it on SIGHUP).
 #[derive(Debug, Clone)]
 pub struct ServerFiles {
-    /// PEM chain: the certificate first, then intermediates.
-    pub cert: PathBuf,
-    /// PEM key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
-    pub key: PathBuf,
+    /// Certificate/key pairs: PEM chains (the certificate first), PEM keys
+    /// (PKCS#8, PKCS#1 or SEC1). The first pair is the default.
+    pub pairs: Vec<(PathBuf, PathBuf)>,
+    /// Refuse clients whose SNI matches no certificate (else: the default pair).
+    pub strict_sni: bool,
+    /// ALPN protocols offered, in preference order.
+    pub alpn: Vec<String>,
     /// Accept TLS 1.3 only.
     pub tls13_only: bool,
     /// Require client certificates chaining to these CAs (mutual TLS).
@@ -58,8 +63,6 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
 /// default suites, no renegotiation or compression, which rustls never does),
 /// session resumption by tickets and by session id.
 pub fn server_config(files: &ServerFiles) -> Result<Arc<ServerConfig>> {
-    let certs = load_certs(&files.cert)?;
-    let key = load_key(&files.key)?;
     let builder = ServerConfig::builder_with_protocol_versions(versions(files.tls13_only));
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
@@ -70,15 +73,60 @@ pub fn server_config(files: &ServerFiles) -> Result<Arc<ServerConfig>> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(certs, key).with_context(|| {
-        format!(
-            "certificate {} and key {} do not go together",
-            files.cert.display(),
-            files.key.display()
-        )
-    })?;
+    let mut config = builder.with_cert_resolver(Arc::new(resolver(files)?));
     config.ticketer = rustls::crypto::ring::Ticketer::new().context("session tickets")?;
+    config.alpn_protocols = files.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// Picks the certificate by SNI among the pairs (by the DNS names in each
+/// certificate), falling back to the first pair unless SNI is strict.
+#[derive(Debug)]
+struct BySni {
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        hello
+            .server_name()
+            .and_then(|name| self.by_name.get(&name.to_ascii_lowercase()))
+            .or(self.default.as_ref())
+            .cloned()
+    }
+}
+
+fn resolver(files: &ServerFiles) -> Result<BySni> {
+    let mut by_name = HashMap::new();
+    let mut default = None;
+    for (cert, key) in &files.pairs {
+        let chain = load_certs(cert)?;
+        let signing = rustls::crypto::ring::sign::any_supported_type(&load_key(key)?)
+            .with_context(|| format!("key file {}: unsupported key type", key.display()))?;
+        let certified = CertifiedKey::new(chain, signing);
+        certified.keys_match().with_context(|| {
+            format!(
+                "certificate {} and key {} do not go together",
+                cert.display(),
+                key.display()
+            )
+        })?;
+        let certified = Arc::new(certified);
+        let names = crate::identity::Identity::of(&certified.cert[0])
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("certificate {}", cert.display()))?;
+        for name in names.sans.iter().chain(&names.cns) {
+            by_name
+                .entry(name.to_ascii_lowercase())
+                .or_insert_with(|| certified.clone());
+        }
+        default.get_or_insert(certified);
+    }
+    Ok(BySni {
+        by_name,
+        default: if files.strict_sni { None } else { default },
+    })
 }
 
 /// The CA certificates in `path`.

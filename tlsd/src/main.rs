@@ -38,13 +38,24 @@ struct Args {
     )]
     listen: Vec<String>,
 
-    /// Certificate chain (PEM, the server's certificate first).
-    #[arg(long)]
-    cert: PathBuf,
+    /// Certificate chain (PEM, the server's certificate first). Repeatable with
+    /// --key, pair by pair: the certificate is chosen by the client's SNI among
+    /// the names in each; the first pair is the default.
+    #[arg(long, required = true)]
+    cert: Vec<PathBuf>,
 
-    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    /// Private key of the --cert at the same position (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, required = true)]
+    key: Vec<PathBuf>,
+
+    /// Refuse a client whose SNI names none of the certificates (instead of
+    /// answering with the default one).
     #[arg(long)]
-    key: PathBuf,
+    strict_sni: bool,
+
+    /// ALPN protocol to offer (repeatable, in preference order; none by default).
+    #[arg(long)]
+    alpn: Vec<String>,
 
     /// Lowest TLS version accepted: 1.2 or 1.3.
     #[arg(long, default_value = "1.2", value_parser = ["1.2", "1.3"])]
@@ -83,9 +94,22 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
+    if args.cert.len() != args.key.len() {
+        anyhow::bail!(
+            "{} --cert but {} --key: give them in pairs",
+            args.cert.len(),
+            args.key.len()
+        );
+    }
     let files = ServerFiles {
-        cert: args.cert.clone(),
-        key: args.key.clone(),
+        pairs: args
+            .cert
+            .iter()
+            .cloned()
+            .zip(args.key.iter().cloned())
+            .collect(),
+        strict_sni: args.strict_sni,
+        alpn: args.alpn.clone(),
         tls13_only: args.tls_min_version == "1.3",
         client_ca: args.client_ca.clone(),
     };
@@ -148,7 +172,10 @@ fn run(args: &Args) -> Result<()> {
                 if let Ok(mut slot) = server.write() {
                     *slot = config;
                 }
-                tracing::info!(cert = %files.cert.display(), "SIGHUP: certificate and key reloaded");
+                tracing::info!(
+                    pairs = files.pairs.len(),
+                    "SIGHUP: certificates and keys reloaded"
+                );
             }
             Err(e) => tracing::error!("SIGHUP: reload failed, keeping the old certificate: {e:#}"),
         }),

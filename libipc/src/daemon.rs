@@ -41,6 +41,9 @@ pub struct DaemonConfig {
     pub max_connections: usize,
     /// Time a client has to name its service.
     pub handshake_timeout: Duration,
+    /// Time a client has to finish the transport's own handshake (TLS), counted
+    /// from the connection; `None`: only `handshake_timeout` applies.
+    pub transport_handshake_timeout: Option<Duration>,
     /// A connection with no traffic for this long is closed (`None`: never).
     pub idle_timeout: Option<Duration>,
     /// On shutdown, how long open connections may take to finish.
@@ -315,9 +318,13 @@ impl Worker {
             match self.config.fixed_service.clone() {
                 Some(name) => self.route(id, name.as_bytes()),
                 None => {
-                    let _ = self
-                        .ctx
-                        .set_deadline(id, Some(Instant::now() + self.config.handshake_timeout));
+                    let first = self
+                        .config
+                        .transport_handshake_timeout
+                        .map_or(self.config.handshake_timeout, |t| {
+                            t.min(self.config.handshake_timeout)
+                        });
+                    let _ = self.ctx.set_deadline(id, Some(Instant::now() + first));
                 }
             }
         }
@@ -385,9 +392,22 @@ impl Worker {
             return;
         };
         if conn.service_id.is_none() && conn.local.is_none() {
-            tracing::warn!(peer = %conn.peer, "refused: handshake timeout");
-            if self.ctx.refuse(id, "handshake timeout").is_err() {
-                self.close_net(id, "handshake timeout");
+            let in_transport = self.ctx.transport_handshaking(id);
+            let service_deadline = conn.since + self.config.handshake_timeout;
+            if !in_transport && service_deadline > Instant::now() {
+                // The transport's handshake finished in time: the client now has
+                // the rest of the service handshake timeout to name its service.
+                let _ = self.ctx.set_deadline(id, Some(service_deadline));
+                return;
+            }
+            let why = if in_transport {
+                "TLS handshake timeout"
+            } else {
+                "handshake timeout"
+            };
+            tracing::warn!(peer = %conn.peer, "refused: {why}");
+            if self.ctx.refuse(id, why).is_err() {
+                self.close_net(id, why);
             }
         } else {
             tracing::info!(peer = %conn.peer, service = conn.service.as_deref().unwrap_or(""), "idle timeout");

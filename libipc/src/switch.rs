@@ -114,6 +114,12 @@ pub trait Transport: Send + fmt::Debug {
         let _ = (reason, relay);
     }
 
+    /// True while the transport's own handshake (TLS) is not finished: a daemon
+    /// gives that phase its own timeout.
+    fn handshaking(&self) -> bool {
+        false
+    }
+
     /// The network peer closed its side. Fails if it did so in the middle of a
     /// message (the partial message is not forwarded).
     fn network_closed(&mut self) -> Result<()> {
@@ -147,6 +153,9 @@ impl Transport for Box<dyn Transport> {
     }
     fn refused(&mut self, reason: &str, relay: &mut Relay<'_>) {
         (**self).refused(reason, relay)
+    }
+    fn handshaking(&self) -> bool {
+        (**self).handshaking()
     }
     fn network_closed(&mut self) -> Result<()> {
         (**self).network_closed()

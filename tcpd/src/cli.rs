@@ -137,6 +137,8 @@ pub struct Plan<'a> {
     pub inbound: InboundFactory,
     /// Makes each outbound connection's transport (`None`: no outbound service).
     pub outbound: Option<OutboundFactory>,
+    /// Time for the transport's own handshake (tlsd: --tls-handshake-timeout).
+    pub transport_handshake_timeout: Option<std::time::Duration>,
     /// Called on SIGHUP (reload).
     pub on_hup: Box<dyn Fn() + Send>,
 }
@@ -165,6 +167,7 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
         allow: c.allow.clone(),
         max_connections: c.max_connections,
         handshake_timeout: c.handshake_timeout,
+        transport_handshake_timeout: plan.transport_handshake_timeout,
         idle_timeout: (!c.idle_timeout.is_zero()).then_some(c.idle_timeout),
         drain_timeout: c.drain_timeout,
         max_message_size: c.max_message_size,

@@ -65,6 +65,7 @@ fn main() -> ExitCode {
                     Box::new(Dial::new(service, Frames::new(max)))
                 },
             )),
+            transport_handshake_timeout: None,
             on_hup: Box::new(|| tracing::info!("SIGHUP: tcpd has nothing to reload")),
         })
     })

@@ -141,8 +141,12 @@ fn roots(path: &Path) -> Result<RootCertStore> {
 }
 
 /// Builds the client configuration for outbound connections: remote daemons are
-/// verified against `ca` if given, else against the system's roots.
-pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>> {
+/// verified against `ca` if given, else against the system's roots; `identity`
+/// (certificate and key files) is presented when a remote asks for one.
+pub fn client_config(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>> {
     let roots = match ca {
         Some(path) => roots(path)?,
         None => {
@@ -157,9 +161,17 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>> {
             roots
         }
     };
-    Ok(Arc::new(
-        ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    Ok(Arc::new(match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .with_context(|| {
+                format!(
+                    "client certificate {} and key {}",
+                    cert.display(),
+                    key.display()
+                )
+            })?,
+    }))
 }

@@ -57,6 +57,20 @@ struct Args {
     #[arg(long)]
     alpn: Vec<String>,
 
+    /// Time a client has to complete the TLS handshake, counted from its
+    /// connection (the service handshake timeout still bounds the whole).
+    #[arg(long, default_value = "5s", value_parser = cli::parse_duration)]
+    tls_handshake_timeout: std::time::Duration,
+
+    /// Client certificate (PEM chain) presented to remote tlsd for outbound
+    /// connections (mutual TLS), with --client-key.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+
+    /// Private key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+
     /// Lowest TLS version accepted: 1.2 or 1.3.
     #[arg(long, default_value = "1.2", value_parser = ["1.2", "1.3"])]
     tls_min_version: String,
@@ -144,7 +158,8 @@ fn run(args: &Args) -> Result<()> {
     let outbound = if args.common.no_outbound {
         None
     } else {
-        let client = certs::client_config(args.ca.as_deref()).context("outbound TLS")?;
+        let identity = args.client_cert.as_deref().zip(args.client_key.as_deref());
+        let client = certs::client_config(args.ca.as_deref(), identity).context("outbound TLS")?;
         Some(
             Arc::new(move |service: &str, host: &str| -> Box<dyn Transport> {
                 let inner = Dial::new(service, Frames::new(max));
@@ -167,6 +182,7 @@ fn run(args: &Args) -> Result<()> {
         scheme: "tls",
         inbound,
         outbound,
+        transport_handshake_timeout: Some(args.tls_handshake_timeout),
         on_hup: Box::new(move || match certs::server_config(&files) {
             Ok(config) => {
                 if let Ok(mut slot) = server.write() {

@@ -113,6 +113,12 @@ impl Context {
         Ok(())
     }
 
+    /// True while network connection `id`, waiting for its service, is still in
+    /// its transport's own handshake (TLS).
+    pub fn transport_handshaking(&self, id: ConnId) -> bool {
+        matches!(self.conns.get(id).map(|c| &c.role), Some(Role::Pending(p)) if p.transport.handshaking())
+    }
+
     fn pending_of(&self, id: ConnId) -> Result<()> {
         match &self.live(id)?.role {
             Role::Pending(p) if p.closing.is_none() => Ok(()),

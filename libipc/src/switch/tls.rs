@@ -185,6 +185,10 @@ impl<T: Transport> Transport for Tls<T> {
         self.flush_tls(relay);
     }
 
+    fn handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
     fn network_closed(&mut self) -> Result<()> {
         if self.conn.is_handshaking() {
             return Err(Error::Handshake("closed during the TLS handshake".into()));

@@ -192,6 +192,8 @@ struct NetConn {
     service_id: Option<ConnId>,
     /// For outbound connections: the local client waiting for it.
     local: Option<ConnId>,
+    /// Fixed mode: its deadline is the one for the transport's own handshake.
+    transport_deadline: bool,
 }
 
 struct Worker {
@@ -312,11 +314,22 @@ impl Worker {
                     since: Instant::now(),
                     service_id: None,
                     local: None,
+                    transport_deadline: false,
                 },
             );
             tracing::debug!(%peer, conn = %id, "accepted");
             match self.config.fixed_service.clone() {
-                Some(name) => self.route(id, name.as_bytes()),
+                Some(name) => {
+                    self.route(id, name.as_bytes());
+                    // Attached at once, but its transport's handshake still has
+                    // to finish in time.
+                    if let Some(t) = self.config.transport_handshake_timeout
+                        && let Some(c) = self.conns.get_mut(&id)
+                    {
+                        c.transport_deadline = true;
+                        let _ = self.ctx.set_deadline(id, Some(Instant::now() + t));
+                    }
+                }
                 None => {
                     let first = self
                         .config
@@ -388,9 +401,10 @@ impl Worker {
     }
 
     fn timeout(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.get(&id) else {
+        let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        let peer = conn.peer.clone();
         if conn.service_id.is_none() && conn.local.is_none() {
             let in_transport = self.ctx.transport_handshaking(id);
             let service_deadline = conn.since + self.config.handshake_timeout;
@@ -405,14 +419,25 @@ impl Worker {
             } else {
                 "handshake timeout"
             };
-            tracing::warn!(peer = %conn.peer, "refused: {why}");
+            tracing::warn!(%peer, "refused: {why}");
             if self.ctx.refuse(id, why).is_err() {
                 self.close_net(id, why);
             }
-        } else {
-            tracing::info!(peer = %conn.peer, service = conn.service.as_deref().unwrap_or(""), "idle timeout");
-            self.close_net(id, "idle timeout");
+            return;
         }
+        if std::mem::take(&mut conn.transport_deadline) {
+            // Fixed mode's deadline for the transport's own handshake.
+            if self.ctx.transport_handshaking(id) {
+                tracing::warn!(%peer, "closed: TLS handshake timeout");
+                self.close_net(id, "TLS handshake timeout");
+            } else {
+                // Finished in time: from now on only the idle timeout applies.
+                let _ = self.ctx.set_idle_timeout(id, self.config.idle_timeout);
+            }
+            return;
+        }
+        tracing::info!(%peer, service = conn.service.as_deref().unwrap_or(""), "idle timeout");
+        self.close_net(id, "idle timeout");
     }
 
     /// Closes a network connection (and its service side) now.
@@ -528,6 +553,7 @@ impl Worker {
                 since: Instant::now(),
                 service_id: None,
                 local: None,
+                transport_deadline: false,
             },
         );
         tracing::debug!(%uri, conn = %net, "dialing");

@@ -113,10 +113,14 @@ impl Context {
         Ok(())
     }
 
-    /// True while network connection `id`, waiting for its service, is still in
-    /// its transport's own handshake (TLS).
+    /// True while network connection `id` (waiting for its service, or switched)
+    /// is still in its transport's own handshake (TLS).
     pub fn transport_handshaking(&self, id: ConnId) -> bool {
-        matches!(self.conns.get(id).map(|c| &c.role), Some(Role::Pending(p)) if p.transport.handshaking())
+        match self.conns.get(id).map(|c| &c.role) {
+            Some(Role::Pending(p)) => p.transport.handshaking(),
+            Some(Role::Switched(s)) => s.transport.as_ref().is_some_and(|t| t.handshaking()),
+            _ => false,
+        }
     }
 
     fn pending_of(&self, id: ConnId) -> Result<()> {

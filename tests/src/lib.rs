@@ -1,8 +1,9 @@
 //! Helpers shared by the black-box tests and the benchmark harness.
 //!
 //! The black-box tests (`tests/tests/*.rs`) run real programs: the Rust examples
-//! (`pongd`, `pong`), the daemons (`tcpd`), C programs from `tests/c/` compiled
-//! against `libipc.h`, and third-party tools. What they have in common lives here:
+//! (`pongd`, `pong`), the daemons (`tcpd`, `tlsd`), C programs from `tests/c/`
+//! compiled against `libipc.h`, and third-party tools. What they have in common
+//! lives here:
 //!
 //! - [`artifacts`]: the workspace binaries and examples, built once per test
 //!   process into a target directory of their own, and the C library cargo built
@@ -11,17 +12,21 @@
 //!   killed after a timeout or when the test fails, their output shown on failure;
 //! - [`World`]: a test's private temporary directory and `RUNDIR`, with
 //!   [`World::start_service`] (ready when its socket accepts, never after a fixed
-//!   sleep) and [`World::compile`] for the C programs.
+//!   sleep) and [`World::compile`] for the C programs;
+//! - [`certs`]: CAs, certificates and keys for the tlsd tests, generated with
+//!   rcgen.
 //!
 //! Readiness is always observed (a socket that accepts, a log line), never assumed
 //! after a sleep; every wait is bounded.
+
+pub mod certs;
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -69,7 +74,7 @@ pub struct Artifacts {
     pub libdir: PathBuf,
     /// The directory of the Rust examples (`pongd`, `pong`).
     pub examples: PathBuf,
-    /// The directory of the workspace binaries (`tcpd`).
+    /// The directory of the workspace binaries (`tcpd`, `tlsd`).
     pub bins: PathBuf,
 }
 
@@ -79,7 +84,7 @@ impl Artifacts {
         self.examples.join(name)
     }
 
-    /// The workspace binary `name` (`tcpd`).
+    /// The workspace binary `name` (`tcpd`, `tlsd`).
     pub fn bin(&self, name: &str) -> PathBuf {
         self.bins.join(name)
     }
@@ -114,9 +119,10 @@ pub fn artifacts() -> &'static Artifacts {
     })
 }
 
-/// Builds libipc's examples and tcpd's binary, with the profile of this test, in
-/// a target directory of their own (`<target>/black-box-bins`), and returns their
-/// profile directory (binaries in it, examples in its `examples/`).
+/// Builds libipc's examples and the daemons' binaries (tcpd, tlsd), with the
+/// profile of this test, in a target directory of their own
+/// (`<target>/black-box-bins`), and returns their profile directory (binaries in
+/// it, examples in its `examples/`).
 ///
 /// Always building makes them never stale (it is a no-op when they are up to
 /// date). Their own target directory keeps that build from touching the
@@ -139,6 +145,8 @@ pub fn build_binaries(profile_dir: &Path) -> PathBuf {
         "--examples",
         "-p",
         "tcpd",
+        "-p",
+        "tlsd",
         "--bins",
         "--profile",
         profile,
@@ -153,7 +161,7 @@ pub fn build_binaries(profile_dir: &Path) -> PathBuf {
     cmd.arg("--target-dir").arg(&own);
     let dir = TempDir::new().expect("tempdir");
     let run = run_cmd(cmd, dir.path(), "cargo-build", BUILD_TIMEOUT);
-    run.assert_success("cargo build -p libipc --examples -p tcpd --bins");
+    run.assert_success("cargo build -p libipc --examples -p tcpd -p tlsd --bins");
     let rel = profile_dir.strip_prefix(target).expect("profile directory");
     own.join(rel)
 }
@@ -165,8 +173,11 @@ pub struct Run {
     pub what: String,
     /// None while it runs (or if it had to be killed).
     pub status: Option<ExitStatus>,
-    /// Everything it wrote to stdout.
+    /// Everything it wrote to stdout (invalid UTF-8 replaced: see
+    /// [`Run::stdout_bytes`]).
     pub stdout: String,
+    /// Everything it wrote to stdout, as written (binary output).
+    pub stdout_bytes: Vec<u8>,
     /// Everything it wrote to stderr.
     pub stderr: String,
 }
@@ -271,12 +282,84 @@ impl Proc {
 
     /// What it printed so far, with `status` if known.
     pub fn output(&self, status: Option<ExitStatus>) -> Run {
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let read =
+            |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+        let stdout_bytes = self.stdout_bytes();
         Run {
             what: self.what.clone(),
             status,
-            stdout: read(&self.out),
+            stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+            stdout_bytes,
             stderr: read(&self.err),
+        }
+    }
+
+    /// Everything it wrote to stdout so far, as bytes (binary output included).
+    pub fn stdout_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.out).unwrap_or_default()
+    }
+
+    /// Its stdin, when started with [`spawn_with_stdin`] and `Stdio::piped()`
+    /// (once: dropping it closes the pipe).
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.stdin.take()
+    }
+
+    /// Waits until its stdout satisfies `done` (given all of it so far), and
+    /// returns it. Fails if the process exits first (and its output does not
+    /// satisfy `done`), or after `timeout`.
+    pub fn wait_for_stdout(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&[u8]) -> bool,
+    ) -> Vec<u8> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let running = self.running();
+            let out = self.stdout_bytes();
+            if done(&out) {
+                return out;
+            }
+            if !running {
+                self.fail(&format!("exited before printing {what}"));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("did not print {what} within {timeout:?}"));
+            }
+            sleep(POLL);
+        }
+    }
+
+    /// Waits until `count` (at least 1) whole lines of its stderr contain
+    /// `needle`, and returns the `count`th. Fails if the process exits first, or
+    /// after `timeout`.
+    pub fn wait_for_stderr_lines(
+        &mut self,
+        needle: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> String {
+        assert!(count > 0, "wait_for_stderr_lines: count must be at least 1");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = std::fs::read_to_string(&self.err).unwrap_or_default();
+            // Only whole lines: the last one may still be being written.
+            let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+            let found: Vec<&str> = whole.lines().filter(|l| l.contains(needle)).collect();
+            if found.len() >= count {
+                return found[count - 1].to_string();
+            }
+            if !self.running() {
+                self.fail(&format!("exited before logging {needle:?} {count} times"));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "did not log {needle:?} {count} times within {timeout:?} ({} so far)",
+                    found.len()
+                ));
+            }
+            sleep(POLL);
         }
     }
 
@@ -313,22 +396,7 @@ impl Proc {
     /// Waits until a line of its stderr contains `needle`, and returns that line.
     /// Fails if the process exits first, or after `timeout`.
     pub fn wait_for_stderr_line(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let text = std::fs::read_to_string(&self.err).unwrap_or_default();
-            // Only whole lines: the last one may still be being written.
-            let whole = text.rfind('\n').map_or("", |end| &text[..end]);
-            if let Some(line) = whole.lines().find(|l| l.contains(needle)) {
-                return line.to_string();
-            }
-            if !self.running() {
-                self.fail(&format!("exited before logging {needle:?}"));
-            }
-            if Instant::now() > deadline {
-                self.fail(&format!("did not log {needle:?} within {timeout:?}"));
-            }
-            sleep(POLL);
-        }
+        self.wait_for_stderr_lines(needle, 1, timeout)
     }
 
     /// Waits until `socket` accepts a connection (the probe connection is closed
@@ -457,7 +525,7 @@ impl World {
         self.command(&artifacts().example(name))
     }
 
-    /// The workspace binary `name` (`tcpd`), in this world.
+    /// The workspace binary `name` (`tcpd`, `tlsd`), in this world.
     pub fn bin(&self, name: &str) -> Command {
         self.command(&artifacts().bin(name))
     }

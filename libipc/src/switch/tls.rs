@@ -13,6 +13,10 @@ use crate::error::{Error, Result};
 use crate::queue::OutQueue;
 use crate::switch::{Relay, Transport};
 
+/// Plaintext rustls may hold before it is encrypted: what a service sends before
+/// the handshake is done waits there (bounded), later writes drain at once.
+const PLAINTEXT_LIMIT: usize = 1 << 20;
+
 /// Judges the peer's certificate chain once the handshake is done: `Ok` with the
 /// identity to log, or `Err` with the reason it is refused.
 pub type PeerCheck =
@@ -42,7 +46,8 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Tls<T> {
 impl<T: Transport> Tls<T> {
     /// The server side (an accepted client) with `config`.
     pub fn server(config: Arc<ServerConfig>, inner: T) -> Result<Self> {
-        let conn = ServerConnection::new(config).map_err(|e| Error::Tls(e.to_string()))?;
+        let mut conn = ServerConnection::new(config).map_err(|e| Error::Tls(e.to_string()))?;
+        conn.set_buffer_limit(Some(PLAINTEXT_LIMIT));
         Ok(Tls {
             conn: conn.into(),
             inner,
@@ -57,8 +62,9 @@ impl<T: Transport> Tls<T> {
         server_name: ServerName<'static>,
         inner: T,
     ) -> Result<Self> {
-        let conn =
+        let mut conn =
             ClientConnection::new(config, server_name).map_err(|e| Error::Tls(e.to_string()))?;
+        conn.set_buffer_limit(Some(PLAINTEXT_LIMIT));
         Ok(Tls {
             conn: conn.into(),
             inner,
@@ -97,7 +103,7 @@ impl<T: Transport> Tls<T> {
         &mut self,
         relay: &mut Relay<'_>,
         f: impl FnOnce(&mut T, &mut Relay<'_>) -> R,
-    ) -> R {
+    ) -> (R, Result<()>) {
         let mut plain_out = OutQueue::default();
         let result = {
             let mut inner = Relay::new(relay.to_service, &mut plain_out);
@@ -108,12 +114,38 @@ impl<T: Transport> Tls<T> {
             r
         };
         let plain = plain_out.take_bytes();
-        if !plain.is_empty() {
-            // rustls buffers it until the handshake is done.
-            let _ = self.conn.writer().write_all(&plain);
-        }
+        let written = self.encrypt(&plain, relay);
         self.flush_tls(relay);
-        result
+        (result, written)
+    }
+
+    /// [`Tls::with_inner`] for hooks that cannot fail: a write that cannot be
+    /// encrypted (only possible before the handshake) is logged.
+    fn quietly(&mut self, relay: &mut Relay<'_>, f: impl FnOnce(&mut T, &mut Relay<'_>)) {
+        if let ((), Err(e)) = self.with_inner(relay, f) {
+            tracing::warn!(error = %e, "TLS: output dropped");
+        }
+    }
+
+    /// Encrypts `plain` into records for the network. rustls takes at most its
+    /// buffer limit at a time: records are drained between writes. Before the
+    /// handshake is done nothing drains, so more than the limit is an error
+    /// rather than a silent loss.
+    fn encrypt(&mut self, mut plain: &[u8], relay: &mut Relay<'_>) -> Result<()> {
+        while !plain.is_empty() {
+            let n = self.conn.writer().write(plain).unwrap_or(0);
+            plain = &plain[n..];
+            if n == 0 {
+                if !self.conn.wants_write() {
+                    return Err(Error::Tls(format!(
+                        "{} bytes from the service before the TLS handshake finished",
+                        PLAINTEXT_LIMIT
+                    )));
+                }
+                self.flush_tls(relay);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -124,7 +156,7 @@ impl<T: Transport> Transport for Tls<T> {
 
     fn start(&mut self, relay: &mut Relay<'_>) {
         // A client speaks first (ClientHello).
-        self.with_inner(relay, |inner, r| inner.start(r));
+        self.quietly(relay, |inner, r| inner.start(r));
     }
 
     fn on_network_data(&mut self, mut data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
@@ -162,25 +194,27 @@ impl<T: Transport> Transport for Tls<T> {
                 }
             }
         }
-        self.with_inner(relay, |inner, r| {
+        let (result, written) = self.with_inner(relay, |inner, r| {
             if plain.is_empty() {
                 Ok(())
             } else {
                 inner.on_network_data(&plain, r)
             }
-        })
+        });
+        result.and(written)
     }
 
     fn on_service_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
-        self.with_inner(relay, |inner, r| inner.on_service_data(data, r))
+        let (result, written) = self.with_inner(relay, |inner, r| inner.on_service_data(data, r));
+        result.and(written)
     }
 
     fn accepted(&mut self, relay: &mut Relay<'_>) {
-        self.with_inner(relay, |inner, r| inner.accepted(r));
+        self.quietly(relay, |inner, r| inner.accepted(r));
     }
 
     fn refused(&mut self, reason: &str, relay: &mut Relay<'_>) {
-        self.with_inner(relay, |inner, r| inner.refused(reason, r));
+        self.quietly(relay, |inner, r| inner.refused(reason, r));
         self.conn.send_close_notify();
         self.flush_tls(relay);
     }
@@ -203,7 +237,7 @@ impl<T: Transport> Transport for Tls<T> {
     }
 
     fn service_closed(&mut self, relay: &mut Relay<'_>, clean: bool) {
-        self.with_inner(relay, |inner, r| inner.service_closed(r, clean));
+        self.quietly(relay, |inner, r| inner.service_closed(r, clean));
         self.conn.send_close_notify();
         self.flush_tls(relay);
     }

@@ -1,0 +1,1191 @@
+//! Black-box tests of the real `tlsd` binary: TLS clients nobody here wrote
+//! (`openssl s_client`, Python's `ssl` module), the Rust and C `pong` clients
+//! through two chained tlsd, the refusals (old TLS versions, plain TCP, silent
+//! clients, the wrong CA), startup errors, key formats, SIGHUP reloads and
+//! session resumption.
+//!
+//!     cargo test -p libipc-tests --test tlsd
+//!
+//! Needs `openssl`, `python3` and a C compiler (`tests/run` installs them). tlsd
+//! and the Rust examples are built by the test itself
+//! ([`libipc_tests::build_binaries`]). Certificates and keys are generated for
+//! each test ([`libipc_tests::certs`], with rcgen; the PKCS#1 and SEC1 keys are
+//! converted by `openssl`). Every test has its own temporary RUNDIR, lets tlsd
+//! pick its port (`--listen 127.0.0.1:0`, read back from its `listening
+//! address=...` log line), and is bounded in time: child processes are killed
+//! after [`CHILD_TIMEOUT`], every socket read and write of the test itself has a
+//! timeout. Readiness is observed (a log line, a unix socket that accepts, a
+//! client's output), never assumed after a sleep.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libipc_tests::certs::{self, Ca, ServerPair};
+use libipc_tests::{
+    CHILD_TIMEOUT, Proc, READY_TIMEOUT, Run, World, echoes, run_cmd, spawn, spawn_with_stdin,
+};
+use nix::sys::signal::Signal;
+
+/// Longest any single socket read or write of the test itself may block.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One LibIPC frame: 4-byte big-endian length, then the payload.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("payload under 4 GiB");
+    [&len.to_be_bytes()[..], payload].concat()
+}
+
+/// A payload of `len` bytes, every byte value included (binary-safe check).
+fn pattern(seed: usize, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|k| (k.wrapping_mul(31) ^ seed.wrapping_mul(7919) ^ (k >> 8)) as u8)
+        .collect()
+}
+
+/// A running tlsd and the address it listens on.
+struct Tlsd {
+    proc: Proc,
+    addr: SocketAddr,
+}
+
+impl Tlsd {
+    /// Starts tlsd in `world` (its RUNDIR) on `127.0.0.1:0` with the certificate
+    /// and key of `pair` and `args`, and waits for the `listening address=...`
+    /// line. Its output is in `<label>.stdout` / `.stderr`.
+    fn start(world: &World, label: &str, pair: &ServerPair, args: &[&str]) -> Tlsd {
+        let mut proc = spawn(Self::command(world, pair, args), world.path(), label);
+        let line = proc.wait_for_stderr_line("listening address=", READY_TIMEOUT);
+        let addr = line
+            .split("listening address=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| proc.fail(&format!("cannot parse the address in {line:?}")));
+        Tlsd { proc, addr }
+    }
+
+    fn command(world: &World, pair: &ServerPair, args: &[&str]) -> Command {
+        let mut cmd = world.bin("tlsd");
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .arg("--cert")
+            .arg(&pair.cert)
+            .arg("--key")
+            .arg(&pair.key)
+            .args(args)
+            .env_remove("ADDRESS")
+            .env_remove("IPC_SERVICE_NAME");
+        cmd
+    }
+
+    /// `tls://localhost:PORT/SERVICE`, the IPC_NETWORK target of `service` here.
+    fn uri(&self, service: &str) -> String {
+        format!("tls://localhost:{}/{service}", self.addr.port())
+    }
+
+    /// Fails (with tlsd's output) unless it is still running.
+    fn assert_running(&mut self, when: &str) {
+        if !self.proc.running() {
+            self.proc.fail(&format!("tlsd exited {when}"));
+        }
+    }
+
+    /// Everything tlsd logged so far.
+    fn log(&self) -> String {
+        self.proc.output(None).stderr
+    }
+}
+
+// ---------------------------------------------------------------------------
+// openssl s_client.
+
+/// An `openssl s_client` connected to tlsd (verifying its certificate against
+/// `ca`, for the name `localhost`), with its stdin a pipe the test writes to.
+///
+/// Not `-quiet`: it implies `-ign_eof`, and s_client would then never leave
+/// while tlsd and the service keep the connection open. With `-brief` instead,
+/// stdout carries only the data (the summary goes to stderr) and closing stdin
+/// ends the session cleanly (close_notify, exit 0), once the test has seen the
+/// answer it waits for: no sleep, and nothing lost to an early EOF.
+struct SClient {
+    proc: Proc,
+    stdin: Option<ChildStdin>,
+}
+
+/// The s_client command line, with `extra` flags (`-brief`, a TLS version...);
+/// no command letters (data starting with `Q`, `R` or `k` is data).
+fn s_client_cmd(addr: SocketAddr, ca: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new("openssl");
+    cmd.arg("s_client")
+        .arg("-connect")
+        .arg(addr.to_string())
+        .args(["-servername", "localhost", "-verify_hostname", "localhost"])
+        .arg("-CAfile")
+        .arg(ca)
+        .args(["-verify_return_error", "-nocommands"])
+        .args(extra);
+    cmd
+}
+
+impl SClient {
+    fn start(world: &World, label: &str, addr: SocketAddr, ca: &Path, extra: &[&str]) -> SClient {
+        let cmd = s_client_cmd(addr, ca, extra);
+        let mut proc = spawn_with_stdin(cmd, world.path(), label, Stdio::piped());
+        let stdin = proc.take_stdin();
+        SClient { proc, stdin }
+    }
+
+    /// Writes `bytes` to s_client's stdin in one write (s_client sends what one
+    /// read of its stdin gets in one TLS record).
+    fn send(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        if let Err(e) = stdin.write_all(bytes).and_then(|()| stdin.flush()) {
+            self.proc
+                .fail(&format!("writing {} bytes to s_client: {e}", bytes.len()));
+        }
+    }
+
+    /// Waits until s_client's stdout holds `expected` (anywhere in it).
+    fn wait_for(&mut self, expected: &[u8]) -> Vec<u8> {
+        self.proc.wait_for_stdout(
+            &format!("{} expected bytes", expected.len()),
+            CHILD_TIMEOUT,
+            |out| out.windows(expected.len()).any(|w| w == expected),
+        )
+    }
+
+    /// Closes its stdin (s_client then sends close_notify and exits) and waits
+    /// for it to exit.
+    fn finish(mut self) -> Run {
+        drop(self.stdin.take());
+        self.proc.wait(CHILD_TIMEOUT)
+    }
+}
+
+/// Through s_client with `extra` flags: the raw name `pong` and frames in the
+/// same write come back as `ok` and the same frames, byte for byte, and nothing
+/// else. Returns s_client's run (its `-brief` summary on stderr).
+fn s_client_echo(world: &World, label: &str, addr: SocketAddr, ca: &Path, extra: &[&str]) -> Run {
+    let messages = [b"hello from s_client".to_vec(), Vec::new(), pattern(1, 256)];
+    let frames: Vec<u8> = messages.iter().flat_map(|m| frame(m)).collect();
+    let mut c = SClient::start(world, label, addr, ca, &[&["-brief"], extra].concat());
+    c.send(&[&b"pong\n"[..], &frames].concat());
+    let expected = [&b"ok"[..], &frames].concat();
+    c.wait_for(&expected);
+    let run = c.finish();
+    run.assert_success("s_client");
+    let out = &run.stdout_bytes;
+    assert!(
+        *out == expected,
+        "s_client got {} bytes instead of the {} expected: {:?}\n{}",
+        out.len(),
+        expected.len(),
+        run.stdout,
+        run.report()
+    );
+    assert!(
+        run.stderr.contains("Verification: OK"),
+        "s_client did not verify tlsd's certificate\n{}",
+        run.report()
+    );
+    run
+}
+
+/// s_client with `extra` flags and no input: the handshake must fail. Returns
+/// its run (exit status non-zero, checked here).
+fn s_client_refused(
+    world: &World,
+    label: &str,
+    addr: SocketAddr,
+    ca: &Path,
+    extra: &[&str],
+) -> Run {
+    let cmd = s_client_cmd(addr, ca, &[&["-brief"], extra].concat());
+    // stdin is /dev/null: a handshake that succeeded would end at once, with 0.
+    let run = run_cmd(cmd, world.path(), label, CHILD_TIMEOUT);
+    assert!(
+        run.status.is_some_and(|s| !s.success()),
+        "s_client {extra:?}: the handshake should have failed\n{}",
+        run.report()
+    );
+    assert!(
+        !run.stderr.contains("CONNECTION ESTABLISHED"),
+        "s_client {extra:?}: connection established\n{}",
+        run.report()
+    );
+    run
+}
+
+#[test]
+fn openssl_s_client_tls13_and_tls12_raw_name_and_frame_in_one_write() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    let _pongd = w.rust_pongd("pong");
+    let mut tlsd = Tlsd::start(&w, "tlsd", &pki.server, &[]);
+
+    for (flag, version) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
+        let run = s_client_echo(
+            &w,
+            &format!("s_client{flag}"),
+            tlsd.addr,
+            &pki.ca.cert,
+            &[flag],
+        );
+        assert!(
+            run.stderr.contains(&format!("Protocol version: {version}")),
+            "s_client {flag} did not negotiate {version}\n{}",
+            run.report()
+        );
+    }
+    tlsd.assert_running("after the s_client sessions");
+    // Each was a connection to pong, closed when s_client left.
+    assert_eq!(
+        tlsd.log().matches(" connected peer=").count(),
+        2,
+        "{}",
+        tlsd.log()
+    );
+}
+
+#[test]
+fn session_resumption_tls12_and_tls13() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    let _pongd = w.rust_pongd("pong");
+    let tlsd = Tlsd::start(&w, "tlsd", &pki.server, &[]);
+
+    for (flag, version) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let session = w.path().join(format!("session{flag}.pem"));
+        let session = session.to_str().expect("UTF-8 path");
+        // Without -brief: s_client prints `New, ...` or `Reused, ...` on stdout,
+        // before the data.
+        let converse = |label: &str, sess: [&str; 2]| -> Run {
+            let marker = frame(format!("resumption check {label}").as_bytes());
+            let mut c = SClient::start(
+                &w,
+                label,
+                tlsd.addr,
+                &pki.ca.cert,
+                &[&[flag][..], &sess].concat(),
+            );
+            c.send(&[&b"pong\n"[..], &marker].concat());
+            // The echo comes after the session ticket (TLS 1.3 sends it right
+            // after the handshake): once it is here, the session is complete.
+            c.wait_for(&[&b"ok"[..], &marker].concat());
+            let run = c.finish();
+            run.assert_success("s_client");
+            run
+        };
+        let first = converse(&format!("s_client{flag}-first"), ["-sess_out", session]);
+        assert!(
+            first.stdout.contains(&format!("New, {version}")),
+            "first {version} session not new\n{}",
+            first.report()
+        );
+        assert!(
+            Path::new(session).is_file(),
+            "no session written\n{}",
+            first.report()
+        );
+        let second = converse(&format!("s_client{flag}-second"), ["-sess_in", session]);
+        assert!(
+            second.stdout.contains(&format!("Reused, {version}")),
+            "{version} session not resumed\n{}",
+            second.report()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Python's ssl module.
+
+/// What the Python clients share: reading frames, checking, connecting with a
+/// context that verifies the certificate (against the CA) and the host name.
+const PYTHON_COMMON: &str = r#"
+import socket, ssl, struct, sys
+
+port = int(sys.argv[1])
+ca = sys.argv[2]
+
+def frame(b):
+    return struct.pack(">I", len(b)) + b
+
+def recv_exact(s, n):
+    buf = bytearray()
+    while len(buf) < n:
+        try:
+            chunk = s.recv(min(n - len(buf), 65536))
+        except OSError as e:
+            sys.exit(f"{e!r} after {len(buf)} of {n} bytes")
+        if not chunk:
+            sys.exit(f"EOF after {len(buf)} of {n} bytes: {bytes(buf[:100])!r}")
+        buf += chunk
+    return bytes(buf)
+
+def recv_frame(s):
+    (n,) = struct.unpack(">I", recv_exact(s, 4))
+    return recv_exact(s, n)
+
+def recv_all(s):
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+def check(what, got, want):
+    if got != want:
+        sys.exit(f"{what}: got {got[:100]!r} ({len(got)} bytes), want {want[:100]!r} ({len(want)} bytes)")
+
+def context(cafile, version=None):
+    ctx = ssl.create_default_context(cafile=cafile)
+    assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
+    if version is not None:
+        ctx.minimum_version = ctx.maximum_version = version
+    return ctx
+
+def conn(ctx, hostname="localhost"):
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return ctx.wrap_socket(raw, server_hostname=hostname)
+
+def payload(n):
+    return (bytes(range(256)) * (n // 256 + 1))[:n]
+
+VERSIONS = [(None, "TLSv1.3"), (ssl.TLSVersion.TLSv1_2, "TLSv1.2")]
+"#;
+
+/// A client written with Python's `ssl` module: both handshake forms (the
+/// framed one with the first message in the same write), empty and big
+/// messages (`argv[4]` bytes), TLS 1.3 and 1.2, the IP address SAN, refusals in
+/// both forms, and a wrong host name and a wrong CA (`argv[3]`) failing
+/// verification.
+const PYTHON_CLIENT: &str = r#"
+wrong_ca, big = sys.argv[3], int(sys.argv[4])
+msgs = [b"hello from python ssl", b"", payload(big), b"last"]
+for version, name in VERSIONS:
+    ctx = context(ca, version)
+    s = conn(ctx)
+    check("version", s.version(), name)
+    s.sendall(b"pong\n")
+    check(f"{name}: raw answer", recv_exact(s, 2), b"ok")
+    s.sendall(b"".join(frame(m) for m in msgs))
+    for i, m in enumerate(msgs):
+        check(f"{name}: raw, echo {i}", recv_frame(s), m)
+    s.close()
+
+    s = conn(ctx)
+    s.sendall(frame(b"pong") + frame(b"first, with the name"))
+    check(f"{name}: framed answer", recv_frame(s), b"ok")
+    check(f"{name}: first message", recv_frame(s), b"first, with the name")
+    for i, m in enumerate(msgs):
+        s.sendall(frame(m))
+        check(f"{name}: framed, echo {i}", recv_frame(s), m)
+    s.close()
+
+ctx = context(ca)
+# The certificate's IP address SAN.
+s = conn(ctx, "127.0.0.1")
+s.sendall(b"pong\n")
+check("by IP address: answer", recv_exact(s, 2), b"ok")
+s.close()
+
+s = conn(ctx)
+s.sendall(b"nope\n")
+check("raw refusal", recv_all(s), b"no: unknown service\n")
+s = conn(ctx)
+s.sendall(frame(b"nope"))
+check("framed refusal", recv_all(s), frame(b"no: unknown service"))
+
+for what, c, host in [("wrong host name", ctx, "not-localhost.example"),
+                      ("wrong CA", context(wrong_ca), "localhost")]:
+    try:
+        conn(c, host).close()
+        sys.exit(f"{what}: the certificate was accepted")
+    except ssl.SSLCertVerificationError as e:
+        print(f"{what}: refused: {e.verify_message}")
+print("python-ssl: ok")
+"#;
+
+/// Runs a Python client (`PYTHON_COMMON` then `body`) with `port`, `ca` and
+/// `args`; it must exit 0 and print `ok_line`.
+fn run_python(
+    w: &World,
+    label: &str,
+    body: &str,
+    tlsd: &Tlsd,
+    ca: &Path,
+    args: &[&str],
+    ok_line: &str,
+) {
+    let script = w.path().join(format!("{label}.py"));
+    std::fs::write(&script, format!("{PYTHON_COMMON}{body}")).unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg(tlsd.addr.port().to_string())
+        .arg(ca)
+        .args(args);
+    let run = run_cmd(cmd, w.path(), label, CHILD_TIMEOUT);
+    run.assert_success(&format!("python client {label}"));
+    run.assert_lines(&[ok_line]);
+}
+
+#[test]
+fn python_ssl_client() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), true);
+    let _pongd = w.rust_pongd("pong");
+    let mut tlsd = Tlsd::start(&w, "tlsd", &pki.server, &[]);
+    let wrong_ca = pki.second_ca.as_ref().unwrap().cert.to_str().unwrap();
+    // The big message stays under 64 KiB: see the next test.
+    run_python(
+        &w,
+        "python",
+        PYTHON_CLIENT,
+        &tlsd,
+        &pki.ca.cert,
+        &[wrong_ca, "60000"],
+        "python-ssl: ok",
+    );
+    tlsd.assert_running("after the python client");
+}
+
+/// Messages of 64 KiB and more, each in both directions.
+const PYTHON_LARGE: &str = r#"
+for version, name in VERSIONS:
+    s = conn(context(ca, version))
+    s.sendall(b"pong\n")
+    check(f"{name}: raw answer", recv_exact(s, 2), b"ok")
+    for n in [65_535, 65_536, 100_000, 1_000_000]:
+        m = payload(n)
+        s.sendall(frame(m))
+        check(f"{name}: echo of {n} bytes", recv_frame(s), m)
+    s.close()
+print("python-large: ok")
+"#;
+
+#[test]
+fn python_ssl_client_messages_of_64k_and_more() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    let _pongd = w.rust_pongd("pong");
+    let mut tlsd = Tlsd::start(&w, "tlsd", &pki.server, &[]);
+    run_python(
+        &w,
+        "python-large",
+        PYTHON_LARGE,
+        &tlsd,
+        &pki.ca.cert,
+        &[],
+        "python-large: ok",
+    );
+    tlsd.assert_running("after large messages");
+}
+
+// ---------------------------------------------------------------------------
+// Refusals.
+
+#[test]
+fn tls10_and_tls11_clients_are_refused() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    let _pongd = w.rust_pongd("pong");
+    let mut tlsd = Tlsd::start(&w, "tlsd", &pki.server, &[]);
+
+    for flag in ["-tls1", "-tls1_1"] {
+        // SECLEVEL=0: s_client would complete a TLS 1.0/1.1 handshake (OpenSSL 3
+        // rules them out at its default security level), so the refusal is tlsd's.
+        let run = s_client_refused(
+            &w,
+            &format!("s_client{flag}"),
+            tlsd.addr,
+            &pki.ca.cert,
+            &[flag, "-cipher", "DEFAULT@SECLEVEL=0"],
+        );
+        // An alert from tlsd, not "no protocols available" from s_client itself.
+        assert!(
+            run.stderr.contains("alert"),
+            "s_client {flag} was not refused by tlsd (no alert)\n{}",
+            run.report()
+        );
+    }
+    tlsd.assert_running("after old TLS versions");
+    assert_eq!(
+        tlsd.log().matches(" connected peer=").count(),
+        0,
+        "{}",
+        tlsd.log()
+    );
+    s_client_echo(&w, "s_client-after", tlsd.addr, &pki.ca.cert, &[]);
+}
+
+#[test]
+fn tls_min_version_13_refuses_a_tls12_client() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    let _pongd = w.rust_pongd("pong");
+    let tlsd = Tlsd::start(&w, "tlsd", &pki.server, &["--tls-min-version", "1.3"]);
+
+    let run = s_client_refused(&w, "s_client-tls1_2", tlsd.addr, &pki.ca.cert, &["-tls1_2"]);
+    assert!(
+        run.stderr.contains("protocol version"),
+        "s_client -tls1_2 should get a protocol_version alert\n{}",
+        run.report()
+    );
+    let run = s_client_echo(&w, "s_client-tls1_3", tlsd.addr, &pki.ca.cert, &["-tls1_3"]);
+    assert!(
+        run.stderr.contains("Protocol version: TLSv1.3"),
+        "{}",
+        run.report()
+    );
+}
+
+/// A TCP client of tlsd that does not speak TLS.
+fn tcp_connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// Reads until tlsd closes the connection (a reset counts); returns what came.
+fn until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return all,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return all,
+            Err(e) => panic!("not closed by tlsd ({e}); got {all:?}"),
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn plain_tcp_client_naming_a_service_is_closed_without_ok() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    let _pongd = w.rust_pongd("pong");
+    let mut tlsd = Tlsd::start(&w, "tlsd", &pki.server, &[]);
+
+    for hello in [&b"pong\n"[..], &[&b"pong\n"[..], &frame(b"hello")].concat()] {
+        let mut s = tcp_connect(tlsd.addr);
+        let started = Instant::now();
+        s.write_all(hello).unwrap();
+        let got = until_closed(&mut s);
+        assert!(
+            !contains(&got, b"ok") && !contains(&got, b"hello"),
+            "a plain TCP client got an answer: {got:?}"
+        );
+        // At most a TLS alert record (content type 21).
+        assert!(got.is_empty() || got[0] == 21, "not a TLS alert: {got:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "closed after {:?}",
+            started.elapsed()
+        );
+    }
+    tlsd.assert_running("after plain TCP clients");
+    assert_eq!(
+        tlsd.log().matches(" connected peer=").count(),
+        0,
+        "{}",
+        tlsd.log()
+    );
+    s_client_echo(&w, "s_client-after", tlsd.addr, &pki.ca.cert, &[]);
+}
+
+/// Connects, says nothing, and expects tlsd to close within `[min, max)`.
+fn assert_silent_client_closed(tlsd: &Tlsd, min: Duration, max: Duration) {
+    let started = Instant::now();
+    let mut s = tcp_connect(tlsd.addr);
+    let got = until_closed(&mut s);
+    let took = started.elapsed();
+    assert!(
+        took >= min && took < max,
+        "a silent client was closed after {took:?}, expected between {min:?} and {max:?}"
+    );
+    assert!(!contains(&got, b"ok"), "{got:?}");
+    assert!(got.is_empty() || got[0] == 21, "not a TLS alert: {got:?}");
+}
+
+#[test]
+fn client_that_never_speaks_tls_is_closed_at_the_handshake_timeout() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    let _pongd = w.rust_pongd("pong");
+
+    // --handshake-timeout bounds the whole (TLS's default of 5 s is longer).
+    let mut tlsd = Tlsd::start(&w, "tlsd", &pki.server, &["--handshake-timeout", "1s"]);
+    assert_silent_client_closed(&tlsd, Duration::from_millis(900), Duration::from_secs(4));
+    tlsd.proc
+        .wait_for_stderr_line("refused: TLS handshake timeout", READY_TIMEOUT);
+    // A client that finished TLS but names nothing gets the answer inside TLS.
+    let mut c = SClient::start(&w, "s_client-silent", tlsd.addr, &pki.ca.cert, &["-brief"]);
+    c.wait_for(b"no: handshake timeout\n");
+    c.proc.wait(CHILD_TIMEOUT);
+    s_client_echo(&w, "s_client-after", tlsd.addr, &pki.ca.cert, &[]);
+    drop(tlsd);
+
+    // --tls-handshake-timeout alone.
+    let tlsd = Tlsd::start(
+        &w,
+        "tlsd-tls-timeout",
+        &pki.server,
+        &["--tls-handshake-timeout", "1s"],
+    );
+    assert_silent_client_closed(&tlsd, Duration::from_millis(900), Duration::from_secs(4));
+}
+
+// ---------------------------------------------------------------------------
+// Startup errors.
+
+/// tlsd with `cert` and `key` must exit non-zero at once, saying each of `says`.
+fn assert_startup_error(w: &World, label: &str, cert: &Path, key: &Path, says: &[&str]) {
+    let pair = ServerPair {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+    };
+    let run = run_cmd(Tlsd::command(w, &pair, &[]), w.path(), label, CHILD_TIMEOUT);
+    assert!(
+        run.status.is_some_and(|s| !s.success()),
+        "{label}: tlsd should have failed\n{}",
+        run.report()
+    );
+    assert!(
+        !run.stderr.contains("listening"),
+        "{label}: tlsd listened\n{}",
+        run.report()
+    );
+    for s in says {
+        assert!(
+            run.stderr.contains(s),
+            "{label}: no {s:?} in the error\n{}",
+            run.report()
+        );
+    }
+}
+
+#[test]
+fn startup_errors_are_clear() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    let other = pki.ca.server(w.path(), "other");
+    let missing = w.path().join("missing.pem");
+    let no_pem = w.path().join("no-pem.txt");
+    std::fs::write(&no_pem, "this is not PEM\n").unwrap();
+    let (cert, key) = (&pki.server.cert, &pki.server.key);
+    let shown = |p: &Path| p.display().to_string();
+
+    assert_startup_error(
+        &w,
+        "missing-cert",
+        &missing,
+        key,
+        &[&shown(&missing), "No such file or directory"],
+    );
+    assert_startup_error(
+        &w,
+        "missing-key",
+        cert,
+        &missing,
+        &[&shown(&missing), "No such file or directory"],
+    );
+    assert_startup_error(
+        &w,
+        "mismatched-key",
+        cert,
+        &other.key,
+        &[&shown(cert), &shown(&other.key), "do not go together"],
+    );
+    assert_startup_error(
+        &w,
+        "cert-without-pem",
+        &no_pem,
+        key,
+        &[&shown(&no_pem), "no CERTIFICATE"],
+    );
+    assert_startup_error(
+        &w,
+        "key-without-pem",
+        cert,
+        &no_pem,
+        &[&shown(&no_pem), "private key"],
+    );
+    // A key where the certificate should be, and the other way round.
+    assert_startup_error(
+        &w,
+        "key-as-cert",
+        key,
+        key,
+        &[&shown(key), "no CERTIFICATE"],
+    );
+    assert_startup_error(
+        &w,
+        "cert-as-key",
+        cert,
+        cert,
+        &[&shown(cert), "private key"],
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Key formats.
+
+/// Runs `openssl args...` in the world's directory; it must succeed.
+fn openssl(w: &World, label: &str, args: &[&str]) {
+    let mut cmd = Command::new("openssl");
+    cmd.current_dir(w.path()).args(args);
+    run_cmd(cmd, w.path(), label, CHILD_TIMEOUT).assert_success(&format!("openssl {args:?}"));
+}
+
+fn assert_pem_label(path: &Path, label: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.starts_with(&format!("-----BEGIN {label}-----")),
+        "{} is not a {label}:\n{text}",
+        path.display()
+    );
+}
+
+/// tlsd with `pair` serves s_client over TLS 1.3 and 1.2, signing with `sig`.
+fn assert_serves_with(w: &World, label: &str, ca: &Ca, pair: &ServerPair, sig: &str) {
+    let _pongd = w.rust_pongd("pong");
+    let tlsd = Tlsd::start(w, label, pair, &[]);
+    for flag in ["-tls1_3", "-tls1_2"] {
+        let run = s_client_echo(
+            w,
+            &format!("{label}-s_client{flag}"),
+            tlsd.addr,
+            &ca.cert,
+            &[flag],
+        );
+        assert!(
+            run.stderr.contains(&format!("Signature type: {sig}")),
+            "{label}: not signed with {sig}\n{}",
+            run.report()
+        );
+    }
+}
+
+#[test]
+fn pkcs1_rsa_key_loads() {
+    let w = World::new();
+    let ca = Ca::new(w.path(), "ca", "libipc test CA");
+    // rcgen cannot make RSA keys (ring backend): openssl makes one (PKCS#8),
+    // rcgen certifies it, and openssl writes it again as PKCS#1.
+    openssl(
+        &w,
+        "genpkey",
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsa.p8.key",
+        ],
+    );
+    let pkcs8 = w.path().join("rsa.p8.key");
+    assert_pem_label(&pkcs8, "PRIVATE KEY");
+    let pair = ca.server_with_key(w.path(), "rsa", &pkcs8);
+    openssl(
+        &w,
+        "pkey-traditional",
+        &[
+            "pkey",
+            "-in",
+            "rsa.p8.key",
+            "-traditional",
+            "-out",
+            "rsa.pkcs1.key",
+        ],
+    );
+    let pkcs1 = w.path().join("rsa.pkcs1.key");
+    assert_pem_label(&pkcs1, "RSA PRIVATE KEY");
+    let pair = ServerPair {
+        cert: pair.cert,
+        key: pkcs1,
+    };
+    assert_serves_with(&w, "tlsd-rsa", &ca, &pair, "RSA");
+}
+
+#[test]
+fn sec1_ec_key_loads() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    assert_pem_label(&pki.server.key, "PRIVATE KEY");
+    openssl(
+        &w,
+        "ec",
+        &["ec", "-in", "server.key", "-out", "server.sec1.key"],
+    );
+    let sec1 = w.path().join("server.sec1.key");
+    assert_pem_label(&sec1, "EC PRIVATE KEY");
+    let pair = ServerPair {
+        cert: pki.server.cert.clone(),
+        key: sec1,
+    };
+    assert_serves_with(&w, "tlsd-sec1", &pki.ca, &pair, "ECDSA");
+}
+
+// ---------------------------------------------------------------------------
+// SIGHUP.
+
+/// A Python ssl client that keeps one connection busy: after its first echo it
+/// prints `started`, then exchanges numbered messages, each checked (printing
+/// `count N` every 10), until a line comes on its stdin; then 20 more, and it
+/// prints how many in all.
+const LONG_CLIENT: &str = r#"
+import select, socket, ssl, struct, sys
+
+port, ca = int(sys.argv[1]), sys.argv[2]
+
+def recv_exact(s, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            sys.exit(f"EOF after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+ctx = ssl.create_default_context(cafile=ca)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                    server_hostname="localhost")
+s.sendall(b"pong\n")
+if recv_exact(s, 2) != b"ok":
+    sys.exit("no ok")
+
+count = 0
+def exchange():
+    global count
+    m = f"message {count} ".encode() * (1 + count % 100)
+    s.sendall(struct.pack(">I", len(m)) + m)
+    (n,) = struct.unpack(">I", recv_exact(s, 4))
+    back = recv_exact(s, n)
+    if back != m:
+        sys.exit(f"echo {count}: got {back[:60]!r}, sent {m[:60]!r}")
+    count += 1
+    if count % 10 == 0:
+        print(f"count {count}", flush=True)
+
+exchange()
+print("started", flush=True)
+while not select.select([sys.stdin], [], [], 0.005)[0]:
+    exchange()
+sys.stdin.readline()
+for _ in range(20):
+    exchange()
+print(f"exchanged {count}", flush=True)
+s.close()
+print("long client: ok", flush=True)
+"#;
+
+/// The last `count N` the long client printed (0 if none yet).
+fn last_count(out: &[u8]) -> usize {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("count ")?.parse().ok())
+        .next_back()
+        .unwrap_or(0)
+}
+
+/// Replaces `dst` with a copy of `src`, atomically (a reader sees one or the other).
+fn replace_file(src: &Path, dst: &Path) {
+    let tmp = dst.with_extension("tmp");
+    std::fs::copy(src, &tmp).unwrap();
+    std::fs::rename(&tmp, dst).unwrap();
+}
+
+/// `dir/live.pem` and `dir/live.key`, copies of `pair`: what tlsd is given, to
+/// be replaced before a SIGHUP.
+fn live_pair(dir: &Path, pair: &ServerPair) -> ServerPair {
+    let live = ServerPair {
+        cert: dir.join("live.pem"),
+        key: dir.join("live.key"),
+    };
+    replace_file(&pair.cert, &live.cert);
+    replace_file(&pair.key, &live.key);
+    live
+}
+
+/// Sends SIGHUP and waits for its outcome, the `n`th since tlsd started
+/// ("SIGHUP: certificates and keys reloaded" or "SIGHUP: reload failed, ...");
+/// returns that log line.
+fn sighup(tlsd: &mut Tlsd, n: usize) -> String {
+    tlsd.proc.signal(Signal::SIGHUP);
+    tlsd.proc
+        .wait_for_stderr_lines("SIGHUP: ", n, READY_TIMEOUT)
+}
+
+/// s_client verifying against `ca` completes a handshake and an echo.
+fn assert_trusted_by(w: &World, label: &str, tlsd: &Tlsd, ca: &Ca) {
+    s_client_echo(w, label, tlsd.addr, &ca.cert, &[]);
+}
+
+/// s_client verifying against `ca` refuses tlsd's certificate.
+fn assert_not_trusted_by(w: &World, label: &str, tlsd: &Tlsd, ca: &Ca) {
+    let run = s_client_refused(w, label, tlsd.addr, &ca.cert, &[]);
+    assert!(
+        run.stderr.contains("certificate verify failed"),
+        "{label}: not a verification failure\n{}",
+        run.report()
+    );
+}
+
+#[test]
+fn sighup_reloads_the_pair_and_open_connections_carry_on() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), true);
+    let ca2 = pki.second_ca.as_ref().unwrap();
+    let pair2 = ca2.server(w.path(), "server2");
+    let live = live_pair(w.path(), &pki.server);
+    let _pongd = w.rust_pongd("pong");
+    let mut tlsd = Tlsd::start(&w, "tlsd", &live, &[]);
+    assert_trusted_by(&w, "before-ca1", &tlsd, &pki.ca);
+    assert_not_trusted_by(&w, "before-ca2", &tlsd, ca2);
+
+    let script = w.path().join("long.py");
+    std::fs::write(&script, LONG_CLIENT).unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg(tlsd.addr.port().to_string())
+        .arg(&pki.ca.cert);
+    let mut long = spawn_with_stdin(cmd, w.path(), "long-client", Stdio::piped());
+    let mut long_stdin = long.take_stdin().expect("piped stdin");
+    long.wait_for_stdout("started", READY_TIMEOUT, |out| contains(out, b"started\n"));
+
+    replace_file(&pair2.cert, &live.cert);
+    replace_file(&pair2.key, &live.key);
+    let line = sighup(&mut tlsd, 1);
+    assert!(
+        line.contains("reloaded"),
+        "reload failed: {line}\n{}",
+        tlsd.log()
+    );
+    // What the long client had counted when the reload was done, then 30 more
+    // exchanges on the same connection, with the new pair in place.
+    let reloaded_at = last_count(&long.stdout_bytes());
+    long.wait_for_stdout("30 more exchanges", CHILD_TIMEOUT, |out| {
+        last_count(out) >= reloaded_at + 30
+    });
+
+    assert_trusted_by(&w, "after-ca2", &tlsd, ca2);
+    assert_not_trusted_by(&w, "after-ca1", &tlsd, &pki.ca);
+
+    // The connection opened before the reload is still going, nothing lost.
+    assert!(long.running(), "{}", long.output(None).report());
+    long_stdin.write_all(b"stop\n").unwrap();
+    drop(long_stdin);
+    let run = long.wait(CHILD_TIMEOUT);
+    run.assert_success("long client across the reload");
+    run.assert_lines(&["long client: ok"]);
+    tlsd.assert_running("after the reload");
+}
+
+#[test]
+fn failed_sighup_reload_keeps_the_old_pair() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), true);
+    let ca2 = pki.second_ca.as_ref().unwrap();
+    let pair2 = ca2.server(w.path(), "server2");
+    let live = live_pair(w.path(), &pki.server);
+    let _pongd = w.rust_pongd("pong");
+    let mut tlsd = Tlsd::start(&w, "tlsd", &live, &[]);
+    let mut open = SClient::start(&w, "open", tlsd.addr, &pki.ca.cert, &["-brief"]);
+    open.send(&[&b"pong\n"[..], &frame(b"before")].concat());
+    open.wait_for(&[&b"ok"[..], &frame(b"before")].concat());
+
+    // A key file with no key in it.
+    std::fs::write(&live.key, "not a key\n").unwrap();
+    let line = sighup(&mut tlsd, 1);
+    assert!(
+        line.contains("reload failed") && line.contains(&live.key.display().to_string()),
+        "a broken key file: {line}"
+    );
+    assert_trusted_by(&w, "after-broken-key", &tlsd, &pki.ca);
+
+    // A valid pair's certificate with the old key: they do not match.
+    replace_file(&pair2.cert, &live.cert);
+    replace_file(&pki.server.key, &live.key);
+    let line = sighup(&mut tlsd, 2);
+    assert!(
+        line.contains("reload failed") && line.contains("do not go together"),
+        "a mismatched pair: {line}"
+    );
+    assert_trusted_by(&w, "after-mismatch-ca1", &tlsd, &pki.ca);
+    assert_not_trusted_by(&w, "after-mismatch-ca2", &tlsd, ca2);
+
+    // Then a good pair is taken.
+    replace_file(&pair2.key, &live.key);
+    let line = sighup(&mut tlsd, 3);
+    assert!(
+        line.contains("reloaded"),
+        "a good pair: {line}\n{}",
+        tlsd.log()
+    );
+    assert_trusted_by(&w, "after-fix-ca2", &tlsd, ca2);
+
+    // The connection opened first was never disturbed.
+    open.send(&frame(b"after"));
+    open.wait_for(&[&b"ok"[..], &frame(b"before"), &frame(b"after")].concat());
+    open.finish()
+        .assert_success("s_client open across the reloads");
+    tlsd.assert_running("after three reloads");
+}
+
+// ---------------------------------------------------------------------------
+// Outbound: libipc clients through IPC_NETWORK, through one tlsd to another.
+
+/// Two worlds: B runs pongd and tlsd B; A runs tlsd A (its `tls` service, which
+/// verifies remote tlsd against `ca_a`) and the clients.
+struct Chain {
+    a: World,
+    _b: World,
+    tlsd_a: Tlsd,
+    tlsd_b: Tlsd,
+    _pongd: Proc,
+}
+
+impl Chain {
+    fn new(b: World, pair_b: &ServerPair, pair_a: &ServerPair, ca_a: &Path) -> Chain {
+        let pongd = b.rust_pongd("pong");
+        let tlsd_b = Tlsd::start(&b, "tlsd-b", pair_b, &["--no-outbound"]);
+        let a = World::new();
+        let ca = ca_a.to_str().expect("UTF-8 path");
+        let mut tlsd_a = Tlsd::start(&a, "tlsd-a", pair_a, &["--ca", ca]);
+        tlsd_a.proc.wait_for_socket(&a.rundir.join("tls"));
+        Chain {
+            a,
+            _b: b,
+            tlsd_a,
+            tlsd_b,
+            _pongd: pongd,
+        }
+    }
+
+    fn network(&self, service: &str) -> String {
+        format!("{service} {}", self.tlsd_b.uri(service))
+    }
+}
+
+#[test]
+fn rust_and_c_pong_through_two_chained_tlsd() {
+    let b = World::new();
+    let pki = certs::generate(b.path(), false);
+    let chain = Chain::new(b, &pki.server, &pki.server, &pki.ca.cert);
+
+    let mut cmd = chain.a.example("pong");
+    cmd.env("IPC_NETWORK", chain.network("pong")).args([
+        "-s",
+        "pong",
+        "hello through two tlsd",
+        "",
+        "third",
+    ]);
+    let run = run_cmd(cmd, chain.a.path(), "rust-pong", CHILD_TIMEOUT);
+    run.assert_success("Rust pong through tlsd A and B");
+    assert_eq!(
+        run.stdout,
+        "hello through two tlsd\n\nthird\n",
+        "{}",
+        run.report()
+    );
+
+    let pong = chain.a.compile("pong");
+    let msg = "C through two tlsd";
+    let mut cmd = chain.a.command(&pong);
+    cmd.env("IPC_NETWORK", chain.network("pong"))
+        .args(["pong", msg, "20"]);
+    let run = run_cmd(cmd, chain.a.path(), "c-pong", CHILD_TIMEOUT);
+    run.assert_success("C pong through tlsd A and B");
+    assert_eq!(run.stdout, echoes(msg, 20), "{}", run.report());
+
+    // It went over TLS: A has no local pong, A dialled out, B connected pong.
+    assert!(
+        !chain.a.rundir.join("pong").exists(),
+        "A's RUNDIR has a pong socket"
+    );
+    let (log_a, log_b) = (chain.tlsd_a.log(), chain.tlsd_b.log());
+    assert_eq!(
+        log_a.matches("outbound connected").count(),
+        2,
+        "tlsd A\n{log_a}"
+    );
+    assert_eq!(log_b.matches("service=pong ").count(), 2, "tlsd B\n{log_b}");
+
+    // A refusal from B reaches the client through A.
+    let mut cmd = chain.a.example("pong");
+    cmd.env("IPC_NETWORK", chain.network("nope"))
+        .args(["-s", "nope", "anyone?"]);
+    let run = run_cmd(cmd, chain.a.path(), "rust-pong-nope", CHILD_TIMEOUT);
+    assert!(
+        run.status.is_some_and(|s| !s.success()) && run.stderr.contains("no: unknown service"),
+        "pong to an unknown remote service should fail with B's answer\n{}",
+        run.report()
+    );
+}
+
+#[test]
+fn outbound_to_a_tlsd_of_another_ca_is_refused() {
+    let b = World::new();
+    let pki = certs::generate(b.path(), true);
+    let wrong = pki.second_ca.as_ref().unwrap();
+    let mut chain = Chain::new(b, &pki.server, &pki.server, &wrong.cert);
+
+    let mut cmd = chain.a.example("pong");
+    cmd.env("IPC_NETWORK", chain.network("pong"))
+        .args(["-s", "pong", "should not arrive"]);
+    let run = run_cmd(cmd, chain.a.path(), "rust-pong", CHILD_TIMEOUT);
+    assert!(
+        run.status.is_some_and(|s| !s.success()) && run.stderr.contains("certificate"),
+        "pong through a tlsd that does not trust B's CA should fail, naming the certificate\n{}",
+        run.report()
+    );
+    assert!(
+        !run.stdout.contains("should not arrive"),
+        "{}",
+        run.report()
+    );
+    let log_b = chain.tlsd_b.log();
+    assert_eq!(
+        log_b.matches(" connected peer=").count(),
+        0,
+        "tlsd B\n{log_b}"
+    );
+    chain
+        .tlsd_a
+        .assert_running("after a refused outbound connection");
+}
+
+#[test]
+fn generated_certificates_verify_with_openssl() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), true);
+    let ca2 = pki.second_ca.as_ref().unwrap();
+    let verify = |label: &str, ca: &Path, cert: &Path| -> Run {
+        let mut cmd = Command::new("openssl");
+        cmd.arg("verify")
+            .arg("-CAfile")
+            .arg(ca)
+            .args(["-verify_hostname", "localhost", "-verify_ip", "127.0.0.1"])
+            .arg(cert);
+        run_cmd(cmd, w.path(), label, CHILD_TIMEOUT)
+    };
+    verify("verify", &pki.ca.cert, &pki.server.cert).assert_success("openssl verify");
+    let pair2 = ca2.server(w.path(), "server2");
+    verify("verify2", &ca2.cert, &pair2.cert).assert_success("openssl verify (CA 2)");
+    let run = verify("verify-wrong", &pki.ca.cert, &pair2.cert);
+    assert!(run.status.is_some_and(|s| !s.success()), "{}", run.report());
+}

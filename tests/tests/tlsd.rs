@@ -439,14 +439,13 @@ fn python_ssl_client() {
     let _pongd = w.rust_pongd("pong");
     let mut tlsd = Tlsd::start(&w, "tlsd", &pki.server, &[]);
     let wrong_ca = pki.second_ca.as_ref().unwrap().cert.to_str().unwrap();
-    // The big message stays under 64 KiB: see the next test.
     run_python(
         &w,
         "python",
         PYTHON_CLIENT,
         &tlsd,
         &pki.ca.cert,
-        &[wrong_ca, "60000"],
+        &[wrong_ca, "100000"],
         "python-ssl: ok",
     );
     tlsd.assert_running("after the python client");

@@ -119,19 +119,73 @@ impl Ca {
         }
     }
 
+    /// A server certificate for `names` (the first is also the common name),
+    /// with a fresh P-256 key: `dir/<file>.pem` and `dir/<file>.key`.
+    pub fn server_for(&self, dir: &Path, file: &str, names: &[&str]) -> ServerPair {
+        self.leaf(
+            dir,
+            file,
+            names[0],
+            names,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    /// A client certificate (mutual TLS) with common name `cn` and subject
+    /// alternative names `sans`, with a fresh P-256 key.
+    pub fn client(&self, dir: &Path, file: &str, cn: &str, sans: &[&str]) -> ServerPair {
+        self.leaf(dir, file, cn, sans, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn leaf(
+        &self,
+        dir: &Path,
+        file: &str,
+        cn: &str,
+        sans: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> ServerPair {
+        let key = KeyPair::generate().expect("generating a key");
+        let key_path = dir.join(format!("{file}.key"));
+        write(&key_path, &key.serialize_pem());
+        let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let cert = self.sign(dir, file, cn, names, usage, &key);
+        ServerPair {
+            cert,
+            key: key_path,
+        }
+    }
+
     fn certify(&self, dir: &Path, name: &str, key: &KeyPair) -> PathBuf {
         let names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names).expect("server parameters");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, SERVER_NAMES[0]);
+        self.sign(
+            dir,
+            name,
+            SERVER_NAMES[0],
+            names,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            key,
+        )
+    }
+
+    fn sign(
+        &self,
+        dir: &Path,
+        name: &str,
+        cn: &str,
+        names: Vec<String>,
+        usage: ExtendedKeyUsagePurpose,
+        key: &KeyPair,
+    ) -> PathBuf {
+        let mut params = CertificateParams::new(names).expect("leaf parameters");
+        params.distinguished_name.push(DnType::CommonName, cn);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(key, &self.issuer)
-            .expect("signing a server certificate");
+            .expect("signing a certificate");
         let path = dir.join(format!("{name}.pem"));
         write(&path, &cert.pem());
         path

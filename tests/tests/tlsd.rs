@@ -1188,3 +1188,204 @@ fn generated_certificates_verify_with_openssl() {
     let run = verify("verify-wrong", &pki.ca.cert, &pair2.cert);
     assert!(run.status.is_some_and(|s| !s.success()), "{}", run.report());
 }
+
+// ---------------------------------------------------------------------------
+// Mutual TLS, SNI, ALPN.
+
+/// s_client with `extra` flags sends the raw name `pong` and an empty frame; the
+/// test waits for it to exit (stdin is closed right away: -brief ends the session
+/// once the answer came or the server closed). Returns its run.
+/// The `&str`s of `v`.
+fn as_str(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn s_client_once(w: &World, label: &str, addr: SocketAddr, ca: &Path, extra: &[&str]) -> Run {
+    let mut c = SClient::start(w, label, addr, ca, &[&["-brief"], extra].concat());
+    c.send(&[&b"pong\n"[..], &frame(b"")].concat());
+    c.finish()
+}
+
+#[test]
+fn mutual_tls_checks_the_chain_and_the_allow_lists() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), true);
+    let _pongd = w.rust_pongd("pong");
+    let alice = pki
+        .ca
+        .client(w.path(), "alice", "alice", &["alice.example"]);
+    let bob = pki.ca.client(w.path(), "bob", "bob", &["bob.example"]);
+    let other_ca = pki.second_ca.as_ref().unwrap();
+    let mallory = other_ca.client(w.path(), "mallory", "alice", &["alice.example"]);
+    let client_ca = pki.ca.cert.to_str().unwrap();
+    let mut tlsd = Tlsd::start(
+        &w,
+        "tlsd",
+        &pki.server,
+        &["--client-ca", client_ca, "--allow-cn", "alice"],
+    );
+    let with = |pair: &ServerPair| {
+        vec![
+            "-cert".to_owned(),
+            pair.cert.to_str().unwrap().to_owned(),
+            "-key".to_owned(),
+            pair.key.to_str().unwrap().to_owned(),
+        ]
+    };
+
+    // Allowed by its common name: served, and its names logged.
+    let run = s_client_echo(&w, "alice", tlsd.addr, &pki.ca.cert, &as_str(&with(&alice)));
+    run.assert_success("alice");
+    assert!(
+        tlsd.log()
+            .contains(r#"TLS peer identity identity=CN=["alice"] SAN=["alice.example"]"#),
+        "{}",
+        tlsd.log()
+    );
+    // No certificate: refused with TLS 1.3's certificate_required alert (the
+    // client may already think itself connected: TLS 1.3 authenticates it last).
+    let run = s_client_once(&w, "anonymous", tlsd.addr, &pki.ca.cert, &["-tls1_3"]);
+    assert!(!run.stdout_bytes.starts_with(b"ok"), "{}", run.report());
+    tlsd.proc
+        .wait_for_stderr_line("peer sent no certificates", READY_TIMEOUT);
+    // A certificate from another CA, even with the allowed name: refused by rustls.
+    let run = s_client_once(
+        &w,
+        "mallory",
+        tlsd.addr,
+        &pki.ca.cert,
+        &as_str(&with(&mallory)),
+    );
+    assert!(!run.stdout_bytes.starts_with(b"ok"), "{}", run.report());
+    tlsd.proc
+        .wait_for_stderr_line("invalid peer certificate: UnknownIssuer", READY_TIMEOUT);
+    // A valid certificate whose names are not allowed: refused, reason logged.
+    let run = s_client_once(&w, "bob", tlsd.addr, &pki.ca.cert, &as_str(&with(&bob)));
+    assert!(!run.stdout_bytes.starts_with(b"ok"), "{}", run.report());
+    tlsd.proc.wait_for_stderr_line(
+        r#"peer identity refused: CN=[\"bob\"] SAN=[\"bob.example\"] is not on the allow list"#,
+        READY_TIMEOUT,
+    );
+    tlsd.assert_running("after the refusals");
+
+    // --allow-san matches a subject alternative name instead.
+    let tlsd2 = Tlsd::start(
+        &w,
+        "tlsd-san",
+        &pki.server,
+        // Same RUNDIR as the first: only one may serve the outbound `tls`.
+        &[
+            "--client-ca",
+            client_ca,
+            "--allow-san",
+            "bob.example",
+            "--no-outbound",
+        ],
+    );
+    s_client_echo(
+        &w,
+        "bob-by-san",
+        tlsd2.addr,
+        &pki.ca.cert,
+        &as_str(&with(&bob)),
+    )
+    .assert_success("bob by SAN");
+    let run = s_client_once(
+        &w,
+        "alice-not-san",
+        tlsd2.addr,
+        &pki.ca.cert,
+        &as_str(&with(&alice)),
+    );
+    assert!(!run.stdout_bytes.starts_with(b"ok"), "{}", run.report());
+}
+
+#[test]
+fn sni_picks_the_certificate_and_strict_sni_refuses_unknown_names() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    let _pongd = w.rust_pongd("pong");
+    let other = pki.ca.server_for(w.path(), "other", &["other.example"]);
+    let pairs = [
+        "--cert",
+        other.cert.to_str().unwrap(),
+        "--key",
+        other.key.to_str().unwrap(),
+    ];
+    for strict in [false, true] {
+        let mut args = pairs.to_vec();
+        if strict {
+            args.push("--strict-sni");
+        }
+        // Both runs share a RUNDIR: only the first serves the outbound `tls`.
+        if strict {
+            args.push("--no-outbound");
+        }
+        let tlsd = Tlsd::start(&w, &format!("tlsd-strict-{strict}"), &pki.server, &args);
+        // Each name gets its own certificate (verified for that name).
+        for name in ["localhost", "other.example"] {
+            let mut cmd = Command::new("openssl");
+            cmd.args(["s_client", "-brief", "-connect", &tlsd.addr.to_string()])
+                .args(["-servername", name, "-verify_hostname", name])
+                .arg("-CAfile")
+                .arg(&pki.ca.cert)
+                .arg("-verify_return_error")
+                .stdin(Stdio::null());
+            let run = run_cmd(
+                cmd,
+                w.path(),
+                &format!("sni-{name}-{strict}"),
+                CHILD_TIMEOUT,
+            );
+            run.assert_success(&format!("SNI {name}"));
+            assert!(run.stderr.contains("Verification: OK"), "{}", run.report());
+        }
+        // An unknown name: the default (first) certificate, or a refusal.
+        let mut cmd = Command::new("openssl");
+        cmd.args(["s_client", "-brief", "-connect", &tlsd.addr.to_string()])
+            .args(["-servername", "unknown.example"])
+            .stdin(Stdio::null());
+        let run = run_cmd(
+            cmd,
+            w.path(),
+            &format!("sni-unknown-{strict}"),
+            CHILD_TIMEOUT,
+        );
+        if strict {
+            assert!(
+                !run.stderr.contains("CONNECTION ESTABLISHED"),
+                "{}",
+                run.report()
+            );
+        } else {
+            assert!(
+                run.stderr.contains("CONNECTION ESTABLISHED"),
+                "{}",
+                run.report()
+            );
+            assert!(
+                run.stderr.contains("CN=localhost") || run.stderr.contains("CN = localhost"),
+                "{}",
+                run.report()
+            );
+        }
+    }
+}
+
+#[test]
+fn alpn_is_negotiated_when_asked() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    let _pongd = w.rust_pongd("pong");
+    let tlsd = Tlsd::start(&w, "tlsd", &pki.server, &["--alpn", "libipc"]);
+    let mut cmd = s_client_cmd(tlsd.addr, &pki.ca.cert, &["-alpn", "other,libipc"]);
+    cmd.stdin(Stdio::null());
+    let run = run_cmd(cmd, w.path(), "alpn", CHILD_TIMEOUT);
+    assert!(
+        run.stdout.contains("ALPN protocol: libipc"),
+        "{}",
+        run.report()
+    );
+    // A client that offers none is served all the same.
+    s_client_echo(&w, "no-alpn", tlsd.addr, &pki.ca.cert, &[]).assert_success("no ALPN");
+}

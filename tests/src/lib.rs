@@ -583,3 +583,53 @@ pub fn assert_pongd_done(pongd: Proc, clients: usize) {
         run.report()
     );
 }
+
+#[allow(missing_debug_implementations)] // Proc holds a child process
+/// A daemon (tcpd, tlsd) listening on a port it picked (`--listen 127.0.0.1:0`),
+/// and that port, read back from its `listening address=...` log line.
+pub struct Daemon {
+    /// The process.
+    pub proc: Proc,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    name: &'static str,
+}
+
+impl Daemon {
+    /// Starts daemon `name` (`tcpd`, `tlsd`) in `world` (its RUNDIR) with `args`,
+    /// its output in `<label>.stdout` / `.stderr`, and waits until it listens.
+    pub fn start(world: &World, name: &'static str, label: &str, args: &[&str]) -> Daemon {
+        let mut proc = spawn(Self::command(world, name, args), world.path(), label);
+        let line = proc.wait_for_stderr_line("listening address=", READY_TIMEOUT);
+        let addr = line
+            .split("listening address=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| proc.fail(&format!("cannot parse the address in {line:?}")));
+        Daemon { proc, addr, name }
+    }
+
+    /// The command [`Daemon::start`] runs (for tests that expect it to fail).
+    pub fn command(world: &World, name: &str, args: &[&str]) -> Command {
+        let mut cmd = world.bin(name);
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("ADDRESS")
+            .env_remove("IPC_SERVICE_NAME");
+        cmd
+    }
+
+    /// Fails (with the daemon's output) unless it is still running.
+    pub fn assert_running(&mut self, when: &str) {
+        if !self.proc.running() {
+            let what = format!("{} exited {when}", self.name);
+            self.proc.fail(&what);
+        }
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        self.proc.output(None).stderr
+    }
+}

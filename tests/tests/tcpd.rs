@@ -22,8 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libipc_tests::{
-    CHILD_TIMEOUT, Proc, READY_TIMEOUT, World, assert_pongd_done, echoes, run_cmd, spawn,
-    spawn_with_stdin,
+    CHILD_TIMEOUT, Daemon, Proc, World, assert_pongd_done, echoes, run_cmd, spawn_with_stdin,
 };
 use nix::sys::signal::Signal;
 
@@ -37,52 +36,21 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// A running tcpd and the address it listens on.
-struct Tcpd {
-    proc: Proc,
-    addr: SocketAddr,
+type Tcpd = Daemon;
+
+/// Starts tcpd in `world` on `127.0.0.1:0` with `args` and waits until it listens.
+fn start_tcpd(world: &World, args: &[&str]) -> Tcpd {
+    Daemon::start(world, "tcpd", "tcpd", args)
 }
 
-impl Tcpd {
-    /// Starts tcpd in `world` (its RUNDIR) on `127.0.0.1:0` with `args`, and waits
-    /// for the `listening address=...` line.
-    fn start(world: &World, args: &[&str]) -> Tcpd {
-        Self::start_as(world, "tcpd", args)
-    }
+/// [`start_tcpd`], with its output in `<label>.stdout` / `.stderr`.
+fn start_tcpd_as(world: &World, label: &str, args: &[&str]) -> Tcpd {
+    Daemon::start(world, "tcpd", label, args)
+}
 
-    /// [`Tcpd::start`], with its output in `<label>.stdout` / `.stderr`.
-    fn start_as(world: &World, label: &str, args: &[&str]) -> Tcpd {
-        let mut cmd = world.bin("tcpd");
-        cmd.args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("ADDRESS")
-            .env_remove("IPC_SERVICE_NAME");
-        let mut proc = spawn(cmd, world.path(), label);
-        let line = proc.wait_for_stderr_line("listening address=", READY_TIMEOUT);
-        let addr = line
-            .split("listening address=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| proc.fail(&format!("cannot parse the address in {line:?}")));
-        Tcpd { proc, addr }
-    }
-
-    /// `tcp://127.0.0.1:PORT/SERVICE`, the IPC_NETWORK target of `service` here.
-    fn uri(&self, service: &str) -> String {
-        format!("tcp://{}/{service}", self.addr)
-    }
-
-    /// Fails (with tcpd's output) unless it is still running.
-    fn assert_running(&mut self, when: &str) {
-        if !self.proc.running() {
-            self.proc.fail(&format!("tcpd exited {when}"));
-        }
-    }
-
-    /// Everything tcpd logged so far.
-    fn log(&self) -> String {
-        self.proc.output(None).stderr
-    }
+/// `tcp://127.0.0.1:PORT/SERVICE`, the IPC_NETWORK target of `service` at `d`.
+fn tcp_uri(d: &Tcpd, service: &str) -> String {
+    format!("tcp://{}/{service}", d.addr)
 }
 
 /// A TCP client of tcpd; every read and write times out after [`IO_TIMEOUT`].
@@ -237,7 +205,7 @@ fn pattern(seed: usize, len: usize) -> Vec<u8> {
 fn socat_sends_raw_name_and_frames_in_one_write() {
     let w = World::new();
     let _pongd = w.rust_pongd("pong");
-    let tcpd = Tcpd::start(&w, &[]);
+    let tcpd = start_tcpd(&w, &[]);
 
     let request = [
         &b"pong\n"[..],
@@ -281,7 +249,7 @@ fn socat_pipeline_with_framed_name_and_a_socat_service() {
     ))
     .arg("EXEC:cat");
     let _cat = w.start_service(cmd, "cat", "socat-cat");
-    let tcpd = Tcpd::start(&w, &[]);
+    let tcpd = start_tcpd(&w, &[]);
 
     // printf's octal escapes make the frames: "\000\000\000\003cat" is the name.
     let script = r#"printf '\000\000\000\003cat\000\000\000\005hello\000\000\000\000' \
@@ -374,7 +342,7 @@ fn python_socket_client() {
     ))
     .arg("EXEC:cat");
     let _cat = w.start_service(cmd, "cat", "socat-cat");
-    let tcpd = Tcpd::start(&w, &[]);
+    let tcpd = start_tcpd(&w, &[]);
 
     let script = w.path().join("client.py");
     std::fs::write(&script, PYTHON_CLIENT).unwrap();
@@ -403,9 +371,9 @@ struct Chain {
 impl Chain {
     /// tcpd B in `b` (whose services are already running), tcpd A in a new world.
     fn new(b: World) -> Chain {
-        let tcpd_b = Tcpd::start_as(&b, "tcpd-b", &[]);
+        let tcpd_b = start_tcpd_as(&b, "tcpd-b", &[]);
         let a = World::new();
-        let mut tcpd_a = Tcpd::start_as(&a, "tcpd-a", &["--service-name", "tcp"]);
+        let mut tcpd_a = start_tcpd_as(&a, "tcpd-a", &["--service-name", "tcp"]);
         tcpd_a.proc.wait_for_socket(&a.rundir.join("tcp"));
         Chain {
             a,
@@ -417,7 +385,7 @@ impl Chain {
 
     /// `IPC_NETWORK` for A's clients: `service` is B's.
     fn network(&self, service: &str) -> String {
-        format!("{service} {}", self.tcpd_b.uri(service))
+        format!("{service} {}", tcp_uri(&self.tcpd_b, service))
     }
 
     /// Both daemons logged the connection to `service`, and A has no such local
@@ -605,7 +573,7 @@ fn two_hundred_concurrent_clients_over_three_services() {
     let w = World::new();
     let services = ["alpha", "beta", "gamma"];
     let mut pongds: Vec<Proc> = services.iter().map(|s| w.rust_pongd(s)).collect();
-    let mut tcpd = Tcpd::start(&w, &[]);
+    let mut tcpd = start_tcpd(&w, &[]);
     let addr = tcpd.addr;
 
     let started = Instant::now();
@@ -656,7 +624,7 @@ fn two_hundred_concurrent_clients_over_three_services() {
 fn raw_and_framed_handshakes() {
     let w = World::new();
     let _pongd = w.rust_pongd("pong");
-    let tcpd = Tcpd::start(&w, &[]);
+    let tcpd = start_tcpd(&w, &[]);
 
     // Raw, each terminator the original's clients use, and none.
     for hello in [&b"pong"[..], b"pong\n", b"pong\r\n"] {
@@ -675,7 +643,7 @@ fn raw_and_framed_handshakes() {
 fn name_and_first_messages_in_one_write() {
     let w = World::new();
     let _pongd = w.rust_pongd("pong");
-    let tcpd = Tcpd::start(&w, &[]);
+    let tcpd = start_tcpd(&w, &[]);
     let first = [frame(b"first"), frame(b""), frame(&pattern(2, 5000))].concat();
     let cases: [(&str, Vec<u8>, Vec<u8>); 3] = [
         (
@@ -707,7 +675,7 @@ fn name_and_first_messages_in_one_write() {
 fn unknown_service_is_refused_in_the_clients_form() {
     let w = World::new();
     let _pongd = w.rust_pongd("pong");
-    let mut tcpd = Tcpd::start(&w, &[]);
+    let mut tcpd = start_tcpd(&w, &[]);
 
     let mut c = Client::connect(tcpd.addr, "raw nope");
     c.send(b"nope\n");
@@ -726,7 +694,7 @@ fn allow_list_refuses_other_services() {
     let w = World::new();
     let _pong = w.rust_pongd("pong");
     let _other = w.rust_pongd("other");
-    let tcpd = Tcpd::start(&w, &["--allow-service", "pong"]);
+    let tcpd = start_tcpd(&w, &["--allow-service", "pong"]);
 
     let mut c = Client::connect(tcpd.addr, "raw other");
     c.send(b"other\n");
@@ -746,7 +714,7 @@ fn dotdot_name_is_refused_and_nothing_outside_rundir_is_reached() {
     // `$RUNDIR/../x` and `$RUNDIR/..x`: sockets a path built from the name would reach.
     let outside = UnixListener::bind(w.path().join("x")).unwrap();
     outside.set_nonblocking(true).unwrap();
-    let mut tcpd = Tcpd::start(&w, &[]);
+    let mut tcpd = start_tcpd(&w, &[]);
 
     let mut c = Client::connect(tcpd.addr, "raw ../x");
     c.send(b"../x");
@@ -771,7 +739,7 @@ fn dotdot_name_is_refused_and_nothing_outside_rundir_is_reached() {
 fn silent_client_gets_handshake_timeout() {
     let w = World::new();
     let _pongd = w.rust_pongd("pong");
-    let tcpd = Tcpd::start(&w, &["--handshake-timeout", "1s"]);
+    let tcpd = start_tcpd(&w, &["--handshake-timeout", "1s"]);
 
     let started = Instant::now();
     let mut silent = Client::connect(tcpd.addr, "silent client");
@@ -789,7 +757,7 @@ fn silent_client_gets_handshake_timeout() {
 fn fixed_mode_needs_no_handshake() {
     let w = World::new();
     let _pongd = w.rust_pongd("pong");
-    let tcpd = Tcpd::start(&w, &["--service", "pong"]);
+    let tcpd = start_tcpd(&w, &["--service", "pong"]);
 
     let mut c = Client::connect(tcpd.addr, "fixed-mode client");
     // A name would be data here: a frame whose payload is "pong\n" comes back.
@@ -811,7 +779,7 @@ fn fixed_mode_needs_no_handshake() {
 fn client_vanishing_mid_frame_does_not_disturb_another() {
     let w = World::new();
     let _pongd = w.rust_pongd("pong");
-    let mut tcpd = Tcpd::start(&w, &[]);
+    let mut tcpd = start_tcpd(&w, &[]);
 
     let mut steady = Client::raw(tcpd.addr, "pong");
     steady.echo(b"before");
@@ -851,7 +819,7 @@ fn crashed_service_closes_its_clients_and_can_restart() {
     let w = World::new();
     let alpha = w.rust_pongd("alpha");
     let _beta = w.rust_pongd("beta");
-    let mut tcpd = Tcpd::start(&w, &[]);
+    let mut tcpd = start_tcpd(&w, &[]);
 
     let mut a = Client::raw(tcpd.addr, "alpha");
     let mut b = Client::framed(tcpd.addr, "beta");
@@ -888,7 +856,7 @@ fn crashed_service_closes_its_clients_and_can_restart() {
 fn max_connections_refuses_the_third_client() {
     let w = World::new();
     let _pongd = w.rust_pongd("pong");
-    let tcpd = Tcpd::start(&w, &["--max-connections", "2"]);
+    let tcpd = start_tcpd(&w, &["--max-connections", "2"]);
 
     let mut one = Client::raw(tcpd.addr, "pong");
     let mut two = Client::framed(tcpd.addr, "pong");
@@ -921,7 +889,7 @@ fn max_connections_refuses_the_third_client() {
 fn idle_timeout_closes_only_silent_connections() {
     let w = World::new();
     let _pongd = w.rust_pongd("pong");
-    let tcpd = Tcpd::start(&w, &["--idle-timeout", "1s"]);
+    let tcpd = start_tcpd(&w, &["--idle-timeout", "1s"]);
 
     let mut silent = Client::raw(tcpd.addr, "pong");
     silent.echo(b"then nothing");
@@ -940,7 +908,7 @@ fn idle_timeout_closes_only_silent_connections() {
 fn oversized_message_closes_only_its_connection() {
     let w = World::new();
     let _pongd = w.rust_pongd("pong");
-    let mut tcpd = Tcpd::start(&w, &["--max-message-size", "1K"]);
+    let mut tcpd = start_tcpd(&w, &["--max-message-size", "1K"]);
 
     let mut fine = Client::raw(tcpd.addr, "pong");
     fine.echo(&pattern(7, 1024));
@@ -972,7 +940,7 @@ fn sigterm_and_wait_for_drain(tcpd: &mut Tcpd, workers: usize) {
 fn sigterm_lets_open_conversations_finish_then_exits_0() {
     let w = World::new();
     let _pongd = w.rust_pongd("pong");
-    let mut tcpd = Tcpd::start(&w, &["--workers", "2", "--drain-timeout", "30s"]);
+    let mut tcpd = start_tcpd(&w, &["--workers", "2", "--drain-timeout", "30s"]);
 
     let mut talking = Client::raw(tcpd.addr, "pong");
     talking.echo(b"before SIGTERM");
@@ -1001,7 +969,7 @@ fn sigterm_lets_open_conversations_finish_then_exits_0() {
 fn sigterm_refuses_new_connections() {
     let w = World::new();
     let _pongd = w.rust_pongd("pong");
-    let mut tcpd = Tcpd::start(&w, &["--workers", "2", "--drain-timeout", "30s"]);
+    let mut tcpd = start_tcpd(&w, &["--workers", "2", "--drain-timeout", "30s"]);
 
     // An open conversation keeps tcpd draining (and running) meanwhile.
     let mut talking = Client::raw(tcpd.addr, "pong");

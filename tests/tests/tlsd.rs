@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use libipc_tests::certs::{self, Ca, ServerPair};
 use libipc_tests::{
-    CHILD_TIMEOUT, Proc, READY_TIMEOUT, Run, World, echoes, run_cmd, spawn, spawn_with_stdin,
+    CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, Run, World, echoes, run_cmd, spawn_with_stdin,
 };
 use nix::sys::signal::Signal;
 
@@ -46,56 +46,25 @@ fn pattern(seed: usize, len: usize) -> Vec<u8> {
 }
 
 /// A running tlsd and the address it listens on.
-struct Tlsd {
-    proc: Proc,
-    addr: SocketAddr,
+type Tlsd = Daemon;
+
+/// The arguments giving tlsd the certificate and key of `pair`, then `args`.
+fn tlsd_args<'a>(pair: &'a ServerPair, args: &[&'a str]) -> Vec<&'a str> {
+    let cert = pair.cert.to_str().expect("UTF-8 path");
+    let key = pair.key.to_str().expect("UTF-8 path");
+    [&["--cert", cert, "--key", key][..], args].concat()
 }
 
-impl Tlsd {
-    /// Starts tlsd in `world` (its RUNDIR) on `127.0.0.1:0` with the certificate
-    /// and key of `pair` and `args`, and waits for the `listening address=...`
-    /// line. Its output is in `<label>.stdout` / `.stderr`.
-    fn start(world: &World, label: &str, pair: &ServerPair, args: &[&str]) -> Tlsd {
-        let mut proc = spawn(Self::command(world, pair, args), world.path(), label);
-        let line = proc.wait_for_stderr_line("listening address=", READY_TIMEOUT);
-        let addr = line
-            .split("listening address=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| proc.fail(&format!("cannot parse the address in {line:?}")));
-        Tlsd { proc, addr }
-    }
+/// Starts tlsd in `world` (its RUNDIR) on `127.0.0.1:0` with the certificate
+/// and key of `pair` and `args`, and waits until it listens. Its output is in
+/// `<label>.stdout` / `.stderr`.
+fn start_tlsd(world: &World, label: &str, pair: &ServerPair, args: &[&str]) -> Tlsd {
+    Daemon::start(world, "tlsd", label, &tlsd_args(pair, args))
+}
 
-    fn command(world: &World, pair: &ServerPair, args: &[&str]) -> Command {
-        let mut cmd = world.bin("tlsd");
-        cmd.args(["--listen", "127.0.0.1:0"])
-            .arg("--cert")
-            .arg(&pair.cert)
-            .arg("--key")
-            .arg(&pair.key)
-            .args(args)
-            .env_remove("ADDRESS")
-            .env_remove("IPC_SERVICE_NAME");
-        cmd
-    }
-
-    /// `tls://localhost:PORT/SERVICE`, the IPC_NETWORK target of `service` here.
-    fn uri(&self, service: &str) -> String {
-        format!("tls://localhost:{}/{service}", self.addr.port())
-    }
-
-    /// Fails (with tlsd's output) unless it is still running.
-    fn assert_running(&mut self, when: &str) {
-        if !self.proc.running() {
-            self.proc.fail(&format!("tlsd exited {when}"));
-        }
-    }
-
-    /// Everything tlsd logged so far.
-    fn log(&self) -> String {
-        self.proc.output(None).stderr
-    }
+/// `tls://localhost:PORT/SERVICE`, the IPC_NETWORK target of `service` at `d`.
+fn tls_uri(d: &Tlsd, service: &str) -> String {
+    format!("tls://localhost:{}/{service}", d.addr.port())
 }
 
 // ---------------------------------------------------------------------------
@@ -223,7 +192,7 @@ fn openssl_s_client_tls13_and_tls12_raw_name_and_frame_in_one_write() {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
     let _pongd = w.rust_pongd("pong");
-    let mut tlsd = Tlsd::start(&w, "tlsd", &pki.server, &[]);
+    let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
 
     for (flag, version) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
         let run = s_client_echo(
@@ -254,7 +223,7 @@ fn session_resumption_tls12_and_tls13() {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
     let _pongd = w.rust_pongd("pong");
-    let tlsd = Tlsd::start(&w, "tlsd", &pki.server, &[]);
+    let tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
 
     for (flag, version) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
         let session = w.path().join(format!("session{flag}.pem"));
@@ -437,7 +406,7 @@ fn python_ssl_client() {
     let w = World::new();
     let pki = certs::generate(w.path(), true);
     let _pongd = w.rust_pongd("pong");
-    let mut tlsd = Tlsd::start(&w, "tlsd", &pki.server, &[]);
+    let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
     let wrong_ca = pki.second_ca.as_ref().unwrap().cert.to_str().unwrap();
     run_python(
         &w,
@@ -470,7 +439,7 @@ fn python_ssl_client_messages_of_64k_and_more() {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
     let _pongd = w.rust_pongd("pong");
-    let mut tlsd = Tlsd::start(&w, "tlsd", &pki.server, &[]);
+    let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
     run_python(
         &w,
         "python-large",
@@ -491,7 +460,7 @@ fn tls10_and_tls11_clients_are_refused() {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
     let _pongd = w.rust_pongd("pong");
-    let mut tlsd = Tlsd::start(&w, "tlsd", &pki.server, &[]);
+    let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
 
     for flag in ["-tls1", "-tls1_1"] {
         // SECLEVEL=0: s_client would complete a TLS 1.0/1.1 handshake (OpenSSL 3
@@ -525,7 +494,7 @@ fn tls_min_version_13_refuses_a_tls12_client() {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
     let _pongd = w.rust_pongd("pong");
-    let tlsd = Tlsd::start(&w, "tlsd", &pki.server, &["--tls-min-version", "1.3"]);
+    let tlsd = start_tlsd(&w, "tlsd", &pki.server, &["--tls-min-version", "1.3"]);
 
     let run = s_client_refused(&w, "s_client-tls1_2", tlsd.addr, &pki.ca.cert, &["-tls1_2"]);
     assert!(
@@ -574,7 +543,7 @@ fn plain_tcp_client_naming_a_service_is_closed_without_ok() {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
     let _pongd = w.rust_pongd("pong");
-    let mut tlsd = Tlsd::start(&w, "tlsd", &pki.server, &[]);
+    let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
 
     for hello in [&b"pong\n"[..], &[&b"pong\n"[..], &frame(b"hello")].concat()] {
         let mut s = tcp_connect(tlsd.addr);
@@ -624,7 +593,7 @@ fn client_that_never_speaks_tls_is_closed_at_the_handshake_timeout() {
     let _pongd = w.rust_pongd("pong");
 
     // --handshake-timeout bounds the whole (TLS's default of 5 s is longer).
-    let mut tlsd = Tlsd::start(&w, "tlsd", &pki.server, &["--handshake-timeout", "1s"]);
+    let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &["--handshake-timeout", "1s"]);
     assert_silent_client_closed(&tlsd, Duration::from_millis(900), Duration::from_secs(4));
     tlsd.proc
         .wait_for_stderr_line("refused: TLS handshake timeout", READY_TIMEOUT);
@@ -636,7 +605,7 @@ fn client_that_never_speaks_tls_is_closed_at_the_handshake_timeout() {
     drop(tlsd);
 
     // --tls-handshake-timeout alone.
-    let tlsd = Tlsd::start(
+    let tlsd = start_tlsd(
         &w,
         "tlsd-tls-timeout",
         &pki.server,
@@ -654,7 +623,12 @@ fn assert_startup_error(w: &World, label: &str, cert: &Path, key: &Path, says: &
         cert: cert.to_path_buf(),
         key: key.to_path_buf(),
     };
-    let run = run_cmd(Tlsd::command(w, &pair, &[]), w.path(), label, CHILD_TIMEOUT);
+    let run = run_cmd(
+        Daemon::command(w, "tlsd", &tlsd_args(&pair, &[])),
+        w.path(),
+        label,
+        CHILD_TIMEOUT,
+    );
     assert!(
         run.status.is_some_and(|s| !s.success()),
         "{label}: tlsd should have failed\n{}",
@@ -759,7 +733,7 @@ fn assert_pem_label(path: &Path, label: &str) {
 /// tlsd with `pair` serves s_client over TLS 1.3 and 1.2, signing with `sig`.
 fn assert_serves_with(w: &World, label: &str, ca: &Ca, pair: &ServerPair, sig: &str) {
     let _pongd = w.rust_pongd("pong");
-    let tlsd = Tlsd::start(w, label, pair, &[]);
+    let tlsd = start_tlsd(w, label, pair, &[]);
     for flag in ["-tls1_3", "-tls1_2"] {
         let run = s_client_echo(
             w,
@@ -951,7 +925,7 @@ fn sighup_reloads_the_pair_and_open_connections_carry_on() {
     let pair2 = ca2.server(w.path(), "server2");
     let live = live_pair(w.path(), &pki.server);
     let _pongd = w.rust_pongd("pong");
-    let mut tlsd = Tlsd::start(&w, "tlsd", &live, &[]);
+    let mut tlsd = start_tlsd(&w, "tlsd", &live, &[]);
     assert_trusted_by(&w, "before-ca1", &tlsd, &pki.ca);
     assert_not_trusted_by(&w, "before-ca2", &tlsd, ca2);
 
@@ -1001,7 +975,7 @@ fn failed_sighup_reload_keeps_the_old_pair() {
     let pair2 = ca2.server(w.path(), "server2");
     let live = live_pair(w.path(), &pki.server);
     let _pongd = w.rust_pongd("pong");
-    let mut tlsd = Tlsd::start(&w, "tlsd", &live, &[]);
+    let mut tlsd = start_tlsd(&w, "tlsd", &live, &[]);
     let mut open = SClient::start(&w, "open", tlsd.addr, &pki.ca.cert, &["-brief"]);
     open.send(&[&b"pong\n"[..], &frame(b"before")].concat());
     open.wait_for(&[&b"ok"[..], &frame(b"before")].concat());
@@ -1060,10 +1034,10 @@ struct Chain {
 impl Chain {
     fn new(b: World, pair_b: &ServerPair, pair_a: &ServerPair, ca_a: &Path) -> Chain {
         let pongd = b.rust_pongd("pong");
-        let tlsd_b = Tlsd::start(&b, "tlsd-b", pair_b, &["--no-outbound"]);
+        let tlsd_b = start_tlsd(&b, "tlsd-b", pair_b, &["--no-outbound"]);
         let a = World::new();
         let ca = ca_a.to_str().expect("UTF-8 path");
-        let mut tlsd_a = Tlsd::start(&a, "tlsd-a", pair_a, &["--ca", ca]);
+        let mut tlsd_a = start_tlsd(&a, "tlsd-a", pair_a, &["--ca", ca]);
         tlsd_a.proc.wait_for_socket(&a.rundir.join("tls"));
         Chain {
             a,
@@ -1075,7 +1049,7 @@ impl Chain {
     }
 
     fn network(&self, service: &str) -> String {
-        format!("{service} {}", self.tlsd_b.uri(service))
+        format!("{service} {}", tls_uri(&self.tlsd_b, service))
     }
 }
 
@@ -1218,7 +1192,7 @@ fn mutual_tls_checks_the_chain_and_the_allow_lists() {
     let other_ca = pki.second_ca.as_ref().unwrap();
     let mallory = other_ca.client(w.path(), "mallory", "alice", &["alice.example"]);
     let client_ca = pki.ca.cert.to_str().unwrap();
-    let mut tlsd = Tlsd::start(
+    let mut tlsd = start_tlsd(
         &w,
         "tlsd",
         &pki.server,
@@ -1269,7 +1243,7 @@ fn mutual_tls_checks_the_chain_and_the_allow_lists() {
     tlsd.assert_running("after the refusals");
 
     // --allow-san matches a subject alternative name instead.
-    let tlsd2 = Tlsd::start(
+    let tlsd2 = start_tlsd(
         &w,
         "tlsd-san",
         &pki.server,
@@ -1321,7 +1295,7 @@ fn sni_picks_the_certificate_and_strict_sni_refuses_unknown_names() {
         if strict {
             args.push("--no-outbound");
         }
-        let tlsd = Tlsd::start(&w, &format!("tlsd-strict-{strict}"), &pki.server, &args);
+        let tlsd = start_tlsd(&w, &format!("tlsd-strict-{strict}"), &pki.server, &args);
         // Each name gets its own certificate (verified for that name).
         for name in ["localhost", "other.example"] {
             let mut cmd = Command::new("openssl");
@@ -1377,7 +1351,7 @@ fn alpn_is_negotiated_when_asked() {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
     let _pongd = w.rust_pongd("pong");
-    let tlsd = Tlsd::start(&w, "tlsd", &pki.server, &["--alpn", "libipc"]);
+    let tlsd = start_tlsd(&w, "tlsd", &pki.server, &["--alpn", "libipc"]);
     let mut cmd = s_client_cmd(tlsd.addr, &pki.ca.cert, &["-alpn", "other,libipc"]);
     cmd.stdin(Stdio::null());
     let run = run_cmd(cmd, w.path(), "alpn", CHILD_TIMEOUT);

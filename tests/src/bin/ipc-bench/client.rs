@@ -1,5 +1,5 @@
 //! The load generator: one mio event loop driving N connections, the same code
-//! for both services.
+//! for every service and relay, over a unix socket or over TCP.
 //!
 //! Each connection keeps `window` requests outstanding: a reply is checked, its
 //! round trip recorded, and the next request sent. Every reply's length and tag
@@ -10,18 +10,17 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Registry, Token};
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
 use nix::sys::time::TimeVal;
 
 use crate::hist::Histogram;
+use crate::procs;
 use crate::server::process_cpu;
+use crate::stream::connect;
+pub use crate::stream::{Stream, Target};
 
 /// Bytes at the start of each payload naming it: sequence number, connection number.
 const TAG: usize = 12;
@@ -29,12 +28,10 @@ const TAG: usize = 12;
 const SAMPLE: u64 = 16;
 /// How long outstanding replies may take to come back after the measured interval.
 const DRAIN: Duration = Duration::from_secs(5);
-/// Longest wait for one connect(2) (the service's backlog may be full while it accepts).
-const CONNECT_TIMEOUT_S: i64 = 10;
 
 #[derive(Debug, Clone)]
 pub struct Load<'a> {
-    pub path: &'a Path,
+    pub target: Target<'a>,
     pub conns: usize,
     pub size: usize,
     pub window: usize,
@@ -42,6 +39,9 @@ pub struct Load<'a> {
     pub seconds: Duration,
     pub max_messages: u64,
     pub server_pid: u32,
+    /// A relay between client and service: the root of its process tree, whose
+    /// CPU time (all descendants: socat forks one per connection) is reported.
+    pub relay_pid: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -60,11 +60,22 @@ pub struct Outcome {
     pub received: u64,
     pub errors: Vec<String>,
     pub server_cpu: Option<Duration>,
+    pub relay_cpu: Option<Duration>,
     pub client_cpu: Duration,
 }
 
+/// Connections left open by [`run_and_hold`], closed on drop.
+#[derive(Debug)]
+pub struct Held(Vec<Stream>);
+
+impl Held {
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
 struct Conn {
-    stream: UnixStream,
+    stream: Stream,
     out: Vec<u8>,
     out_pos: usize,
     want_write: bool,
@@ -125,7 +136,7 @@ fn tag(seq: u64, conn: usize) -> [u8; TAG] {
 }
 
 impl Conn {
-    fn new(stream: UnixStream, window: usize) -> Self {
+    fn new(stream: Stream, window: usize) -> Self {
         Conn {
             stream,
             out: Vec::new(),
@@ -252,25 +263,6 @@ impl Conn {
     }
 }
 
-/// connect(2) with a timeout (SO_SNDTIMEO bounds a blocking unix connect).
-fn connect(path: &Path) -> Result<UnixStream> {
-    let fd = socket::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    socket::setsockopt(
-        &fd,
-        sockopt::SendTimeout,
-        &TimeVal::new(CONNECT_TIMEOUT_S, 0),
-    )?;
-    socket::connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
-    let std = std::os::unix::net::UnixStream::from(fd);
-    std.set_nonblocking(true)?;
-    Ok(UnixStream::from_std(std))
-}
-
 fn own_cpu() -> Duration {
     use nix::sys::resource::{UsageWho, getrusage};
     getrusage(UsageWho::RUSAGE_SELF).map_or(Duration::ZERO, |u| {
@@ -281,6 +273,17 @@ fn own_cpu() -> Duration {
 
 /// Connects, runs the load for warm-up + `seconds`, drains, and reports.
 pub fn run(load: &Load<'_>) -> Result<Outcome> {
+    drive(load).map(|(o, _)| o)
+}
+
+/// As [`run`], but hands back the connections, still open, for the caller to
+/// measure something while they are idle (memory of a relay per connection).
+pub fn run_and_hold(load: &Load<'_>) -> Result<(Outcome, Held)> {
+    let (o, conns) = drive(load)?;
+    Ok((o, Held(conns.into_iter().map(|c| c.stream).collect())))
+}
+
+fn drive(load: &Load<'_>) -> Result<(Outcome, Vec<Conn>)> {
     let mut poll = Poll::new()?;
     let connecting = Instant::now();
     let connect_deadline = connecting + Duration::from_secs(60);
@@ -290,7 +293,7 @@ pub fn run(load: &Load<'_>) -> Result<Outcome> {
             bail!("only {idx} of {} connections made in 60 s", load.conns);
         }
         let mut stream =
-            connect(load.path).with_context(|| format!("connection {idx} of {}", load.conns))?;
+            connect(load.target).with_context(|| format!("connection {idx} of {}", load.conns))?;
         poll.registry()
             .register(&mut stream, Token(idx), Interest::READABLE)?;
         conns.push(Conn::new(stream, load.window));
@@ -318,13 +321,18 @@ pub fn run(load: &Load<'_>) -> Result<Outcome> {
     // 256 KiB: a few 64 KiB replies, or thousands of small ones, per read.
     let mut scratch = vec![0u8; 256 << 10];
     let (mut cpu_from, mut cpu_to) = (None, None);
+    let sample = || CpuSample {
+        server: process_cpu(load.server_pid),
+        relay: load.relay_pid.and_then(procs::tree_cpu),
+        client: own_cpu(),
+    };
     loop {
         let now = Instant::now();
         if cpu_from.is_none() && now >= sh.measure_from {
-            cpu_from = Some((process_cpu(load.server_pid), own_cpu()));
+            cpu_from = Some(sample());
         }
         if cpu_to.is_none() && now >= sh.stop_at {
-            cpu_to = Some((process_cpu(load.server_pid), own_cpu()));
+            cpu_to = Some(sample());
         }
         let outstanding = sh.sent - sh.received - sh.abandoned;
         if (!sh.may_send(now) && outstanding == 0) || now >= hard_end {
@@ -369,7 +377,7 @@ pub fn run(load: &Load<'_>) -> Result<Outcome> {
     }
     if cpu_to.is_none() {
         // The message cap ended the interval early.
-        cpu_to = Some((process_cpu(load.server_pid), own_cpu()));
+        cpu_to = Some(sample());
     }
     let lost = sh.sent - sh.received - sh.abandoned;
     if lost > 0 {
@@ -383,10 +391,10 @@ pub fn run(load: &Load<'_>) -> Result<Outcome> {
     } else {
         sh.stop_at
     };
-    let cpu = |f: fn(&(Option<Duration>, Duration)) -> Option<Duration>| {
+    let cpu = |f: fn(&CpuSample) -> Option<Duration>| {
         Some(f(cpu_to.as_ref()?)?.saturating_sub(f(cpu_from.as_ref()?)?))
     };
-    Ok(Outcome {
+    let outcome = Outcome {
         connect_time,
         messages: sh.counted,
         interval: interval_end.saturating_duration_since(sh.measure_from),
@@ -396,10 +404,19 @@ pub fn run(load: &Load<'_>) -> Result<Outcome> {
         checked_full: sh.checked_full,
         received: sh.received,
         errors,
-        server_cpu: cpu(|c| c.0),
-        client_cpu: cpu(|c| Some(c.1)).unwrap_or_default(),
+        server_cpu: cpu(|c| c.server),
+        relay_cpu: cpu(|c| c.relay),
+        client_cpu: cpu(|c| Some(c.client)).unwrap_or_default(),
         latency: sh.latency,
-    })
+    };
+    Ok((outcome, conns))
+}
+
+/// CPU time used so far by the service, the relay's processes, and this client.
+struct CpuSample {
+    server: Option<Duration>,
+    relay: Option<Duration>,
+    client: Duration,
 }
 
 /// Reads until the socket is drained.
@@ -424,6 +441,7 @@ fn read_all(c: &mut Conn, idx: usize, scratch: &mut [u8], sh: &mut Shared) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mio::net::UnixStream;
 
     /// Requests echoed back in odd-sized pieces are accepted; a reply whose
     /// payload differs from its request, or comes back shorter, is refused.
@@ -433,7 +451,7 @@ mod tests {
         let now = Instant::now();
         let template: Vec<u8> = (0..100u8).collect();
         let mut sh = Shared::new(template, 40, now, Duration::from_secs(60));
-        let mut c = Conn::new(a, 40);
+        let mut c = Conn::new(Stream::Unix(a), 40);
         for _ in 0..40 {
             c.push_request(3, &mut sh, now);
         }
@@ -447,7 +465,7 @@ mod tests {
         // Reply 16 is compared in full: flip one byte past its tag.
         let mut bad = c.out.clone();
         bad[16 * 104 + 4 + TAG + 1] ^= 1;
-        let mut c = Conn::new(UnixStream::pair().unwrap().0, 40);
+        let mut c = Conn::new(Stream::Unix(UnixStream::pair().unwrap().0), 40);
         for _ in 0..40 {
             c.push_request(3, &mut sh, now);
         }
@@ -455,11 +473,43 @@ mod tests {
         assert!(err.to_string().contains("reply 16 differs"), "{err}");
 
         // A frame announcing another length is refused at once.
-        let mut c = Conn::new(UnixStream::pair().unwrap().0, 1);
+        let mut c = Conn::new(Stream::Unix(UnixStream::pair().unwrap().0), 1);
         c.push_request(0, &mut sh, now);
         let mut short = c.out.clone();
         short[3] = 99;
         let err = c.receive(0, &short, now, &mut sh).unwrap_err();
         assert!(err.to_string().contains("echo of 99 bytes"), "{err}");
+    }
+
+    /// Over TCP, against a plain byte echo (which is what a relay in front of an
+    /// echo service looks like), every request comes back and is checked.
+    #[test]
+    fn tcp_round_trips() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let mut s = s.unwrap();
+                std::thread::spawn(move || {
+                    let mut r = s.try_clone().unwrap();
+                    let _ = std::io::copy(&mut r, &mut s);
+                });
+            }
+        });
+        let load = Load {
+            target: Target::Tcp(addr),
+            conns: 3,
+            size: 1000,
+            window: 4,
+            warmup: Duration::ZERO,
+            seconds: Duration::from_secs(10),
+            max_messages: 300,
+            server_pid: std::process::id(),
+            relay_pid: None,
+        };
+        let (o, held) = run_and_hold(&load).unwrap();
+        assert!(o.errors.is_empty(), "{:?}", o.errors);
+        assert_eq!((o.received, o.served, held.count()), (300, 3, 3));
+        assert!(o.checked_full >= 3 * (100 / SAMPLE), "{}", o.checked_full);
     }
 }

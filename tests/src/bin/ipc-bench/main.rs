@@ -11,10 +11,17 @@
 //! messages/s = echoed messages per second in the measured interval; MB/s =
 //! payload bytes echoed per second, one direction, 10^6 bytes; p50/p99 = round
 //! trip from queueing a request to reading its reply.
+//!
+//! `ipc-bench relays` (relays.rs) puts tcpd, nginx, HAProxy and socat in front of
+//! the libipc echo service and drives each with the same client over TCP.
 
 mod client;
 mod hist;
+mod procs;
+mod relay;
+mod relays;
 mod server;
+mod stream;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,7 +34,7 @@ use nix::sched::{CpuSet, sched_setaffinity};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::unistd::Pid;
 
-use client::{Load, Outcome};
+use client::{Load, Outcome, Target};
 use server::{Kind, Server};
 
 #[derive(Debug, Parser)]
@@ -85,6 +92,9 @@ enum Cmd {
         #[arg(long)]
         cpu: Option<usize>,
     },
+    /// tcpd against nginx, HAProxy and socat (and no relay) in front of the
+    /// libipc echo service; see relays.rs.
+    Relays(relays::RelayArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -172,6 +182,7 @@ fn main() -> ExitCode {
             ref name,
             cpu,
         }) => serve(kind, rundir, name, cpu),
+        Some(Cmd::Relays(args)) => relays::run(args),
         None => bench(cli),
     };
     match result {
@@ -340,7 +351,7 @@ fn measure(b: &mut Bench, kind: Kind, conns: usize, size: usize, window: usize) 
     let cpu = b.cli.pin.then_some(1);
     let server = Server::start(kind, &b.rundir.0, &name, cpu, Duration::from_secs(10))?;
     let load = Load {
-        path: server.path(),
+        target: Target::Unix(server.path()),
         conns,
         size,
         window,
@@ -348,6 +359,7 @@ fn measure(b: &mut Bench, kind: Kind, conns: usize, size: usize, window: usize) 
         seconds: Duration::from_secs_f64(b.cli.seconds),
         max_messages: b.cli.max_messages,
         server_pid: server.pid(),
+        relay_pid: None,
     };
     let o = client::run(&load)?;
     let rss = server.peak_rss_mb();

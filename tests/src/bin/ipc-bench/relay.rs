@@ -1,0 +1,524 @@
+//! The relays under test (tcpd, nginx, HAProxy, socat), each started as a child
+//! process in front of the echo service's unix socket, and the tools' lookup.
+//!
+//! Configurations are generated into the run directory. Every relay listens on
+//! 127.0.0.1: tcpd picks its own port (`--listen 127.0.0.1:0`, read back from its
+//! log); the others get a port found free by binding port 0 and releasing it. A
+//! relay is ready once a TCP connection to it carries one echoed message to the
+//! service and back. It is killed, with everything it forked, on drop.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::ValueEnum;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::client::Target;
+
+/// What stands between the client and the echo service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum RelayKind {
+    /// No relay: the client connects to the service's unix socket.
+    Direct,
+    /// tcpd with its default number of workers (the number of cores).
+    Tcpd,
+    /// tcpd --workers 1.
+    #[value(name = "tcpd-w1")]
+    TcpdW1,
+    /// tcpd --workers 2.
+    #[value(name = "tcpd-w2")]
+    TcpdW2,
+    /// nginx stream proxy, default buffers (proxy_buffer_size 16k).
+    Nginx,
+    /// nginx stream proxy, proxy_buffer_size 256k.
+    #[value(name = "nginx-256k")]
+    Nginx256k,
+    /// HAProxy mode tcp, default buffers (tune.bufsize 16384).
+    Haproxy,
+    /// HAProxy mode tcp, tune.bufsize 262144.
+    #[value(name = "haproxy-256k")]
+    Haproxy256k,
+    /// socat TCP-LISTEN:PORT,fork,reuseaddr,backlog=1024 UNIX-CONNECT:PATH (a
+    /// process per connection).
+    Socat,
+}
+
+impl RelayKind {
+    /// What `relays` runs when no `--relay` is given. On this project's 2-core
+    /// machines the default tcpd (workers = cores) is tcpd-w2, so it is not run
+    /// a third time.
+    pub const DEFAULT: [RelayKind; 8] = [
+        RelayKind::Direct,
+        RelayKind::TcpdW1,
+        RelayKind::TcpdW2,
+        RelayKind::Nginx,
+        RelayKind::Nginx256k,
+        RelayKind::Haproxy,
+        RelayKind::Haproxy256k,
+        RelayKind::Socat,
+    ];
+
+    pub fn label(self) -> String {
+        self.to_possible_value()
+            .expect("not skipped")
+            .get_name()
+            .to_owned()
+    }
+
+    pub fn is_tcpd(self) -> bool {
+        matches!(
+            self,
+            RelayKind::Tcpd | RelayKind::TcpdW1 | RelayKind::TcpdW2
+        )
+    }
+}
+
+/// The relay programs found on this machine.
+#[derive(Debug, Default)]
+pub struct Tools {
+    pub tcpd: Option<PathBuf>,
+    pub nginx: Option<PathBuf>,
+    /// nginx's stream module, when it is built as a dynamic module (Debian).
+    pub nginx_stream_module: Option<PathBuf>,
+    pub haproxy: Option<PathBuf>,
+    pub socat: Option<PathBuf>,
+}
+
+impl Tools {
+    /// Finds the programs. tcpd is `--tcpd`, or the release build next to this
+    /// executable (`target/release/tcpd`).
+    pub fn find(tcpd: Option<PathBuf>) -> Result<Self> {
+        let tcpd = match tcpd {
+            Some(p) => Some(p),
+            None => {
+                let exe = std::env::current_exe().context("current_exe")?;
+                exe.parent().map(|d| d.join("tcpd"))
+            }
+        };
+        let nginx = which("nginx");
+        let nginx_stream_module = nginx.as_deref().and_then(stream_module);
+        Ok(Tools {
+            tcpd: tcpd.filter(|p| p.is_file()),
+            nginx,
+            nginx_stream_module,
+            haproxy: which("haproxy"),
+            socat: which("socat"),
+        })
+    }
+
+    /// Why `kind` cannot run here, if it cannot.
+    pub fn missing(&self, kind: RelayKind) -> Option<&'static str> {
+        match kind {
+            RelayKind::Direct => None,
+            RelayKind::Tcpd | RelayKind::TcpdW1 | RelayKind::TcpdW2 => self.tcpd.is_none().then_some(
+                "no tcpd binary: build it with `cargo build --release -p tcpd` (or pass --tcpd PATH)",
+            ),
+            RelayKind::Nginx | RelayKind::Nginx256k => self
+                .nginx
+                .is_none()
+                .then_some("nginx not found: apt-get install nginx libnginx-mod-stream"),
+            RelayKind::Haproxy | RelayKind::Haproxy256k => self
+                .haproxy
+                .is_none()
+                .then_some("haproxy not found: apt-get install haproxy"),
+            RelayKind::Socat => self
+                .socat
+                .is_none()
+                .then_some("socat not found: apt-get install socat"),
+        }
+    }
+
+    /// One line per tool found, with its version.
+    pub fn versions(&self) -> String {
+        let mut out = String::new();
+        let mut line = |name: &str, path: &Option<PathBuf>, args: &[&str], pick: &str| {
+            let Some(p) = path else {
+                let _ = writeln!(out, "  {name}: not found");
+                return;
+            };
+            let v = Command::new(p)
+                .args(args)
+                .output()
+                .map(|o| {
+                    // nginx prints its version on stderr, the others on stdout.
+                    let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                        + &String::from_utf8_lossy(&o.stderr);
+                    text.lines()
+                        .find(|l| l.contains(pick))
+                        .unwrap_or("?")
+                        .trim()
+                        .to_owned()
+                })
+                .unwrap_or_else(|e| format!("? ({e})"));
+            let _ = writeln!(out, "  {name}: {v} ({})", p.display());
+        };
+        line("tcpd", &self.tcpd, &["--version"], "tcpd");
+        line("nginx", &self.nginx, &["-v"], "version");
+        line("haproxy", &self.haproxy, &["-v"], "version");
+        line("socat", &self.socat, &["-V"], "socat version");
+        out
+    }
+}
+
+/// `name` in $PATH or in the sbin directories a non-root $PATH may lack.
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The stream module's file when nginx was built with `--with-stream=dynamic`.
+fn stream_module(nginx: &Path) -> Option<PathBuf> {
+    let out = Command::new(nginx).arg("-V").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    if !text.contains("--with-stream=dynamic") {
+        return None;
+    }
+    let dir = text
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("--modules-path="))
+        .unwrap_or("/usr/lib/nginx/modules");
+    Some(Path::new(dir).join("ngx_stream_module.so"))
+}
+
+/// A running relay (or none, for `Direct`), killed on drop.
+#[derive(Debug)]
+pub struct Relay {
+    pub kind: RelayKind,
+    child: Option<Child>,
+    addr: Option<SocketAddr>,
+    service: PathBuf,
+    log: PathBuf,
+}
+
+impl Relay {
+    /// Starts `kind` in front of the service `rundir/name`, with its files in
+    /// `dir`, and waits until it relays (or `deadline` passes).
+    pub fn start(
+        kind: RelayKind,
+        tools: &Tools,
+        rundir: &Path,
+        name: &str,
+        dir: &Path,
+        deadline: Duration,
+    ) -> Result<Self> {
+        let service = rundir.join(name);
+        let log = dir.join("stderr.log");
+        let mut relay = Relay {
+            kind,
+            child: None,
+            addr: None,
+            service: service.clone(),
+            log: log.clone(),
+        };
+        if kind == RelayKind::Direct {
+            return Ok(relay);
+        }
+        if let Some(why) = tools.missing(kind) {
+            bail!("{why}");
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let deadline = Instant::now() + deadline;
+        let (mut cmd, port) = command(kind, tools, rundir, name, dir)?;
+        // Its own process group: nginx's workers and socat's forks are killed
+        // with it (by the group's id, which is the child's pid).
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0);
+        let addr = if let Some(port) = port {
+            let err = std::fs::File::create(&log)?;
+            relay.child = Some(cmd.stderr(err).spawn().context("spawn the relay")?);
+            SocketAddr::from(([127, 0, 0, 1], port))
+        } else {
+            // tcpd: the port it picked is in its log line `listening address=...`.
+            let mut child = cmd.stderr(Stdio::piped()).spawn().context("spawn tcpd")?;
+            let stderr = child.stderr.take().context("tcpd stderr")?;
+            relay.child = Some(child);
+            let rx = copy_log(stderr, std::fs::File::create(&log)?);
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(a) => a,
+                Err(_) => bail!(
+                    "{} logged no listening address:\n{}",
+                    kind.label(),
+                    relay.log_tail()
+                ),
+            }
+        };
+        relay.addr = Some(addr);
+        relay.wait_ready(deadline)?;
+        Ok(relay)
+    }
+
+    /// Where the client connects.
+    pub fn target(&self) -> Target<'_> {
+        match self.addr {
+            Some(a) => Target::Tcp(a),
+            None => Target::Unix(&self.service),
+        }
+    }
+
+    /// The relay's first process (`None` for `Direct`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+
+    /// Polls TCP connects until one carries a message to the service and back.
+    fn wait_ready(&mut self, deadline: Instant) -> Result<()> {
+        let addr = self.addr.context("no address")?;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "{} exited ({status}) before it was ready:\n{}",
+                    self.kind.label(),
+                    self.log_tail()
+                );
+            }
+            match probe(addr) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = format!("{e:#}"),
+            }
+            // Polling, not a fixed delay: try again shortly until the deadline.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        bail!(
+            "{} not relaying to the service in time ({last}):\n{}",
+            self.kind.label(),
+            self.log_tail()
+        )
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One frame through the relay and back.
+fn probe(addr: SocketAddr) -> Result<()> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let frame = [0, 0, 0, 5, b'p', b'r', b'o', b'b', b'e'];
+    s.write_all(&frame)?;
+    let mut back = [0u8; 9];
+    s.read_exact(&mut back).context("no echo")?;
+    if back != frame {
+        bail!("wrong echo {back:?}");
+    }
+    Ok(())
+}
+
+/// Copies tcpd's stderr to `log` on a thread; the first `listening address=`
+/// is sent on the returned channel.
+fn copy_log(stderr: impl Read + Send + 'static, log: std::fs::File) -> mpsc::Receiver<SocketAddr> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut log = std::io::BufWriter::new(log);
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("listening")
+                && let Some(addr) = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("address="))
+                    .and_then(|a| a.parse().ok())
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr);
+            }
+            let _ = writeln!(log, "{line}");
+            // Flushed per line so that a failure report shows the latest lines;
+            // tcpd logs per connection, not per message.
+            let _ = log.flush();
+        }
+    });
+    rx
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// The command that runs `kind`, and the port it will listen on (`None`: tcpd
+/// picks and logs it).
+fn command(
+    kind: RelayKind,
+    tools: &Tools,
+    rundir: &Path,
+    name: &str,
+    dir: &Path,
+) -> Result<(Command, Option<u16>)> {
+    let service = rundir.join(name);
+    let exe = |p: &Option<PathBuf>| p.clone().context("not installed");
+    Ok(match kind {
+        RelayKind::Direct => bail!("direct has no relay process"),
+        RelayKind::Tcpd | RelayKind::TcpdW1 | RelayKind::TcpdW2 => {
+            let mut cmd = Command::new(exe(&tools.tcpd)?);
+            cmd.args([
+                "--listen",
+                "127.0.0.1:0",
+                "--service",
+                name,
+                "--no-outbound",
+            ])
+            .arg("--rundir")
+            .arg(rundir)
+            // Info: the listening address is logged at that level.
+            .args(["--log-level", "info"]);
+            match kind {
+                RelayKind::TcpdW1 => cmd.args(["--workers", "1"]),
+                RelayKind::TcpdW2 => cmd.args(["--workers", "2"]),
+                _ => &mut cmd,
+            };
+            (cmd, None)
+        }
+        RelayKind::Nginx | RelayKind::Nginx256k => {
+            let port = free_port()?;
+            let conf = dir.join("nginx.conf");
+            let text = nginx_conf(tools, dir, port, &service, kind == RelayKind::Nginx256k);
+            std::fs::write(&conf, text)?;
+            let mut cmd = Command::new(exe(&tools.nginx)?);
+            // -e: the error log before the configuration is read goes there too,
+            // not to /var/log/nginx.
+            cmd.arg("-p")
+                .arg(dir)
+                .arg("-c")
+                .arg(&conf)
+                .arg("-e")
+                .arg(dir.join("error.log"));
+            (cmd, Some(port))
+        }
+        RelayKind::Haproxy | RelayKind::Haproxy256k => {
+            let port = free_port()?;
+            let conf = dir.join("haproxy.cfg");
+            let big = kind == RelayKind::Haproxy256k;
+            std::fs::write(&conf, haproxy_conf(port, &service, big))?;
+            let mut cmd = Command::new(exe(&tools.haproxy)?);
+            // -db: stay in the foreground, no daemon.
+            cmd.arg("-f").arg(&conf).arg("-db");
+            (cmd, Some(port))
+        }
+        RelayKind::Socat => {
+            let port = free_port()?;
+            let mut cmd = Command::new(exe(&tools.socat)?);
+            // bind=127.0.0.1: loopback only. backlog=1024: socat's default (5)
+            // drops most of 1,000 connections made back to back (each SYN dropped
+            // is retried a second later: under 400 connected in 60 s).
+            cmd.arg(format!(
+                "TCP-LISTEN:{port},fork,reuseaddr,bind=127.0.0.1,backlog=1024"
+            ))
+            .arg(format!("UNIX-CONNECT:{}", service.display()));
+            (cmd, Some(port))
+        }
+    })
+}
+
+/// nginx: defaults except what running it here requires.
+fn nginx_conf(tools: &Tools, dir: &Path, port: u16, service: &Path, big: bool) -> String {
+    let mut c = String::new();
+    if let Some(m) = &tools.nginx_stream_module {
+        let _ = writeln!(c, "load_module {};", m.display());
+    }
+    // As root, nginx's workers would run as nobody, who may not connect to the
+    // service's socket.
+    if running_as_root() {
+        c.push_str("user root;\n");
+    }
+    let _ = write!(
+        c,
+        "daemon off;\n\
+         master_process on;\n\
+         # One worker per core, as tcpd's default and HAProxy's threads.\n\
+         worker_processes auto;\n\
+         pid {dir}/nginx.pid;\n\
+         error_log {dir}/error.log warn;\n\
+         events {{\n\
+         \x20   # The default (512) is too few for 1,000 clients: each takes two.\n\
+         \x20   worker_connections 4096;\n\
+         }}\n\
+         stream {{\n\
+         \x20   server {{\n\
+         \x20       listen 127.0.0.1:{port};\n\
+         \x20       proxy_pass unix:{svc};\n{buf}\
+         \x20   }}\n\
+         }}\n",
+        dir = dir.display(),
+        svc = service.display(),
+        buf = if big {
+            "        proxy_buffer_size 256k;\n"
+        } else {
+            ""
+        },
+    );
+    c
+}
+
+/// Whether this process runs as root (/proc/self belongs to the effective user).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// HAProxy: defaults except timeouts (it warns without them); threads default
+/// to one per core.
+fn haproxy_conf(port: u16, service: &Path, big: bool) -> String {
+    format!(
+        "global\n{buf}\
+         defaults\n\
+         \x20   mode tcp\n\
+         \x20   timeout connect 5s\n\
+         \x20   timeout client 5m\n\
+         \x20   timeout server 5m\n\
+         listen relay\n\
+         \x20   bind 127.0.0.1:{port}\n\
+         \x20   server s unix@{svc}\n",
+        svc = service.display(),
+        buf = if big { "    tune.bufsize 262144\n" } else { "" },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configurations() {
+        let svc = Path::new("/run/x/echo");
+        let tools = Tools::default();
+        let dir = Path::new("/tmp/d");
+        let small = nginx_conf(&tools, dir, 4000, svc, false);
+        assert!(small.contains("listen 127.0.0.1:4000;"), "{small}");
+        assert!(small.contains("proxy_pass unix:/run/x/echo;"), "{small}");
+        assert!(!small.contains("proxy_buffer_size"), "{small}");
+        assert!(nginx_conf(&tools, dir, 4000, svc, true).contains("proxy_buffer_size 256k;"));
+        let h = haproxy_conf(4000, svc, false);
+        assert!(h.contains("bind 127.0.0.1:4000") && h.contains("server s unix@/run/x/echo"));
+        assert!(!h.contains("bufsize"));
+        assert!(haproxy_conf(4000, svc, true).contains("tune.bufsize 262144"));
+    }
+}

@@ -1,0 +1,572 @@
+//! `ipc-bench relays`: tcpd against nginx, HAProxy and socat, each relaying TCP
+//! clients to the same libipc echo service, plus the client on the service's
+//! unix socket directly.
+//!
+//! Every run starts a fresh echo service and a fresh relay, runs the same client
+//! as the other scenarios (over TCP, TCP_NODELAY; every reply checked) and kills
+//! both. `--rounds` runs of each relay are interleaved (the order rotates each
+//! round) and the median by message rate is reported. The idle workload holds
+//! 1,000 connections, each having echoed one message, and reads the relay's
+//! memory.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+
+use crate::client::{self, Load};
+use crate::procs::{self, Memory};
+use crate::relay::{Relay, RelayKind, Tools};
+use crate::server::{Kind, Server};
+use crate::{Figures, RunDir};
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Measured seconds per run (after the warm-up).
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
+    /// Runs per relay per loaded workload (the median by message rate is
+    /// reported); the idle workload runs at most 3.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Workloads to run (repeatable); all by default.
+    #[arg(long = "workload", value_enum)]
+    workloads: Vec<Workload>,
+    /// Relays to run (repeatable); by default all but `tcpd` (the default tcpd
+    /// is tcpd-w2 on 2 cores).
+    #[arg(long = "relay", value_enum)]
+    relays: Vec<RelayKind>,
+    /// Connections held open by the idle workload.
+    #[arg(long, default_value_t = 1000)]
+    idle_conns: usize,
+    /// The tcpd binary (default: `tcpd` next to this executable, i.e.
+    /// target/release/tcpd for a release build).
+    #[arg(long)]
+    tcpd: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// 1 connection, 64 KiB messages, window 8 (throughput).
+    #[value(name = "1conn-64k")]
+    Throughput,
+    /// 1 connection, 64 B messages, window 1 (latency).
+    #[value(name = "1conn-64b")]
+    Latency,
+    /// 32 connections, 64 B messages, window 16 (message rate).
+    #[value(name = "32conn-64b")]
+    Rate,
+    /// Idle connections: the relay's memory per connection.
+    #[value(name = "idle")]
+    Idle,
+}
+
+impl Workload {
+    const ALL: [Workload; 4] = [
+        Workload::Throughput,
+        Workload::Latency,
+        Workload::Rate,
+        Workload::Idle,
+    ];
+
+    /// (connections, size, window) of the loaded workloads.
+    fn shape(self) -> (usize, usize, usize) {
+        match self {
+            Workload::Throughput => (1, 64 << 10, 8),
+            Workload::Latency => (1, 64, 1),
+            Workload::Rate => (32, 64, 16),
+            Workload::Idle => (0, 64, 1),
+        }
+    }
+
+    fn name(self) -> String {
+        self.to_possible_value()
+            .expect("not skipped")
+            .get_name()
+            .to_owned()
+    }
+}
+
+/// The minimum tcpd/other ratio the issue asks for, if any: message rate (and
+/// MB/s) for every loaded workload, and also p50 no longer for latency.
+fn target(w: Workload, other: RelayKind) -> Option<f64> {
+    use RelayKind::*;
+    match (w, other) {
+        (Workload::Throughput, Nginx | Haproxy) => Some(1.5),
+        (Workload::Throughput, Nginx256k | Haproxy256k) => Some(1.0),
+        (Workload::Latency | Workload::Rate, Nginx | Haproxy) => Some(1.0),
+        _ => None,
+    }
+}
+
+/// Idle memory target: bytes per connection.
+const IDLE_TARGET: f64 = 1024.0;
+
+/// One loaded run's result.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    fig: Figures,
+    /// CPU µs per message: relay (all its processes), service.
+    relay_cpu: Option<f64>,
+    svc_cpu: Option<f64>,
+}
+
+/// One idle run's result: memory per connection, bytes.
+#[derive(Debug, Clone, Copy)]
+struct Idle {
+    relay_rss: Option<f64>,
+    relay_pss: Option<f64>,
+    relay_procs: usize,
+    svc_rss: f64,
+    /// Time to make all the connections (back to back, blocking connects).
+    connect_ms: f64,
+}
+
+struct State {
+    args: RelayArgs,
+    tools: Tools,
+    rundir: RunDir,
+    runs: usize,
+    failed: bool,
+}
+
+pub fn run(args: RelayArgs) -> Result<bool> {
+    let cmd = crate::repro();
+    let build = "cargo build --release -p tcpd -p libipc-tests";
+    println!("reproduce: {build} && {cmd}");
+    let nofile = crate::raise_nofile()?;
+    println!("machine:   {}; RLIMIT_NOFILE {nofile}", crate::machine());
+    if args.idle_conns * 2 + 64 > nofile as usize {
+        bail!(
+            "--idle-conns {}: RLIMIT_NOFILE is {nofile}",
+            args.idle_conns
+        );
+    }
+    if !(args.seconds > 0.0 && args.warmup >= 0.0) {
+        bail!("--seconds must be > 0 and --warmup >= 0");
+    }
+    let tools = Tools::find(args.tcpd.clone())?;
+    println!("tools:\n{}", tools.versions().trim_end());
+    let mut relays = if args.relays.is_empty() {
+        RelayKind::DEFAULT.to_vec()
+    } else {
+        args.relays.clone()
+    };
+    for k in relays.clone() {
+        if let Some(why) = tools.missing(k) {
+            if k.is_tcpd() {
+                bail!("{why}");
+            }
+            println!("skipped:   {} ({why})", k.label());
+            relays.retain(|&r| r != k);
+        }
+    }
+    println!(
+        "figures:   msgs/s and MB/s (payload one way, 10^6 B) over {} s after {} s warm-up; \
+         p50/p99 round trip;\n           CPU µs/msg of the relay (all its processes) and of \
+         the echo service; median of {} runs by msgs/s",
+        args.seconds,
+        args.warmup,
+        args.rounds.max(1)
+    );
+    let workloads = if args.workloads.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        args.workloads.clone()
+    };
+    let mut st = State {
+        args,
+        tools,
+        rundir: RunDir::create()?,
+        runs: 0,
+        failed: false,
+    };
+    let mut report = String::new();
+    for w in workloads {
+        let (conns, size, window) = w.shape();
+        if w == Workload::Idle {
+            println!(
+                "\n== idle: {} connections, each echoed one {size}-byte message",
+                st.args.idle_conns
+            );
+            // Memory hardly varies from run to run: three runs are plenty.
+            let n = st.args.rounds.min(3);
+            let res = rounds(&mut st, &relays, n, idle)?;
+            report += &idle_table(&st, &res);
+        } else {
+            println!(
+                "\n== {}: {conns} connection(s), {size}-byte messages, window {window}",
+                w.name()
+            );
+            let n = st.args.rounds;
+            let res = rounds(&mut st, &relays, n, |st, k| {
+                loaded(st, k, conns, size, window)
+            })?;
+            report += &loaded_table(w, conns, size, window, &relays, &res);
+        }
+    }
+    println!("\n{report}");
+    println!("reproduce: {build} && {cmd}");
+    if st.failed {
+        println!("FAILED: some runs failed, lost or corrupted messages (see above)");
+    }
+    Ok(!st.failed)
+}
+
+/// Runs `one` for each relay `--rounds` times, rotating the order every round;
+/// keeps the successful runs of each relay with their round number.
+fn rounds<T>(
+    st: &mut State,
+    relays: &[RelayKind],
+    rounds: usize,
+    mut one: impl FnMut(&mut State, RelayKind) -> Result<T>,
+) -> Result<HashMap<RelayKind, Vec<(usize, T)>>> {
+    let mut res: HashMap<RelayKind, Vec<(usize, T)>> = HashMap::new();
+    for r in 0..rounds.max(1) {
+        for i in 0..relays.len() {
+            let k = relays[(i + r) % relays.len()];
+            match one(st, k) {
+                Ok(v) => res.entry(k).or_default().push((r, v)),
+                Err(e) => {
+                    st.failed = true;
+                    println!("  {:<12} FAILED: {e:#}", k.label());
+                }
+            }
+        }
+    }
+    Ok(res)
+}
+
+/// A fresh echo service and relay for one run.
+fn start(st: &mut State, kind: RelayKind) -> Result<(Server, Relay)> {
+    st.runs += 1;
+    let name = format!("echo-{}", st.runs);
+    let dir = &st.rundir.0;
+    let deadline = Duration::from_secs(10);
+    let server = Server::start(Kind::Libipc, dir, &name, None, deadline)?;
+    let rdir = dir.join(format!("{}-{}", kind.label(), st.runs));
+    let relay = Relay::start(kind, &st.tools, dir, &name, &rdir, deadline)?;
+    Ok((server, relay))
+}
+
+fn loaded(
+    st: &mut State,
+    kind: RelayKind,
+    conns: usize,
+    size: usize,
+    window: usize,
+) -> Result<Run> {
+    let (server, relay) = start(st, kind)?;
+    let load = Load {
+        target: relay.target(),
+        conns,
+        size,
+        window,
+        warmup: Duration::from_secs_f64(st.args.warmup),
+        seconds: Duration::from_secs_f64(st.args.seconds),
+        max_messages: u64::MAX,
+        server_pid: server.pid(),
+        relay_pid: relay.pid(),
+    };
+    let o = client::run(&load)?;
+    drop(relay);
+    drop(server);
+    let fig = Figures::of(&o, size);
+    let per_msg = |cpu: Duration| cpu.as_secs_f64() * 1e6 / o.messages.max(1) as f64;
+    let run = Run {
+        fig,
+        relay_cpu: o.relay_cpu.map(per_msg),
+        svc_cpu: o.server_cpu.map(per_msg),
+    };
+    println!(
+        "  {:<12} {:>9.0} msgs/s {:>7.1} MB/s  p50 {:>7.1} µs  p99 {:>7.1} µs | CPU µs/msg \
+         relay {} svc {} cli {:.2} | served {}/{conns}, {} checked in full",
+        kind.label(),
+        fig.rate,
+        fig.mbps,
+        fig.p50_us,
+        fig.p99_us,
+        opt(run.relay_cpu, 2),
+        opt(run.svc_cpu, 2),
+        per_msg(o.client_cpu),
+        o.served,
+        o.checked_full,
+    );
+    if o.served < conns || !o.errors.is_empty() || o.messages == 0 {
+        let first = o.errors.first().cloned().unwrap_or_default();
+        bail!(
+            "{} error(s), {}/{conns} served: {first}",
+            o.errors.len(),
+            o.served
+        );
+    }
+    Ok(run)
+}
+
+fn idle(st: &mut State, kind: RelayKind) -> Result<Idle> {
+    let (server, relay) = start(st, kind)?;
+    let n = st.args.idle_conns;
+    let pid = relay.pid();
+    if kind == RelayKind::Socat {
+        // The readiness probe's fork may still be exiting: not part of the baseline.
+        wait_single(pid.unwrap_or(0))?;
+    }
+    let before = (
+        pid.map(procs::tree_memory),
+        procs::tree_memory(server.pid()),
+    );
+    // One message each, so that every connection is relayed end to end (and
+    // every relay has allocated what a connection that has carried traffic
+    // holds); then nothing more.
+    let load = Load {
+        target: relay.target(),
+        conns: n,
+        size: 64,
+        window: 1,
+        warmup: Duration::ZERO,
+        seconds: Duration::from_secs(60),
+        max_messages: n as u64,
+        server_pid: server.pid(),
+        relay_pid: pid,
+    };
+    let (o, held) = client::run_and_hold(&load)?;
+    if o.received != n as u64 || !o.errors.is_empty() || held.count() != n {
+        let first = o.errors.first().cloned().unwrap_or_default();
+        bail!("{} of {n} echoed: {first}", o.received);
+    }
+    let after = (
+        pid.map(procs::tree_memory),
+        procs::tree_memory(server.pid()),
+    );
+    drop(held);
+    let per = |a: u64, b: u64| (a as f64 - b as f64) / n as f64;
+    let diff = |f: fn(&Memory) -> u64| Some(per(f(after.0.as_ref()?), f(before.0.as_ref()?)));
+    let res = Idle {
+        relay_rss: diff(|m| m.rss),
+        relay_pss: diff(|m| m.pss),
+        relay_procs: after.0.map_or(0, |m| m.processes),
+        svc_rss: per(after.1.rss, before.1.rss),
+        connect_ms: o.connect_time.as_secs_f64() * 1e3,
+    };
+    println!(
+        "  {:<12} relay per conn: RSS {} KiB, PSS {} KiB ({} processes; RSS {} -> {} MB) | \
+         service RSS {:.2} KiB/conn | connect {:.0} ms",
+        kind.label(),
+        opt(res.relay_rss.map(|b| b / 1024.0), 2),
+        opt(res.relay_pss.map(|b| b / 1024.0), 2),
+        res.relay_procs,
+        opt(before.0.map(|m| m.rss as f64 / 1e6), 1),
+        opt(after.0.map(|m| m.rss as f64 / 1e6), 1),
+        res.svc_rss / 1024.0,
+        res.connect_ms,
+    );
+    Ok(res)
+}
+
+/// Waits (5 s at most) until `root` has no child process left.
+fn wait_single(root: u32) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while procs::tree(root).len() > 1 {
+        if std::time::Instant::now() > deadline {
+            bail!("the relay's probe process did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The median run by message rate.
+fn median(runs: &[(usize, Run)]) -> Option<Run> {
+    let mut v: Vec<Run> = runs.iter().map(|(_, r)| *r).collect();
+    v.sort_by(|a, b| a.fig.rate.total_cmp(&b.fig.rate));
+    v.get(v.len() / 2).copied()
+}
+
+fn median_of(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// The median over rounds of `f(a) / f(b)`, `a` and `b` from the same round:
+/// on a shared machine whose load drifts, runs a few seconds apart are
+/// comparable where runs minutes apart may not be.
+fn paired(a: &[(usize, Run)], b: &[(usize, Run)], f: fn(&Run) -> f64) -> Option<f64> {
+    let ratios = a
+        .iter()
+        .filter_map(|(r, x)| b.iter().find(|(rb, _)| rb == r).map(|(_, y)| f(x) / f(y)))
+        .collect();
+    median_of(ratios)
+}
+
+fn loaded_table(
+    w: Workload,
+    conns: usize,
+    size: usize,
+    window: usize,
+    relays: &[RelayKind],
+    res: &HashMap<RelayKind, Vec<(usize, Run)>>,
+) -> String {
+    let mut t = format!(
+        "### {}: {conns} connection(s), {size} B, window {window}\n\n\
+         | relay | runs | msgs/s | msgs/s min..max | MB/s | p50 µs | p99 µs | relay CPU µs/msg | \
+         service CPU µs/msg |\n|---|---|---|---|---|---|---|---|---|\n",
+        w.name()
+    );
+    let med: HashMap<RelayKind, Run> = res
+        .iter()
+        .filter_map(|(k, v)| Some((*k, median(v)?)))
+        .collect();
+    for k in relays {
+        let Some(r) = med.get(k) else {
+            let _ = writeln!(t, "| {} | 0 | failed | | | | | | |", k.label());
+            continue;
+        };
+        let rates = res[k].iter().map(|(_, r)| r.fig.rate);
+        let (lo, hi) = rates.fold((f64::MAX, 0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+        let _ = writeln!(
+            t,
+            "| {} | {} | {:.0} | {lo:.0}..{hi:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            k.label(),
+            res[k].len(),
+            r.fig.rate,
+            r.fig.mbps,
+            r.fig.p50_us,
+            r.fig.p99_us,
+            opt(r.relay_cpu, 2),
+            opt(r.svc_cpu, 2),
+        );
+    }
+    t += "\nRatios: \"medians\" divides the medians above; \"same round\" is the median of \
+          the ratios between runs of the same round. The verdict is the same-round one \
+          (the medians' when they disagree is in brackets).\n\n\
+          | ratio | msgs/s medians | msgs/s same round | p50 medians | p50 same round | \
+          p99 medians | relay CPU/msg medians | target | verdict |\n\
+          |---|---|---|---|---|---|---|---|---|\n";
+    for tk in relays.iter().filter(|k| k.is_tcpd()) {
+        let Some(a) = med.get(tk) else { continue };
+        for other in relays.iter().filter(|k| !k.is_tcpd()) {
+            let Some(b) = med.get(other) else { continue };
+            let rate = a.fig.rate / b.fig.rate;
+            let p50 = a.fig.p50_us / b.fig.p50_us;
+            let rate_p = paired(&res[tk], &res[other], |r| r.fig.rate).unwrap_or(f64::NAN);
+            let p50_p = paired(&res[tk], &res[other], |r| r.fig.p50_us).unwrap_or(f64::NAN);
+            let cpu = a.relay_cpu.zip(b.relay_cpu).map(|(x, y)| x / y);
+            let (goal, verdict) = match target(w, *other) {
+                None => (String::new(), String::new()),
+                Some(min) => {
+                    // For latency, p50 must also be no longer.
+                    let latency = w == Workload::Latency;
+                    let met = |rate: f64, p50: f64| rate >= min && (!latency || p50 <= 1.0 / min);
+                    let goal = if latency {
+                        format!("msgs/s >= {min}x, p50 <= 1x")
+                    } else {
+                        format!("msgs/s >= {min}x")
+                    };
+                    let (paired_met, med_met) = (met(rate_p, p50_p), met(rate, p50));
+                    let mut v = met_text(paired_met);
+                    if paired_met != med_met {
+                        v += &format!(" ({})", met_text(med_met));
+                    }
+                    (goal, v)
+                }
+            };
+            let _ = writeln!(
+                t,
+                "| {}/{} | {rate:.2}x | {rate_p:.2}x | {p50:.2}x | {p50_p:.2}x | {:.2}x | {} | \
+                 {goal} | {verdict} |",
+                tk.label(),
+                other.label(),
+                a.fig.p99_us / b.fig.p99_us,
+                cpu.map_or("-".into(), |c| format!("{c:.2}x")),
+            );
+        }
+    }
+    t + "\n"
+}
+
+fn met_text(met: bool) -> String {
+    if met { "met" } else { "**not met**" }.into()
+}
+
+fn idle_table(st: &State, res: &HashMap<RelayKind, Vec<(usize, Idle)>>) -> String {
+    let n = st.args.idle_conns;
+    let mut t = format!(
+        "### idle: {n} connections, each having echoed one 64 B message\n\n\
+         Relay memory per connection = (resident memory of all the relay's processes \
+         with {n} connections - with 0) / {n}. Median of the runs.\n\n\
+         | relay | runs | relay RSS KiB/conn | relay PSS KiB/conn | relay processes | \
+         service RSS KiB/conn | connect ms | target (<= 1 KiB RSS) |\n\
+         |---|---|---|---|---|---|---|---|\n"
+    );
+    let mut keys: Vec<&RelayKind> = res.keys().collect();
+    keys.sort_by_key(|k| RelayKind::value_variants().iter().position(|v| v == *k));
+    for k in keys {
+        let v = &res[k];
+        // Medians of each column separately (memory hardly varies between runs).
+        let med =
+            |f: fn(&Idle) -> Option<f64>| median_of(v.iter().filter_map(|(_, i)| f(i)).collect());
+        let kib = |f: fn(&Idle) -> Option<f64>| med(f).map(|b| b / 1024.0);
+        let rss = med(|i| i.relay_rss);
+        let verdict = match rss {
+            Some(r) if k.is_tcpd() => met_text(r <= IDLE_TARGET),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {verdict} |",
+            k.label(),
+            v.len(),
+            opt(rss.map(|b| b / 1024.0), 2),
+            opt(kib(|i| i.relay_pss), 2),
+            v.last().map_or(0, |(_, i)| i.relay_procs),
+            opt(kib(|i| Some(i.svc_rss)), 2),
+            opt(med(|i| Some(i.connect_ms)), 0),
+        );
+    }
+    t + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rate: f64) -> Run {
+        let fig = Figures {
+            rate,
+            mbps: 0.0,
+            p50_us: 1e6 / rate,
+            p99_us: 0.0,
+        };
+        Run {
+            fig,
+            relay_cpu: None,
+            svc_cpu: None,
+        }
+    }
+
+    /// Same-round ratios ignore a round only one side has, and take the median.
+    #[test]
+    fn ratios_of_the_same_round() {
+        let a = [
+            (0, run(100.0)),
+            (1, run(50.0)),
+            (2, run(90.0)),
+            (3, run(7.0)),
+        ];
+        let b = [(0, run(50.0)), (1, run(50.0)), (2, run(100.0))];
+        let r = paired(&a, &b, |r| r.fig.rate).unwrap();
+        assert!((r - 1.0).abs() < 1e-9, "{r}");
+        assert_eq!(median(&a).unwrap().fig.rate, 90.0);
+        assert_eq!(paired(&a, &[], |r| r.fig.rate), None);
+    }
+}

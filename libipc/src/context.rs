@@ -555,6 +555,10 @@ impl Context {
             if !self.pending.is_empty() {
                 continue;
             }
+            if self.pending.capacity() > 1024 {
+                // A burst grew it; do not keep that memory while idle.
+                self.pending.shrink_to(64);
+            }
             let now = Instant::now();
             let mut timeout = deadline.map(|d| d.saturating_duration_since(now));
             if !self.ready.is_empty() {

@@ -185,7 +185,7 @@ impl Daemon {
 /// What a worker remembers about a network connection.
 #[derive(Debug)]
 struct NetConn {
-    peer: String,
+    peer: SocketAddr,
     service: Option<String>,
     since: Instant,
     /// The service connection, once attached.
@@ -309,7 +309,7 @@ impl Worker {
             self.conns.insert(
                 id,
                 NetConn {
-                    peer: peer.to_string(),
+                    peer,
                     service: None,
                     since: Instant::now(),
                     service_id: None,
@@ -370,7 +370,7 @@ impl Worker {
             Ok(_) => None,
         };
         conn.service = Some(shown.clone());
-        let peer = conn.peer.clone();
+        let peer = conn.peer;
         let result = match refusal {
             Some(r) => Err(r),
             None => self.ctx.attach_service(id, &shown).map_err(|e| match e {
@@ -404,7 +404,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let peer = conn.peer.clone();
+        let peer = conn.peer;
         if conn.service_id.is_none() && conn.local.is_none() {
             let in_transport = self.ctx.transport_handshaking(id);
             let service_deadline = conn.since + self.config.handshake_timeout;
@@ -548,7 +548,7 @@ impl Worker {
         self.conns.insert(
             net,
             NetConn {
-                peer: addr.to_string(),
+                peer: addr,
                 service: Some(service.to_owned()),
                 since: Instant::now(),
                 service_id: None,

@@ -115,6 +115,22 @@ impl OutQueue {
         self.append(bytes);
     }
 
+    /// Writes `bytes` straight to `fd` if nothing is queued before them, and
+    /// queues what the socket did not take. Returns the bytes written directly.
+    pub fn push_raw_through(&mut self, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<usize> {
+        if !self.is_empty() || bytes.is_empty() {
+            self.push_raw(bytes);
+            return Ok(0);
+        }
+        let n = match send_vectored(fd, &[IoSlice::new(bytes)]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        self.push_raw(&bytes[n..]);
+        Ok(n)
+    }
+
     /// Takes every queued byte out of the queue (for hooks that write by themselves).
     pub fn take_bytes(&mut self) -> Vec<u8> {
         let mut all = Vec::with_capacity(self.len);
@@ -160,6 +176,9 @@ impl OutQueue {
             self.msg_ends.pop_front();
             done.messages += 1;
         }
+        if self.msg_ends.is_empty() && self.msg_ends.capacity() > 0 {
+            self.msg_ends = VecDeque::new();
+        }
         done.drained = self.len == 0;
         Ok(done)
     }
@@ -178,6 +197,10 @@ impl OutQueue {
                 // Written chunks go back to the pool: an idle connection holds none.
                 if let Some(chunk) = self.chunks.pop_front() {
                     pool::give(chunk);
+                }
+                if self.chunks.is_empty() {
+                    // Not even the ring of chunk pointers.
+                    self.chunks = VecDeque::new();
                 }
             } else {
                 self.head += n;

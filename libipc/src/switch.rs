@@ -10,6 +10,7 @@
 //! it wraps (frames, or WebSocket), and encrypts what that one produces.
 
 use std::fmt;
+use std::os::fd::BorrowedFd;
 
 use crate::error::{Error, Result};
 use crate::frame::{self, Scanner};
@@ -25,13 +26,20 @@ pub use routed::Routed;
 pub use tls::{PeerCheck, Tls};
 
 /// Where a transport puts its output: bytes for the service (LibIPC frames) and
-/// bytes for the network (in the transport's own framing). Both are queued in
-/// order and written by the context; nothing here blocks.
+/// bytes for the network (in the transport's own framing). Both leave in order;
+/// nothing here blocks. While a side's queue is empty, bytes for it are written
+/// straight to its socket, as far as the socket takes them (no copy); only the
+/// rest is queued, for the context to write when the socket is ready again.
 #[derive(Debug)]
 pub struct Relay<'a> {
     pub(crate) to_service: &'a mut OutQueue,
     pub(crate) to_network: &'a mut OutQueue,
     pub(crate) request: Option<Vec<u8>>,
+    /// The sockets to write straight to, when known.
+    pub(crate) service_fd: Option<BorrowedFd<'a>>,
+    pub(crate) network_fd: Option<BorrowedFd<'a>>,
+    /// A direct write failed (the peer is gone): the pair must end.
+    pub(crate) failed: Option<std::io::Error>,
 }
 
 impl<'a> Relay<'a> {
@@ -40,6 +48,26 @@ impl<'a> Relay<'a> {
             to_service,
             to_network,
             request: None,
+            service_fd: None,
+            network_fd: None,
+            failed: None,
+        }
+    }
+
+    /// Writes `bytes` to `fd` if its queue is empty, queues the rest.
+    fn send(
+        queue: &mut OutQueue,
+        fd: Option<BorrowedFd<'_>>,
+        failed: &mut Option<std::io::Error>,
+        bytes: &[u8],
+    ) {
+        match fd {
+            Some(fd) if failed.is_none() => {
+                if let Err(e) = queue.push_raw_through(bytes, fd) {
+                    *failed = Some(e);
+                }
+            }
+            _ => queue.push_raw(bytes),
         }
     }
 
@@ -52,9 +80,9 @@ impl<'a> Relay<'a> {
         self.request = Some(name.to_vec());
     }
 
-    /// Queues bytes that are already LibIPC frames for the service.
+    /// Sends bytes that are already LibIPC frames to the service.
     pub fn frames_to_service(&mut self, frames: &[u8]) {
-        self.to_service.push_raw(frames);
+        Self::send(self.to_service, self.service_fd, &mut self.failed, frames);
     }
 
     /// Queues one payload for the service, framing it.
@@ -64,9 +92,9 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
-    /// Queues bytes for the network peer.
+    /// Sends bytes to the network peer.
     pub fn to_network(&mut self, bytes: &[u8]) {
-        self.to_network.push_raw(bytes);
+        Self::send(self.to_network, self.network_fd, &mut self.failed, bytes);
     }
 
     /// Bytes already waiting for the service.

@@ -202,13 +202,37 @@ fn bind(specs: &[String]) -> Result<Vec<TcpListener>> {
             bail!("--listen {spec}: no address");
         }
         for addr in addrs {
-            let l =
-                TcpListener::bind(addr).with_context(|| format!("--listen {spec}: bind {addr}"))?;
+            let l = listen(addr).with_context(|| format!("--listen {spec}: bind {addr}"))?;
             tracing::info!(address = %l.local_addr()?, "listening");
             listeners.push(l);
         }
     }
     Ok(listeners)
+}
+
+/// A listening TCP socket with the deepest backlog the system allows: std's 128
+/// overflows under bursts of connects, and each overflow costs a client a 1 s
+/// SYN retry.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, listen,
+        setsockopt, socket, sockopt,
+    };
+    use std::os::fd::AsRawFd;
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    // As std does: a restarted daemon can bind while old connections linger.
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    match addr {
+        std::net::SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(a))?,
+        std::net::SocketAddr::V6(a) => bind(fd.as_raw_fd(), &SockaddrIn6::from(a))?,
+    }
+    listen(&fd, Backlog::MAXCONN)?;
+    Ok(TcpListener::from(fd))
 }
 
 fn spawn_signal_thread(

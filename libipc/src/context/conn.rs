@@ -60,7 +60,7 @@ pub(super) struct Switched {
     pub(super) after_flush: AfterFlush,
     /// Application-driven reads and writes (C callbacks), with the decoder that
     /// cuts outgoing bytes into the whole frames the write hook expects.
-    pub(super) hooks: Option<(Box<dyn SwitchHooks>, Decoder)>,
+    pub(super) hooks: Option<Box<(Box<dyn SwitchHooks>, Decoder)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -104,7 +104,7 @@ impl Context {
             id,
             what: "not a switched connection",
         })?;
-        s.hooks = Some((hooks, Decoder::new(max.max(u32::MAX as usize))));
+        s.hooks = Some(Box::new((hooks, Decoder::new(max.max(u32::MAX as usize)))));
         // Callbacks written for the original expect blocking descriptors.
         let fd = self.live(id)?.io.fd();
         set_nonblocking_to(fd, false)
@@ -121,7 +121,7 @@ impl Context {
         let Some(s) = c.switched() else { return };
         let (peer, is_network) = (s.peer, s.transport.is_some());
         let mut hooked = None;
-        let got = if let Some((hooks, _)) = s.hooks.as_mut() {
+        let got = if let Some((hooks, _)) = s.hooks.as_deref_mut() {
             // The application reads; level-triggered through `recheck`.
             let mut frame = Vec::with_capacity(max + crate::frame::HEADER_LEN);
             let status = hooks.read(raw, &mut frame);
@@ -158,16 +158,27 @@ impl Context {
             Some(frame) => frame.as_slice(),
             None => &self.scratch[..n],
         };
-        let result = if let Some(t) = ms.transport.as_mut() {
+        // Written straight to a socket unless the application's hooks write it.
+        let me_fd = ms.hooks.is_none().then(|| me.io.fd());
+        let other_fd = os.hooks.is_none().then(|| other.io.fd());
+        let (result, failed) = if let Some(t) = ms.transport.as_mut() {
             // Network side: unwrap for the service (peer).
             let mut relay = Relay::new(&mut other.out, &mut me.out);
-            t.on_network_data(data, &mut relay)
+            (relay.service_fd, relay.network_fd) = (other_fd, me_fd);
+            (t.on_network_data(data, &mut relay), relay.failed)
         } else if let Some(t) = os.transport.as_mut() {
             // Service side: wrap for the network (peer).
             let mut relay = Relay::new(&mut me.out, &mut other.out);
-            t.on_service_data(data, &mut relay)
+            (relay.service_fd, relay.network_fd) = (me_fd, other_fd);
+            (t.on_service_data(data, &mut relay), relay.failed)
         } else {
-            Ok(())
+            (Ok(()), None)
+        };
+        // Traffic on a pair is activity for both sides (idle timeouts).
+        other.last_active = self.now;
+        let result = match failed {
+            Some(e) => result.and(Err(e.into())),
+            None => result,
         };
         if other.out.len() >= pause_at {
             me.paused = true;
@@ -304,7 +315,7 @@ pub(super) fn write_with_hooks(
     raw: RawFd,
     bytes: &[u8],
 ) -> io::Result<crate::queue::Flushed> {
-    let Some((hooks, decoder)) = s.hooks.as_mut() else {
+    let Some((hooks, decoder)) = s.hooks.as_deref_mut() else {
         return Ok(crate::queue::Flushed::default());
     };
     let mut status = HookStatus::Done;

@@ -107,9 +107,15 @@ impl<T: Transport> Tls<T> {
         let mut plain_out = OutQueue::default();
         let result = {
             let mut inner = Relay::new(relay.to_service, &mut plain_out);
+            // Plaintext for the service may go straight to it; plaintext for the
+            // network is ours to encrypt.
+            inner.service_fd = relay.service_fd;
             let r = f(&mut self.inner, &mut inner);
             if let Some(name) = inner.request.take() {
                 relay.request = Some(name);
+            }
+            if let Some(e) = inner.failed.take() {
+                relay.failed.get_or_insert(e);
             }
             r
         };

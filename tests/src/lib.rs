@@ -633,3 +633,41 @@ impl Daemon {
         self.proc.output(None).stderr
     }
 }
+
+/// Python helpers the tests' Python clients start with: LibIPC frames over a
+/// socket (`frame`, `recv_exact`, `recv_frame`), reading until EOF (`recv_all`)
+/// and `check(what, got, want)`, which exits non-zero with a readable message.
+pub const PYTHON_FRAMES: &str = r#"
+import socket, struct, sys
+
+def frame(b):
+    return struct.pack(">I", len(b)) + b
+
+def recv_exact(s, n):
+    buf = bytearray()
+    while len(buf) < n:
+        try:
+            chunk = s.recv(min(n - len(buf), 65536))
+        except OSError as e:
+            sys.exit(f"{e!r} after {len(buf)} of {n} bytes")
+        if not chunk:
+            sys.exit(f"EOF after {len(buf)} of {n} bytes: {bytes(buf[:100])!r}")
+        buf += chunk
+    return bytes(buf)
+
+def recv_frame(s):
+    (n,) = struct.unpack(">I", recv_exact(s, 4))
+    return recv_exact(s, n)
+
+def recv_all(s):
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+def check(what, got, want):
+    if got != want:
+        sys.exit(f"{what}: got {got[:100]!r} ({len(got)} bytes), want {want[:100]!r} ({len(want)} bytes)")
+"#;

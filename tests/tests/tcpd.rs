@@ -22,7 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use libipc_tests::{
-    CHILD_TIMEOUT, Daemon, Proc, World, assert_pongd_done, echoes, run_cmd, spawn_with_stdin,
+    CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, Proc, World, assert_pongd_done, echoes, run_cmd,
+    spawn_with_stdin,
 };
 use nix::sys::signal::Signal;
 
@@ -270,38 +271,8 @@ fn socat_pipeline_with_framed_name_and_a_socat_service() {
 /// with the first message in the same write, big and empty messages, both
 /// refusal forms.
 const PYTHON_CLIENT: &str = r#"
-import socket, struct, sys
-
 port = int(sys.argv[1])
 names = sys.argv[2:]
-
-def frame(b):
-    return struct.pack(">I", len(b)) + b
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            sys.exit(f"EOF after {len(buf)} of {n} bytes: {buf[:100]!r}")
-        buf += chunk
-    return buf
-
-def recv_frame(s):
-    (n,) = struct.unpack(">I", recv_exact(s, 4))
-    return recv_exact(s, n)
-
-def recv_all(s):
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-def check(what, got, want):
-    if got != want:
-        sys.exit(f"{what}: got {got[:100]!r} ({len(got)} bytes), want {want[:100]!r} ({len(want)} bytes)")
 
 def conn():
     return socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -345,7 +316,7 @@ fn python_socket_client() {
     let tcpd = start_tcpd(&w, &[]);
 
     let script = w.path().join("client.py");
-    std::fs::write(&script, PYTHON_CLIENT).unwrap();
+    std::fs::write(&script, format!("{PYTHON_FRAMES}{PYTHON_CLIENT}")).unwrap();
     let mut cmd = Command::new("python3");
     cmd.arg(&script)
         .arg(tcpd.addr.port().to_string())

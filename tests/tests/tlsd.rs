@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use libipc_tests::certs::{self, Ca, ServerPair};
 use libipc_tests::{
-    CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, Run, World, echoes, run_cmd, spawn_with_stdin,
+    CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, Proc, READY_TIMEOUT, Run, World, echoes, run_cmd,
+    spawn_with_stdin,
 };
 use nix::sys::signal::Signal;
 
@@ -273,41 +274,10 @@ fn session_resumption_tls12_and_tls13() {
 /// What the Python clients share: reading frames, checking, connecting with a
 /// context that verifies the certificate (against the CA) and the host name.
 const PYTHON_COMMON: &str = r#"
-import socket, ssl, struct, sys
+import ssl
 
 port = int(sys.argv[1])
 ca = sys.argv[2]
-
-def frame(b):
-    return struct.pack(">I", len(b)) + b
-
-def recv_exact(s, n):
-    buf = bytearray()
-    while len(buf) < n:
-        try:
-            chunk = s.recv(min(n - len(buf), 65536))
-        except OSError as e:
-            sys.exit(f"{e!r} after {len(buf)} of {n} bytes")
-        if not chunk:
-            sys.exit(f"EOF after {len(buf)} of {n} bytes: {bytes(buf[:100])!r}")
-        buf += chunk
-    return bytes(buf)
-
-def recv_frame(s):
-    (n,) = struct.unpack(">I", recv_exact(s, 4))
-    return recv_exact(s, n)
-
-def recv_all(s):
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-def check(what, got, want):
-    if got != want:
-        sys.exit(f"{what}: got {got[:100]!r} ({len(got)} bytes), want {want[:100]!r} ({len(want)} bytes)")
 
 def context(cafile, version=None):
     ctx = ssl.create_default_context(cafile=cafile)
@@ -390,7 +360,7 @@ fn run_python(
     ok_line: &str,
 ) {
     let script = w.path().join(format!("{label}.py"));
-    std::fs::write(&script, format!("{PYTHON_COMMON}{body}")).unwrap();
+    std::fs::write(&script, format!("{PYTHON_FRAMES}{PYTHON_COMMON}{body}")).unwrap();
     let mut cmd = Command::new("python3");
     cmd.arg(&script)
         .arg(tlsd.addr.port().to_string())
@@ -820,18 +790,9 @@ fn sec1_ec_key_loads() {
 /// `count N` every 10), until a line comes on its stdin; then 20 more, and it
 /// prints how many in all.
 const LONG_CLIENT: &str = r#"
-import select, socket, ssl, struct, sys
+import select, ssl
 
 port, ca = int(sys.argv[1]), sys.argv[2]
-
-def recv_exact(s, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            sys.exit(f"EOF after {len(buf)} of {n} bytes")
-        buf += chunk
-    return bytes(buf)
 
 ctx = ssl.create_default_context(cafile=ca)
 s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
@@ -844,9 +805,8 @@ count = 0
 def exchange():
     global count
     m = f"message {count} ".encode() * (1 + count % 100)
-    s.sendall(struct.pack(">I", len(m)) + m)
-    (n,) = struct.unpack(">I", recv_exact(s, 4))
-    back = recv_exact(s, n)
+    s.sendall(frame(m))
+    back = recv_frame(s)
     if back != m:
         sys.exit(f"echo {count}: got {back[:60]!r}, sent {m[:60]!r}")
     count += 1
@@ -930,7 +890,7 @@ fn sighup_reloads_the_pair_and_open_connections_carry_on() {
     assert_not_trusted_by(&w, "before-ca2", &tlsd, ca2);
 
     let script = w.path().join("long.py");
-    std::fs::write(&script, LONG_CLIENT).unwrap();
+    std::fs::write(&script, format!("{PYTHON_FRAMES}{LONG_CLIENT}")).unwrap();
     let mut cmd = Command::new("python3");
     cmd.arg(&script)
         .arg(tlsd.addr.port().to_string())

@@ -23,8 +23,10 @@
 //! ```
 //!
 //! Modules: [`frame`] is the wire codec (no I/O), [`service`] the run directory,
-//! names and sockets, [`Context`] the event loop, [`switch`] the relay of network
-//! transports to services.
+//! names and sockets, [`network`] the `IPC_NETWORK` routes, [`Context`] the event
+//! loop, [`switch`] the transports that relay network clients to services (plain
+//! frames, the routed handshake, outbound dialling, TLS with the `tls` feature),
+//! [`daemon`] the engine the protocol daemons run, and [`capi`] the C API.
 
 #![warn(missing_docs)]
 

@@ -442,10 +442,7 @@ impl Context {
         {
             return Ok(payload);
         }
-        let chunk = self.config.read_chunk;
-        if self.scratch.len() < chunk {
-            self.scratch = vec![0; chunk];
-        }
+        self.ensure_scratch();
         let c = self
             .conns
             .get_mut(id)

@@ -442,21 +442,24 @@ impl Worker {
 
     /// Closes a network connection (and its service side) now.
     fn close_net(&mut self, id: ConnId, why: &str) {
-        if let Some(conn) = self.conns.remove(&id) {
-            self.open.fetch_sub(1, Ordering::Relaxed);
-            log_closed(&conn, Some(why));
-            if let Some(local) = conn.local {
-                self.answer_local(local, &format!("no: {why}"));
-            }
+        if let Some(local) = self.forget(id, Some(why)).and_then(|c| c.local) {
+            self.answer_local(local, &format!("no: {why}"));
         }
         let _ = self.ctx.close(id);
     }
 
+    /// Drops what the worker knew of network connection `id`: it no longer
+    /// counts against the limit, and its close line is logged.
+    fn forget(&mut self, id: ConnId, why: Option<&str>) -> Option<NetConn> {
+        let conn = self.conns.remove(&id)?;
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        log_closed(&conn, why);
+        Some(conn)
+    }
+
     fn disconnected(&mut self, id: ConnId, reason: Option<Error>) {
-        if let Some(conn) = self.conns.remove(&id) {
-            self.open.fetch_sub(1, Ordering::Relaxed);
-            let why = reason.as_ref().map(|e| e.to_string());
-            log_closed(&conn, why.as_deref());
+        let why = reason.as_ref().map(|e| e.to_string());
+        if let Some(conn) = self.forget(id, why.as_deref()) {
             if let Some(local) = conn.local
                 && self.dialing.remove(&local).is_some()
             {

@@ -46,14 +46,8 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Tls<T> {
 impl<T: Transport> Tls<T> {
     /// The server side (an accepted client) with `config`.
     pub fn server(config: Arc<ServerConfig>, inner: T) -> Result<Self> {
-        let mut conn = ServerConnection::new(config).map_err(|e| Error::Tls(e.to_string()))?;
-        conn.set_buffer_limit(Some(PLAINTEXT_LIMIT));
-        Ok(Tls {
-            conn: conn.into(),
-            inner,
-            peer_closed: false,
-            check: None,
-        })
+        let conn = ServerConnection::new(config).map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(Self::wrap(conn.into(), inner))
     }
 
     /// The client side (dialling a remote daemon called `server_name`).
@@ -62,15 +56,19 @@ impl<T: Transport> Tls<T> {
         server_name: ServerName<'static>,
         inner: T,
     ) -> Result<Self> {
-        let mut conn =
+        let conn =
             ClientConnection::new(config, server_name).map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(Self::wrap(conn.into(), inner))
+    }
+
+    fn wrap(mut conn: Connection, inner: T) -> Self {
         conn.set_buffer_limit(Some(PLAINTEXT_LIMIT));
-        Ok(Tls {
-            conn: conn.into(),
+        Tls {
+            conn,
             inner,
             peer_closed: false,
             check: None,
-        })
+        }
     }
 
     /// Checks the peer's identity when the handshake completes (mutual TLS allow

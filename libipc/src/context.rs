@@ -887,6 +887,8 @@ impl Context {
         if let Some(c) = self.conns.get_mut(id)
             && c.paused
             && !c.dead
+            // A side that is ending reads nothing more.
+            && !matches!(&c.role, Role::Switched(s) if s.after_flush == AfterFlush::Close)
         {
             c.paused = false;
             self.mark_ready(id);

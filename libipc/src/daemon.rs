@@ -46,6 +46,13 @@ pub struct DaemonConfig {
     pub transport_handshake_timeout: Option<Duration>,
     /// A connection with no traffic for this long is closed (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// Probe a connection quiet for this long ([`crate::switch::Transport::keepalive`],
+    /// a WebSocket ping); a transport that probes closes the connection itself
+    /// when probes go unanswered. `None`: only `idle_timeout` applies.
+    pub keepalive: Option<Duration>,
+    /// Written to a client turned away because `max_connections` are open, before
+    /// it is closed (tcpd: `no: too many connections`; websocketd: HTTP 503).
+    pub overload_answer: Vec<u8>,
     /// On shutdown, how long open connections may take to finish.
     pub drain_timeout: Duration,
     /// Largest message accepted from a client.
@@ -292,8 +299,8 @@ impl Worker {
             };
             if self.open.load(Ordering::Relaxed) >= self.config.max_connections {
                 tracing::warn!(%peer, limit = self.config.max_connections, "refused: too many connections");
-                // Best effort, in the original handshake's form; then close.
-                let _ = io::Write::write_all(&mut &stream, b"no: too many connections\n");
+                // Best effort, in the transport's form; then close.
+                let _ = io::Write::write_all(&mut &stream, &self.config.overload_answer);
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -389,7 +396,7 @@ impl Worker {
                     c.service_id = Some(svc);
                 }
                 let _ = self.ctx.set_deadline(id, None);
-                let _ = self.ctx.set_idle_timeout(id, self.config.idle_timeout);
+                let _ = self.ctx.set_idle_timeout(id, self.quiet_timeout());
             }
             Err(reason) => {
                 tracing::warn!(%peer, service = %shown, reason, "refused");
@@ -406,19 +413,19 @@ impl Worker {
         };
         let peer = conn.peer;
         if conn.service_id.is_none() && conn.local.is_none() {
-            let in_transport = self.ctx.transport_handshaking(id);
+            let in_transport = self.ctx.transport_handshake(id);
             let service_deadline = conn.since + self.config.handshake_timeout;
-            if !in_transport && service_deadline > Instant::now() {
+            if in_transport.is_none() && service_deadline > Instant::now() {
                 // The transport's handshake finished in time: the client now has
                 // the rest of the service handshake timeout to name its service.
                 let _ = self.ctx.set_deadline(id, Some(service_deadline));
                 return;
             }
-            let why = if in_transport {
-                "TLS handshake timeout"
-            } else {
-                "handshake timeout"
+            let why = match in_transport {
+                Some(phase) => format!("{phase} timeout"),
+                None => "handshake timeout".to_owned(),
             };
+            let why = why.as_str();
             tracing::warn!(%peer, "refused: {why}");
             if self.ctx.refuse(id, why).is_err() {
                 self.close_net(id, why);
@@ -427,17 +434,38 @@ impl Worker {
         }
         if std::mem::take(&mut conn.transport_deadline) {
             // Fixed mode's deadline for the transport's own handshake.
-            if self.ctx.transport_handshaking(id) {
-                tracing::warn!(%peer, "closed: TLS handshake timeout");
-                self.close_net(id, "TLS handshake timeout");
+            if let Some(phase) = self.ctx.transport_handshake(id) {
+                let why = format!("{phase} timeout");
+                tracing::warn!(%peer, "closed: {why}");
+                self.close_net(id, &why);
             } else {
                 // Finished in time: from now on only the idle timeout applies.
-                let _ = self.ctx.set_idle_timeout(id, self.config.idle_timeout);
+                let _ = self.ctx.set_idle_timeout(id, self.quiet_timeout());
             }
             return;
         }
+        if self.config.keepalive.is_some() {
+            match self.ctx.keepalive(id) {
+                Ok(true) => {
+                    let _ = self.ctx.set_idle_timeout(id, self.config.keepalive);
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    // The pair is already closing; its DISCONNECTION says why.
+                    tracing::info!(%peer, error = %e, "keepalive failed");
+                    return;
+                }
+            }
+        }
         tracing::info!(%peer, service = conn.service.as_deref().unwrap_or(""), "idle timeout");
         self.close_net(id, "idle timeout");
+    }
+
+    /// How long a connection past its handshakes may be quiet before the next
+    /// step: a keepalive probe, or the idle timeout.
+    fn quiet_timeout(&self) -> Option<Duration> {
+        self.config.keepalive.or(self.config.idle_timeout)
     }
 
     /// Closes a network connection (and its service side) now.
@@ -497,6 +525,19 @@ impl Worker {
         self.listeners.clear();
         if let Some(id) = self.local_service.take() {
             let _ = self.ctx.close(id);
+        }
+        // Transports that can ask their peer to leave (WebSocket: close 1001) do.
+        let asked = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.service_id.is_some())
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter(|&id| self.ctx.going_away(id))
+            .count();
+        if asked > 0 {
+            tracing::info!(worker = self.n, asked, "asked clients to leave");
         }
         self.draining = Some(Instant::now() + self.config.drain_timeout);
     }

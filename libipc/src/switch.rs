@@ -40,6 +40,9 @@ pub struct Relay<'a> {
     pub(crate) network_fd: Option<BorrowedFd<'a>>,
     /// A direct write failed (the peer is gone): the pair must end.
     pub(crate) failed: Option<std::io::Error>,
+    /// The transport ended the conversation ([`Relay::finish`]), with the reason
+    /// when it was the peer's fault.
+    pub(crate) finished: Option<Option<Error>>,
 }
 
 impl<'a> Relay<'a> {
@@ -51,6 +54,7 @@ impl<'a> Relay<'a> {
             service_fd: None,
             network_fd: None,
             failed: None,
+            finished: None,
         }
     }
 
@@ -95,6 +99,15 @@ impl<'a> Relay<'a> {
     /// Sends bytes to the network peer.
     pub fn to_network(&mut self, bytes: &[u8]) {
         Self::send(self.to_network, self.network_fd, &mut self.failed, bytes);
+    }
+
+    /// Ends the conversation from the network side (a WebSocket close handshake,
+    /// an HTTP answer that closes): what is already accepted for each side is
+    /// still delivered, then both connections close. Nothing more is read from
+    /// either. `error` says why, when the peer broke the protocol (logged, and
+    /// reported in the DISCONNECTION); `None` is a clean end.
+    pub fn finish(&mut self, error: Option<Error>) {
+        self.finished.get_or_insert(error);
     }
 
     /// Bytes already waiting for the service.
@@ -142,9 +155,27 @@ pub trait Transport: Send + fmt::Debug {
         let _ = (reason, relay);
     }
 
-    /// True while the transport's own handshake (TLS) is not finished: a daemon
-    /// gives that phase its own timeout.
-    fn handshaking(&self) -> bool {
+    /// While the transport's own handshake (TLS, an HTTP upgrade) is not finished,
+    /// its name ("TLS handshake", "HTTP request"): a daemon gives that phase its
+    /// own timeout, and names it when it expires.
+    fn handshake_phase(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The connection has been quiet for the daemon's keepalive interval: probe
+    /// the peer (a WebSocket ping). `Ok(false)`: this transport has no probe (the
+    /// daemon applies its idle timeout instead); an error closes the pair (the
+    /// peer stopped answering probes).
+    fn keepalive(&mut self, relay: &mut Relay<'_>) -> Result<bool> {
+        let _ = relay;
+        Ok(false)
+    }
+
+    /// The daemon is shutting down: ask the peer to leave (a WebSocket close with
+    /// 1001). Returns false if the transport has no way to say so; the daemon
+    /// then lets the connection finish on its own until the drain timeout.
+    fn going_away(&mut self, relay: &mut Relay<'_>) -> bool {
+        let _ = relay;
         false
     }
 
@@ -182,8 +213,14 @@ impl Transport for Box<dyn Transport> {
     fn refused(&mut self, reason: &str, relay: &mut Relay<'_>) {
         (**self).refused(reason, relay)
     }
-    fn handshaking(&self) -> bool {
-        (**self).handshaking()
+    fn handshake_phase(&self) -> Option<&'static str> {
+        (**self).handshake_phase()
+    }
+    fn keepalive(&mut self, relay: &mut Relay<'_>) -> Result<bool> {
+        (**self).keepalive(relay)
+    }
+    fn going_away(&mut self, relay: &mut Relay<'_>) -> bool {
+        (**self).going_away(relay)
     }
     fn network_closed(&mut self) -> Result<()> {
         (**self).network_closed()

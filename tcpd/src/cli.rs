@@ -139,6 +139,13 @@ pub struct Plan<'a> {
     pub outbound: Option<OutboundFactory>,
     /// Time for the transport's own handshake (tlsd: --tls-handshake-timeout).
     pub transport_handshake_timeout: Option<std::time::Duration>,
+    /// The transport names the fixed service itself (websocketd answers its
+    /// HTTP upgrade first), instead of the daemon attaching it on accept.
+    pub fixed_in_transport: bool,
+    /// Probe quiet connections this often (websocketd: --ping-interval).
+    pub keepalive: Option<Duration>,
+    /// Written to a client refused because --max-connections are open.
+    pub overload_answer: Vec<u8>,
     /// Called on SIGHUP (reload).
     pub on_hup: Box<dyn Fn() + Send>,
 }
@@ -163,12 +170,14 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let config = DaemonConfig {
-        fixed_service: c.service.clone(),
+        fixed_service: c.service.clone().filter(|_| !plan.fixed_in_transport),
         allow: c.allow.clone(),
         max_connections: c.max_connections,
         handshake_timeout: c.handshake_timeout,
         transport_handshake_timeout: plan.transport_handshake_timeout,
         idle_timeout: (!c.idle_timeout.is_zero()).then_some(c.idle_timeout),
+        keepalive: plan.keepalive,
+        overload_answer: plan.overload_answer,
         drain_timeout: c.drain_timeout,
         max_message_size: c.max_message_size,
         rundir: c.rundir.clone(),

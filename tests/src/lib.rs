@@ -147,6 +147,8 @@ pub fn build_binaries(profile_dir: &Path) -> PathBuf {
         "tcpd",
         "-p",
         "tlsd",
+        "-p",
+        "websocketd",
         "--bins",
         "--profile",
         profile,
@@ -161,7 +163,7 @@ pub fn build_binaries(profile_dir: &Path) -> PathBuf {
     cmd.arg("--target-dir").arg(&own);
     let dir = TempDir::new().expect("tempdir");
     let run = run_cmd(cmd, dir.path(), "cargo-build", BUILD_TIMEOUT);
-    run.assert_success("cargo build -p libipc --examples -p tcpd -p tlsd --bins");
+    run.assert_success("cargo build -p libipc --examples -p tcpd -p tlsd -p websocketd --bins");
     let rel = profile_dir.strip_prefix(target).expect("profile directory");
     own.join(rel)
 }

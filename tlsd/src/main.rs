@@ -1,12 +1,9 @@
 //! tlsd: tcpd behind TLS. The same modes, handshake, limits, workers and drain
 //! (`tcpd::cli`), with the TLS transport wrapped around the LibIPC-frames one.
 
-mod certs;
-mod identity;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
@@ -14,7 +11,8 @@ use ipc::switch::{Dial, Frames, Routed, Tls, Transport};
 use rustls::pki_types::ServerName;
 use tcpd::cli::{self, Common, Plan};
 
-use crate::certs::ServerFiles;
+use tlsd::certs;
+use tlsd::server::{Refuse, TlsArgs, TlsServer};
 
 /// Puts local LibIPC services behind TLS.
 ///
@@ -38,29 +36,8 @@ struct Args {
     )]
     listen: Vec<String>,
 
-    /// Certificate chain (PEM, the server's certificate first). Repeatable with
-    /// --key, pair by pair: the certificate is chosen by the client's SNI among
-    /// the names in each; the first pair is the default.
-    #[arg(long, required = true)]
-    cert: Vec<PathBuf>,
-
-    /// Private key of the --cert at the same position (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, required = true)]
-    key: Vec<PathBuf>,
-
-    /// Refuse a client whose SNI names none of the certificates (instead of
-    /// answering with the default one).
-    #[arg(long)]
-    strict_sni: bool,
-
-    /// ALPN protocol to offer (repeatable, in preference order; none by default).
-    #[arg(long)]
-    alpn: Vec<String>,
-
-    /// Time a client has to complete the TLS handshake, counted from its
-    /// connection (the service handshake timeout still bounds the whole).
-    #[arg(long, default_value = "5s", value_parser = cli::parse_duration)]
-    tls_handshake_timeout: std::time::Duration,
+    #[command(flatten)]
+    tls: TlsArgs,
 
     /// Client certificate (PEM chain) presented to remote tlsd for outbound
     /// connections (mutual TLS), with --client-key.
@@ -70,24 +47,6 @@ struct Args {
     /// Private key of --client-cert.
     #[arg(long, requires = "client_cert")]
     client_key: Option<PathBuf>,
-
-    /// Lowest TLS version accepted: 1.2 or 1.3.
-    #[arg(long, default_value = "1.2", value_parser = ["1.2", "1.3"])]
-    tls_min_version: String,
-
-    /// Mutual TLS: clients must present a certificate chaining to these CAs (PEM).
-    #[arg(long)]
-    client_ca: Option<PathBuf>,
-
-    /// With --client-ca: only clients whose certificate has this subject
-    /// alternative name (DNS, IP, e-mail or URI) may connect (repeatable).
-    #[arg(long, requires = "client_ca")]
-    allow_san: Vec<String>,
-
-    /// With --client-ca: only clients whose certificate has this common name may
-    /// connect (repeatable; a match on --allow-san or --allow-cn is enough).
-    #[arg(long, requires = "client_ca")]
-    allow_cn: Vec<String>,
 
     /// CA certificates (PEM) that remote tlsd certificates must chain to, for
     /// outbound connections (default: the system's roots).
@@ -108,51 +67,17 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
-    if args.cert.len() != args.key.len() {
-        anyhow::bail!(
-            "{} --cert but {} --key: give them in pairs",
-            args.cert.len(),
-            args.key.len()
-        );
-    }
-    let files = ServerFiles {
-        pairs: args
-            .cert
-            .iter()
-            .cloned()
-            .zip(args.key.iter().cloned())
-            .collect(),
-        strict_sni: args.strict_sni,
-        alpn: args.alpn.clone(),
-        tls13_only: args.tls_min_version == "1.3",
-        client_ca: args.client_ca.clone(),
-    };
-    let check = args
-        .client_ca
-        .is_some()
-        .then(|| identity::check(args.allow_san.clone(), args.allow_cn.clone()));
-    let server = Arc::new(RwLock::new(certs::server_config(&files)?));
+    let server = TlsServer::new(&args.tls)?;
     let max = args.common.max_message_size;
     let fixed = args.common.service.is_some();
     let inbound = {
         let server = server.clone();
         Arc::new(move || -> Box<dyn Transport> {
-            let config = server
-                .read()
-                .map_or_else(|p| p.into_inner().clone(), |c| c.clone());
-            let inner: Box<dyn Transport> = if fixed {
+            server.wrap(if fixed {
                 Box::new(Frames::new(max))
             } else {
                 Box::new(Routed::new(Frames::new(max)))
-            };
-            match Tls::server(config, inner) {
-                Ok(t) => match &check {
-                    Some(c) => Box::new(t.with_peer_check(c.clone())),
-                    None => Box::new(t),
-                },
-                // Cannot happen with a valid config; refuse the client rather than panic.
-                Err(e) => Box::new(Refuse(e.to_string())),
-            }
+            })
         })
     };
     let outbound = if args.common.no_outbound {
@@ -182,36 +107,10 @@ fn run(args: &Args) -> Result<()> {
         scheme: "tls",
         inbound,
         outbound,
-        transport_handshake_timeout: Some(args.tls_handshake_timeout),
-        on_hup: Box::new(move || match certs::server_config(&files) {
-            Ok(config) => {
-                if let Ok(mut slot) = server.write() {
-                    *slot = config;
-                }
-                tracing::info!(
-                    pairs = files.pairs.len(),
-                    "SIGHUP: certificates and keys reloaded"
-                );
-            }
-            Err(e) => tracing::error!("SIGHUP: reload failed, keeping the old certificate: {e:#}"),
-        }),
+        transport_handshake_timeout: Some(args.tls.tls_handshake_timeout),
+        fixed_in_transport: false,
+        keepalive: None,
+        overload_answer: b"no: too many connections\n".to_vec(),
+        on_hup: Box::new(move || server.reload()),
     })
-}
-
-/// A transport that refuses everything (when one could not be built).
-#[derive(Debug)]
-struct Refuse(String);
-
-impl Transport for Refuse {
-    fn name(&self) -> &'static str {
-        "refuse"
-    }
-
-    fn on_network_data(&mut self, _: &[u8], _: &mut ipc::switch::Relay<'_>) -> ipc::Result<()> {
-        Err(ipc::Error::Tls(self.0.clone()))
-    }
-
-    fn on_service_data(&mut self, _: &[u8], _: &mut ipc::switch::Relay<'_>) -> ipc::Result<()> {
-        Err(ipc::Error::Tls(self.0.clone()))
-    }
 }

@@ -58,6 +58,8 @@ pub(super) struct Switched {
     pub(super) read_eof: bool,
     /// Once the queue is written: shut down our writing side, or close.
     pub(super) after_flush: AfterFlush,
+    /// Why the pair ended, reported when `after_flush` closes it.
+    pub(super) end_reason: Option<crate::Error>,
     /// Application-driven reads and writes (C callbacks), with the decoder that
     /// cuts outgoing bytes into the whole frames the write hook expects.
     pub(super) hooks: Option<Box<(Box<dyn SwitchHooks>, Decoder)>>,

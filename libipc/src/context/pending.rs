@@ -113,13 +113,14 @@ impl Context {
         Ok(())
     }
 
-    /// True while network connection `id` (waiting for its service, or switched)
-    /// is still in its transport's own handshake (TLS).
-    pub fn transport_handshaking(&self, id: ConnId) -> bool {
+    /// While network connection `id` (waiting for its service, or switched) is
+    /// still in its transport's own handshake (TLS, an HTTP upgrade), that
+    /// phase's name.
+    pub fn transport_handshake(&self, id: ConnId) -> Option<&'static str> {
         match self.conns.get(id).map(|c| &c.role) {
-            Some(Role::Pending(p)) => p.transport.handshaking(),
-            Some(Role::Switched(s)) => s.transport.as_ref().is_some_and(|t| t.handshaking()),
-            _ => false,
+            Some(Role::Pending(p)) => p.transport.handshake_phase(),
+            Some(Role::Switched(s)) => s.transport.as_ref().and_then(|t| t.handshake_phase()),
+            _ => None,
         }
     }
 
@@ -156,13 +157,19 @@ impl Context {
         let mut relay = Relay::new(&mut p.to_service, &mut c.out);
         let result = p.transport.on_network_data(&self.scratch[..n], &mut relay);
         let request = relay.request.take();
-        match result {
-            Err(e) => {
+        let finished = relay.finished.take();
+        match (result, finished) {
+            (Err(e), _) => {
                 tracing::debug!(conn = %id, error = %e, "handshake failed");
                 p.closing = Some(Some(e));
                 c.paused = true;
             }
-            Ok(()) => {
+            // Answered without a service (an HTTP response): close once written.
+            (Ok(()), Some(reason)) => {
+                p.closing = Some(reason);
+                c.paused = true;
+            }
+            (Ok(()), None) => {
                 if let Some(name) = request {
                     // Wait for the daemon's decision before reading more.
                     c.paused = true;

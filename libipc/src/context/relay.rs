@@ -73,12 +73,14 @@ impl Context {
         let fed = transport
             .on_network_data(&from_net, &mut relay)
             .and_then(|()| transport.on_service_data(&from_svc, &mut relay));
+        let finished = relay.finished.take();
         for (c, peer, transport) in [(net, service, Some(transport)), (svc, network, None)] {
             c.role = Role::Switched(Box::new(Switched {
                 peer,
                 transport,
                 read_eof: false,
                 after_flush: AfterFlush::Nothing,
+                end_reason: None,
                 hooks: None,
             }));
             // Data may already wait in the socket: its edge may be consumed.
@@ -89,10 +91,90 @@ impl Context {
             self.mark_ready(id);
             self.mark_dirty(id);
         }
-        if let Err(e) = fed {
-            self.fail_pair(network, e);
+        match (fed, finished) {
+            (Err(e), _) => self.fail_pair(network, e),
+            (Ok(()), Some(reason)) => self.finish_pair(network, service, reason),
+            (Ok(()), None) => {}
         }
         Ok(())
+    }
+
+    /// The transport of network connection `network` ended the conversation
+    /// ([`Relay::finish`]): nothing more is read from either side, and each closes
+    /// once what was accepted for it is written.
+    fn finish_pair(&mut self, network: ConnId, service: ConnId, reason: Option<Error>) {
+        if let Some(e) = &reason {
+            tracing::debug!(conn = %network, error = %e, "transport ended the pair");
+        }
+        let mut reason = Some(reason);
+        for id in [network, service] {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.paused = true;
+                if let Some(s) = c.switched() {
+                    s.after_flush = AfterFlush::Close;
+                    s.end_reason = reason.take().flatten();
+                }
+            }
+        }
+        self.flush_or_finish(service);
+        self.flush_or_finish(network);
+    }
+
+    /// Runs `f` on the transport of switched network connection `id`, then writes
+    /// what it produced, or ends the pair as it asked.
+    fn with_transport<R>(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut dyn Transport, &mut Relay<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let peer = self
+            .live_mut(id)?
+            .switched()
+            .filter(|s| s.transport.is_some())
+            .map(|s| s.peer)
+            .ok_or(Error::WrongKind {
+                id,
+                what: "not the network side of a switched pair",
+            })?;
+        let Some((net, svc)) = self.conns.get2_mut(id, peer) else {
+            return Err(Error::NoSuchConnection(peer));
+        };
+        let Role::Switched(ns) = &mut net.role else {
+            return Err(Error::NoSuchConnection(id));
+        };
+        let Some(t) = ns.transport.as_mut() else {
+            return Err(Error::NoSuchConnection(id));
+        };
+        let mut relay = Relay::new(&mut svc.out, &mut net.out);
+        let result = f(t.as_mut(), &mut relay);
+        let finished = relay.finished.take();
+        match (&result, finished) {
+            (Err(e), _) => {
+                let e = Error::Transport(e.to_string());
+                self.fail_pair(id, e);
+            }
+            (Ok(_), Some(reason)) => self.finish_pair(id, peer, reason),
+            (Ok(_), None) => {
+                self.mark_dirty(id);
+                self.mark_dirty(peer);
+            }
+        }
+        result
+    }
+
+    /// Asks the transport of switched network connection `id` to probe its peer
+    /// (a WebSocket ping); see [`Transport::keepalive`]. An error means the peer
+    /// stopped answering: the pair is closed.
+    pub fn keepalive(&mut self, id: ConnId) -> Result<bool> {
+        self.with_transport(id, |t, relay| t.keepalive(relay))
+    }
+
+    /// Asks the transport of switched network connection `id` to tell its peer
+    /// the daemon is going away (a WebSocket close with 1001); see
+    /// [`Transport::going_away`]. False when it has no way to.
+    pub fn going_away(&mut self, id: ConnId) -> bool {
+        self.with_transport(id, |t, relay| Ok(t.going_away(relay)))
+            .unwrap_or(false)
     }
 
     /// Lets the application read and write switched connection `id` itself: `hooks`
@@ -145,7 +227,15 @@ impl Context {
             Chunk::Data(n) => n,
             Chunk::Blocked => return,
             Chunk::Eof if is_network => return self.network_eof(id, peer),
-            Chunk::Eof => return self.service_end(id, peer, true, None),
+            Chunk::Eof => {
+                // A service that closes deliberately is a clean end; one whose
+                // process is exiting (killed, crashed) vanished.
+                let vanished = self
+                    .conns
+                    .get(id)
+                    .is_some_and(|c| peer_process_exiting(c.io.fd()));
+                return self.service_end(id, peer, !vanished, None);
+            }
             Chunk::Failed(e) => return self.fail_pair(id, e.into()),
         };
         let Some((me, other)) = self.conns.get2_mut(id, peer) else {
@@ -161,18 +251,20 @@ impl Context {
         // Written straight to a socket unless the application's hooks write it.
         let me_fd = ms.hooks.is_none().then(|| me.io.fd());
         let other_fd = os.hooks.is_none().then(|| other.io.fd());
-        let (result, failed) = if let Some(t) = ms.transport.as_mut() {
+        let (result, failed, finished) = if let Some(t) = ms.transport.as_mut() {
             // Network side: unwrap for the service (peer).
             let mut relay = Relay::new(&mut other.out, &mut me.out);
             (relay.service_fd, relay.network_fd) = (other_fd, me_fd);
-            (t.on_network_data(data, &mut relay), relay.failed)
+            let r = t.on_network_data(data, &mut relay);
+            (r, relay.failed, relay.finished)
         } else if let Some(t) = os.transport.as_mut() {
             // Service side: wrap for the network (peer).
             let mut relay = Relay::new(&mut me.out, &mut other.out);
             (relay.service_fd, relay.network_fd) = (me_fd, other_fd);
-            (t.on_service_data(data, &mut relay), relay.failed)
+            let r = t.on_service_data(data, &mut relay);
+            (r, relay.failed, relay.finished)
         } else {
-            (Ok(()), None)
+            (Ok(()), None, None)
         };
         // Traffic on a pair is activity for both sides (idle timeouts).
         other.last_active = self.now;
@@ -188,6 +280,10 @@ impl Context {
         if let Err(e) = result {
             tracing::warn!(conn = %id, error = %e, "relay refused data; closing the pair");
             return self.fail_pair(id, e);
+        }
+        if let Some(reason) = finished {
+            let (net, svc) = if is_network { (id, peer) } else { (peer, id) };
+            return self.finish_pair(net, svc, reason);
         }
         self.flush(peer);
         if me_dirty {
@@ -271,7 +367,10 @@ impl Context {
                     s.after_flush = AfterFlush::Nothing;
                 }
             }
-            AfterFlush::Close => self.disconnect(id, None),
+            AfterFlush::Close => {
+                let reason = c.switched().and_then(|s| s.end_reason.take());
+                self.disconnect(id, reason)
+            }
         }
     }
 
@@ -307,6 +406,40 @@ impl Context {
             Some(Error::Transport(format!("switched peer failed: {text}"))),
         );
     }
+}
+
+/// True when the process at the other end of unix socket `fd` (as it was when it
+/// connected) is exiting or gone: its EOF was not a deliberate close. Linux
+/// marks a task exiting (PF_EXITING in /proc/PID/stat) before it closes its
+/// descriptors, so the answer is already right when its EOF arrives.
+fn peer_process_exiting(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(cred) = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials)
+    else {
+        return false;
+    };
+    let pid = cred.pid();
+    if pid <= 0 {
+        // Another PID namespace: unknown, so not a crash.
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        // No such process any more (or no /proc: ask the kernel directly).
+        return nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+    };
+    // "PID (COMM) STATE PPID PGRP SESSION TTY TPGID FLAGS ...": COMM may hold
+    // spaces and parentheses, so count fields after its last ')'.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next().unwrap_or("");
+    let flags = fields
+        .nth(5)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
+    matches!(state, "Z" | "X" | "x") || flags & PF_EXITING != 0
 }
 
 /// Hands each whole frame in `bytes` to the write hook.

@@ -103,6 +103,7 @@ impl<T: Transport> Tls<T> {
         f: impl FnOnce(&mut T, &mut Relay<'_>) -> R,
     ) -> (R, Result<()>) {
         let mut plain_out = OutQueue::default();
+        let finished;
         let result = {
             let mut inner = Relay::new(relay.to_service, &mut plain_out);
             // Plaintext for the service may go straight to it; plaintext for the
@@ -115,10 +116,16 @@ impl<T: Transport> Tls<T> {
             if let Some(e) = inner.failed.take() {
                 relay.failed.get_or_insert(e);
             }
+            finished = inner.finished.take();
             r
         };
         let plain = plain_out.take_bytes();
         let written = self.encrypt(&plain, relay);
+        if let Some(reason) = finished {
+            // The inner transport ended the conversation: so does TLS.
+            self.conn.send_close_notify();
+            relay.finish(reason);
+        }
         self.flush_tls(relay);
         (result, written)
     }
@@ -223,8 +230,23 @@ impl<T: Transport> Transport for Tls<T> {
         self.flush_tls(relay);
     }
 
-    fn handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+    fn handshake_phase(&self) -> Option<&'static str> {
+        if self.conn.is_handshaking() {
+            Some("TLS handshake")
+        } else {
+            self.inner.handshake_phase()
+        }
+    }
+
+    fn keepalive(&mut self, relay: &mut Relay<'_>) -> Result<bool> {
+        let (probed, written) = self.with_inner(relay, |inner, r| inner.keepalive(r));
+        written?;
+        probed
+    }
+
+    fn going_away(&mut self, relay: &mut Relay<'_>) -> bool {
+        let (asked, written) = self.with_inner(relay, |inner, r| inner.going_away(r));
+        asked && written.is_ok()
     }
 
     fn network_closed(&mut self) -> Result<()> {

@@ -1,0 +1,184 @@
+//! Static files for plain GET requests (--static-dir): so that a page and its
+//! WebSocket share one origin. No directory listings, no hidden files, nothing
+//! outside the directory (symbolic links included), a content type by extension.
+
+use std::path::{Path, PathBuf};
+
+use crate::http::{error, response};
+
+/// Largest file served: the whole file is read into memory for the answer.
+pub const MAX_FILE: u64 = 8 << 20;
+
+/// The answer to `GET path` (`head_only`: HEAD), and the reason when refused.
+pub fn serve(root: &Path, path: &str, head_only: bool) -> (Vec<u8>, Option<String>) {
+    match resolve(root, path) {
+        Ok(file) => match read(&file) {
+            Ok(body) => (
+                response(
+                    200,
+                    &[
+                        ("X-Content-Type-Options", "nosniff"),
+                        ("Cache-Control", "no-cache"),
+                    ],
+                    content_type(&file),
+                    &body,
+                    head_only,
+                ),
+                None,
+            ),
+            Err((status, why)) => (error(status, &why, &[]), Some(why)),
+        },
+        Err(why) => (error(404, "no such file", &[]), Some(why)),
+    }
+}
+
+/// The file `path` names under `root`, or why there is none to serve.
+fn resolve(root: &Path, path: &str) -> Result<PathBuf, String> {
+    let decoded = percent_decode(path).ok_or("bad percent-encoding in the path")?;
+    let decoded = String::from_utf8(decoded).map_err(|_| "path is not UTF-8")?;
+    if decoded.contains(['\0', '\\']) {
+        return Err("NUL or backslash in the path".into());
+    }
+    let mut file = root.to_path_buf();
+    for segment in decoded.split('/').filter(|s| !s.is_empty()) {
+        if segment.starts_with('.') {
+            return Err(format!("hidden or parent segment {segment:?}"));
+        }
+        file.push(segment);
+    }
+    if file.is_dir() {
+        file.push("index.html");
+    }
+    // Symbolic links may not lead out of the directory.
+    let real = file
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    if !real.starts_with(root) {
+        return Err(format!(
+            "{} is outside the static directory",
+            real.display()
+        ));
+    }
+    if !real.is_file() {
+        return Err(format!("{} is not a file", real.display()));
+    }
+    Ok(real)
+}
+
+fn read(file: &Path) -> Result<Vec<u8>, (u16, String)> {
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > MAX_FILE {
+        return Err((
+            500,
+            format!("{} is larger than {MAX_FILE} bytes", file.display()),
+        ));
+    }
+    std::fs::read(file).map_err(|e| (500, format!("cannot read {}: {e}", file.display())))
+}
+
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+fn content_type(file: &Path) -> &'static str {
+    let ext = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" | "map" => "application/json",
+        "txt" => "text/plain; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "ico" => "image/x-icon",
+        "wasm" => "application/wasm",
+        "woff2" => "font/woff2",
+        "woff" => "font/woff",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(root.join("sub/empty")).unwrap();
+        std::fs::write(root.join("index.html"), "<p>home</p>").unwrap();
+        std::fs::write(root.join("sub/app.js"), "let x = 1;").unwrap();
+        std::fs::write(root.join(".secret"), "no").unwrap();
+        std::fs::write(dir.path().join("outside.txt"), "no").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside.txt"), root.join("link.txt")).unwrap();
+        let root = root.canonicalize().unwrap();
+        (dir, root)
+    }
+
+    fn get(root: &Path, path: &str) -> String {
+        String::from_utf8(serve(root, path, false).0).unwrap()
+    }
+
+    #[test]
+    fn serves_files_with_their_type_and_index_for_directories() {
+        let (_d, root) = site();
+        let home = get(&root, "/");
+        assert!(home.starts_with("HTTP/1.1 200 OK\r\n"), "{home}");
+        assert!(home.contains("Content-Type: text/html; charset=utf-8\r\n"));
+        assert!(home.ends_with("\r\n\r\n<p>home</p>"));
+        let js = get(&root, "/sub/app.js");
+        assert!(
+            js.contains("Content-Type: text/javascript; charset=utf-8\r\n"),
+            "{js}"
+        );
+        assert!(js.contains("Content-Length: 10\r\n"));
+        let head = String::from_utf8(serve(&root, "/sub/app.js", true).0).unwrap();
+        assert!(head.contains("Content-Length: 10\r\n") && head.ends_with("\r\n\r\n"));
+        assert!(get(&root, "/sub/%61pp.js").starts_with("HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn nothing_outside_hidden_or_listed() {
+        let (_d, root) = site();
+        for path in [
+            "/../outside.txt",
+            "/sub/../../outside.txt",
+            "/%2e%2e/outside.txt",
+            "/%2E%2E%2Foutside.txt",
+            "/.secret",
+            "/link.txt",
+            "/sub/empty/",
+            "/nope.html",
+            "/a%00b",
+            "/a%zz",
+            "/..%5coutside.txt",
+        ] {
+            let r = get(&root, path);
+            assert!(r.starts_with("HTTP/1.1 404"), "{path}: {r}");
+            assert!(
+                !r.contains("no\n") || r.contains("no such file"),
+                "{path}: {r}"
+            );
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The HTTP side of websocketd: reading a request head, deciding between a
+//! WebSocket upgrade (to which service, with which subprotocol, from which
+//! origin), a static file, or a refusal, and writing the answers.
+
+use std::path::PathBuf;
+
+use crate::files;
+
+/// Largest request head accepted (request line and headers).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Most headers accepted in a request.
+const MAX_HEADERS: usize = 64;
+
+/// Which browser origins may open WebSockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origins {
+    /// Only pages served from this host and port (the Host header), with the
+    /// scheme that goes with the listener (http for ws, https for wss).
+    Same,
+    /// Exactly these origins (`scheme://host[:port]`, compared without case).
+    List(Vec<String>),
+    /// Any origin (--allow-any-origin).
+    Any,
+}
+
+/// How requests are answered: the policy part of the daemon's flags.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Every WebSocket goes to this service, whatever its path.
+    pub fixed_service: Option<String>,
+    pub origins: Origins,
+    /// Subprotocols offered, in preference order.
+    pub subprotocols: Vec<String>,
+    /// Files served for plain GET requests (canonical path).
+    pub static_dir: Option<PathBuf>,
+    /// The listener speaks TLS (wss, https origins).
+    pub tls: bool,
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Decision {
+    /// A valid WebSocket upgrade: connect `service`; send `response` (101) once
+    /// it is attached.
+    Upgrade { service: String, response: Vec<u8> },
+    /// Answer and close. `refused` says why, when the client asked for something
+    /// it may not have or sent a bad request (logged as a warning).
+    Respond {
+        response: Vec<u8>,
+        refused: Option<String>,
+        line: String,
+    },
+}
+
+/// Where the request head ends (just past its blank line), if it is complete.
+pub fn head_end(buf: &[u8], searched_to: usize) -> Option<usize> {
+    let from = searched_to.saturating_sub(3);
+    buf[from..]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| from + i + 4)
+}
+
+/// An HTTP/1.1 response that closes the connection. `head_only` (a HEAD
+/// request) leaves out the body but keeps its length.
+pub fn response(
+    status: u16,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str(&format!(
+        "Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut out = out.into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// A plain-text error response.
+pub fn error(status: u16, message: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let body = format!("{status} {}: {message}\n", reason_phrase(status));
+    response(
+        status,
+        headers,
+        "text/plain; charset=utf-8",
+        body.as_bytes(),
+        false,
+    )
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}
+
+/// The answer to a refusal from the daemon (`reason` as the daemon words it).
+pub fn refusal(reason: &str) -> Vec<u8> {
+    let status = match reason {
+        "invalid service name" | "unknown service" => 404,
+        "service not allowed" => 403,
+        r if r.ends_with("timeout") => 408,
+        _ => 503,
+    };
+    error(status, reason, &[])
+}
+
+/// The answer to a client turned away because the daemon is full.
+pub fn overloaded() -> Vec<u8> {
+    error(503, "too many connections", &[("Retry-After", "1")])
+}
+
+fn refuse(status: u16, why: &str, line: &str, headers: &[(&str, &str)]) -> Decision {
+    Decision::Respond {
+        response: error(status, why, headers),
+        refused: Some(why.to_owned()),
+        line: line.to_owned(),
+    }
+}
+
+/// Decides what to do with a complete request head.
+pub fn decide(head: &[u8], policy: &Policy) -> Decision {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return refuse(400, "incomplete request", "-", &[]),
+        Err(httparse::Error::TooManyHeaders) => {
+            return refuse(431, "more than 64 headers", "-", &[]);
+        }
+        Err(e) => return refuse(400, &format!("malformed request: {e}"), "-", &[]),
+    }
+    let method = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("");
+    let line = format!("{method} {}", &target[..target.len().min(200)]);
+    if req.version != Some(1) {
+        return refuse(505, "HTTP/1.1 only", &line, &[]);
+    }
+    let headers: &[httparse::Header<'_>] = req.headers;
+    let get = |name: &'static str| values(headers, name);
+    let has_token = |name: &'static str, token: &str| {
+        get(name).any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let Some(path) = target.split('?').next().filter(|p| p.starts_with('/')) else {
+        return refuse(400, "the request target must be a path", &line, &[]);
+    };
+    if !has_token("Upgrade", "websocket") {
+        let head_only = method == "HEAD";
+        if method != "GET" && !head_only {
+            return refuse(405, "only GET", &line, &[("Allow", "GET, HEAD")]);
+        }
+        return match &policy.static_dir {
+            Some(dir) => {
+                let (response, refused) = files::serve(dir, path, head_only);
+                Decision::Respond {
+                    response,
+                    refused,
+                    line,
+                }
+            }
+            None => refuse(
+                426,
+                "this is a WebSocket endpoint: connect with ws://HOST/SERVICE",
+                &line,
+                &[("Upgrade", "websocket")],
+            ),
+        };
+    }
+    if method != "GET" {
+        return refuse(
+            405,
+            "a WebSocket upgrade must be a GET",
+            &line,
+            &[("Allow", "GET")],
+        );
+    }
+    if !has_token("Connection", "upgrade") {
+        return refuse(400, "Upgrade without Connection: upgrade", &line, &[]);
+    }
+    if !get("Sec-WebSocket-Version").any(|v| v.trim() == "13") {
+        return refuse(
+            426,
+            "unsupported WebSocket version (13 only)",
+            &line,
+            &[("Sec-WebSocket-Version", "13")],
+        );
+    }
+    let Some(key) = get("Sec-WebSocket-Key").next().map(str::trim) else {
+        return refuse(400, "no Sec-WebSocket-Key", &line, &[]);
+    };
+    // A base64 nonce of 16 bytes.
+    if key.len() != 24 || !key.ends_with("==") {
+        return refuse(400, "bad Sec-WebSocket-Key", &line, &[]);
+    }
+    let origin = get("Origin").next();
+    if let Err(why) = check_origin(origin, get("Host").next(), policy) {
+        return refuse(403, &why, &line, &[]);
+    }
+    let service = match &policy.fixed_service {
+        Some(s) => s.clone(),
+        None => {
+            let name = &path[1..];
+            if name.is_empty() {
+                return refuse(
+                    404,
+                    "name a service in the path: ws://HOST/SERVICE",
+                    &line,
+                    &[],
+                );
+            }
+            name.to_owned()
+        }
+    };
+    let offered: Vec<&str> = get("Sec-WebSocket-Protocol")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let chosen = policy
+        .subprotocols
+        .iter()
+        .find(|p| offered.contains(&p.as_str()));
+    let mut response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+        tungstenite::handshake::derive_accept_key(key.as_bytes())
+    );
+    if let Some(p) = chosen {
+        response.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+    }
+    response.push_str("\r\n");
+    Decision::Upgrade {
+        service,
+        response: response.into_bytes(),
+    }
+}
+
+/// The values of header `name` (case-insensitive), those that are UTF-8.
+fn values<'h>(
+    headers: &'h [httparse::Header<'h>],
+    name: &'static str,
+) -> impl Iterator<Item = &'h str> {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+}
+
+/// Applies the origin policy to a request's Origin and Host headers. A request
+/// without Origin does not come from a browser page: the policy does not apply.
+fn check_origin(origin: Option<&str>, host: Option<&str>, policy: &Policy) -> Result<(), String> {
+    let Some(origin) = origin.map(str::trim) else {
+        return Ok(());
+    };
+    let allowed = match &policy.origins {
+        Origins::Any => true,
+        Origins::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+        Origins::Same => {
+            let scheme = if policy.tls { "https" } else { "http" };
+            let port = if policy.tls { ":443" } else { ":80" };
+            let same_host = |a: &str, b: &str| {
+                a.strip_suffix(port)
+                    .unwrap_or(a)
+                    .eq_ignore_ascii_case(b.strip_suffix(port).unwrap_or(b))
+            };
+            match (origin.split_once("://"), host) {
+                (Some((s, o)), Some(h)) => s.eq_ignore_ascii_case(scheme) && same_host(o, h.trim()),
+                _ => false,
+            }
+        }
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!("origin {origin:?} not allowed"))
+    }
+}
+
+/// Normalises an --origin value (`scheme://host[:port]`, no path).
+pub fn parse_origin(s: &str) -> Result<String, String> {
+    let o = s.trim().trim_end_matches('/');
+    match o.split_once("://") {
+        Some((scheme, rest))
+            if !scheme.is_empty()
+                && !rest.is_empty()
+                && !rest.contains('/')
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            Ok(o.to_owned())
+        }
+        _ => Err(format!(
+            "{s:?}: an origin is scheme://host[:port], e.g. https://example.org"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            fixed_service: None,
+            origins: Origins::Same,
+            subprotocols: vec!["chat.v2".into(), "chat".into()],
+            static_dir: None,
+            tls: false,
+        }
+    }
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn upgrade(path: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn status(d: &Decision) -> String {
+        match d {
+            Decision::Upgrade { response, .. } | Decision::Respond { response, .. } => {
+                String::from_utf8_lossy(&response[..12]).into_owned()
+            }
+        }
+    }
+
+    #[test]
+    fn the_rfc_example_key_gets_the_rfc_accept_value_and_the_path_names_the_service() {
+        let d = decide(&upgrade("/chat?room=1", ""), &policy());
+        let Decision::Upgrade { service, response } = d else {
+            panic!("not an upgrade: {d:?}");
+        };
+        assert_eq!(service, "chat");
+        let text = String::from_utf8(response).unwrap();
+        assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+        // RFC 6455, section 1.3.
+        assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(!text.contains("Sec-WebSocket-Protocol"));
+    }
+
+    #[test]
+    fn subprotocol_is_the_servers_first_choice_among_those_offered() {
+        let d = decide(
+            &upgrade("/s", "Sec-WebSocket-Protocol: chat, chat.v2\r\n"),
+            &policy(),
+        );
+        let Decision::Upgrade { response, .. } = d else {
+            panic!("{d:?}")
+        };
+        assert!(
+            String::from_utf8(response)
+                .unwrap()
+                .contains("Sec-WebSocket-Protocol: chat.v2\r\n")
+        );
+        let d = decide(
+            &upgrade("/s", "Sec-WebSocket-Protocol: other\r\n"),
+            &policy(),
+        );
+        let Decision::Upgrade { response, .. } = d else {
+            panic!("{d:?}")
+        };
+        assert!(
+            !String::from_utf8(response)
+                .unwrap()
+                .contains("Sec-WebSocket-Protocol")
+        );
+    }
+
+    #[test]
+    fn origins_same_list_and_any() {
+        let same = policy();
+        for (origin, ok) in [
+            ("http://127.0.0.1:8080", true),
+            ("HTTP://127.0.0.1:8080", true),
+            ("https://127.0.0.1:8080", false),
+            ("http://evil.example:8080", false),
+            ("null", false),
+        ] {
+            let d = decide(&upgrade("/s", &format!("Origin: {origin}\r\n")), &same);
+            assert_eq!(matches!(d, Decision::Upgrade { .. }), ok, "{origin}: {d:?}");
+            if !ok {
+                assert_eq!(status(&d), "HTTP/1.1 403");
+            }
+        }
+        let list = Policy {
+            origins: Origins::List(vec!["https://app.example".into()]),
+            ..policy()
+        };
+        let d = decide(&upgrade("/s", "Origin: https://app.example\r\n"), &list);
+        assert!(matches!(d, Decision::Upgrade { .. }));
+        let d = decide(&upgrade("/s", "Origin: http://127.0.0.1:8080\r\n"), &list);
+        assert_eq!(status(&d), "HTTP/1.1 403");
+        let any = Policy {
+            origins: Origins::Any,
+            ..policy()
+        };
+        let d = decide(&upgrade("/s", "Origin: https://anything.example\r\n"), &any);
+        assert!(matches!(d, Decision::Upgrade { .. }));
+        // No Origin: not a browser page.
+        assert!(matches!(
+            decide(&upgrade("/s", ""), &list),
+            Decision::Upgrade { .. }
+        ));
+        // Default ports are the same origin as no port.
+        let d = decide(
+            b"GET /s HTTP/1.1\r\nHost: example.org\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://example.org:80\r\n\r\n",
+            &same,
+        );
+        assert!(matches!(d, Decision::Upgrade { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn bad_upgrades_are_refused_with_the_right_status() {
+        let p = policy();
+        let cases: [(&[u8], &str); 7] = [
+            (b"GET /s HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
+            (b"GET /s HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", "426"),
+            (b"POST /s HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", "405"),
+            (b"GET /s HTTP/1.0\r\nUpgrade: websocket\r\n\r\n", "505"),
+            (b"GET / HTTP/1.1\r\n\r\n", "426"),
+            (b"GET\x01 / HTTP/1.1\r\n\r\n", "400"),
+            (b"GET http://x/ HTTP/1.1\r\n\r\n", "400"),
+        ];
+        for (req, code) in cases {
+            let d = decide(req, &p);
+            assert_eq!(
+                status(&d),
+                format!("HTTP/1.1 {code}"),
+                "{}",
+                String::from_utf8_lossy(req)
+            );
+        }
+        assert_eq!(status(&decide(&upgrade("/", ""), &p)), "HTTP/1.1 404");
+        let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(status(&decide(&upgrade("/s", &many), &p)), "HTTP/1.1 431");
+    }
+
+    #[test]
+    fn fixed_service_ignores_the_path() {
+        let p = Policy {
+            fixed_service: Some("echo".into()),
+            ..policy()
+        };
+        let Decision::Upgrade { service, .. } = decide(&upgrade("/anything/at/all", ""), &p) else {
+            panic!()
+        };
+        assert_eq!(service, "echo");
+    }
+
+    #[test]
+    fn head_end_finds_the_blank_line_across_chunks() {
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest";
+        assert_eq!(head_end(req, 0), Some(req.len() - 4));
+        // Searched up to the middle of the terminator earlier.
+        assert_eq!(head_end(req, req.len() - 6), Some(req.len() - 4));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n", 0), None);
+    }
+
+    #[test]
+    fn origin_flag_values() {
+        assert_eq!(
+            parse_origin("https://a.example/").unwrap(),
+            "https://a.example"
+        );
+        assert!(parse_origin("a.example").is_err());
+        assert!(parse_origin("https://a.example/path").is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! websocketd: WebSocket clients (browsers included) to local LibIPC services.
+//!
+//! Thin by design: its flags, the WebSocket transport (`ws`), the HTTP request
+//! handling (`http`, `files`), and the daemon plumbing tcpd and tlsd share.
+
+mod files;
+mod http;
+mod ws;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use ipc::switch::Transport;
+use tcpd::cli::{self, Common, Plan};
+use tlsd::server::{TlsArgs, TlsServer};
+
+use crate::http::{Origins, Policy};
+use crate::ws::{MessageType, Settings, WebSocket};
+
+/// Puts local LibIPC services on WebSocket, for browsers and any WebSocket client.
+///
+/// A client opening ws://HOST:PORT/NAME is connected to the service
+/// `$RUNDIR/NAME` (or, with --service, every client to that one service,
+/// whatever the path). Each WebSocket message it sends, text or binary, whole or
+/// fragmented, reaches the service as one LibIPC message; each message from the
+/// service reaches the client as one WebSocket message, text or binary as
+/// --message-type says. When the service closes, the client gets a close frame
+/// (1000; 1011 if the service process died); when the client closes, the
+/// service connection is closed once everything the client sent is delivered.
+///
+/// With --cert and --key it speaks wss (TLS, the same flags and SIGHUP reload
+/// as tlsd). With --static-dir it also serves files for plain GET requests, so a
+/// page and its WebSocket share one origin.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Address to listen on (repeatable; port 0 picks a free port, logged).
+    #[arg(
+        long,
+        env = "ADDRESS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:8080"
+    )]
+    listen: Vec<String>,
+
+    /// Type of the WebSocket messages sent to clients: `mirror` answers in the
+    /// type of the client's last message (text until it sent one, when the
+    /// payload is UTF-8), `auto` sends text when the payload is UTF-8, `text`
+    /// sends text (binary for a payload that is not UTF-8), `binary` always binary.
+    #[arg(long, value_enum, default_value_t = MessageType::Mirror)]
+    message_type: MessageType,
+
+    /// Browser origin allowed to connect (repeatable; `https://app.example.org`).
+    /// Without it, only pages from this daemon's own host and port may connect.
+    /// Clients that send no Origin (not browsers) are not affected.
+    #[arg(long, value_parser = http::parse_origin, conflicts_with = "allow_any_origin")]
+    origin: Vec<String>,
+
+    /// Let pages from any origin connect (cross-site WebSocket hijacking is then
+    /// the services' problem).
+    #[arg(long)]
+    allow_any_origin: bool,
+
+    /// Subprotocol to accept when a client offers it (repeatable, in preference
+    /// order). Clients that offer none are accepted too.
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    subprotocols: Vec<String>,
+
+    /// Serve the files in this directory for plain GET requests (index.html for
+    /// directories; no listings, nothing outside it, files up to 8 MiB).
+    #[arg(long)]
+    static_dir: Option<PathBuf>,
+
+    /// Ping a client after this long without traffic (0: never). A client that
+    /// answers no ping for --idle-timeout is closed.
+    #[arg(long, default_value = "30s", value_parser = cli::parse_duration)]
+    ping_interval: Duration,
+
+    /// Time a client has to send its HTTP request head, from its connection
+    /// (with wss, counted after --tls-handshake-timeout).
+    #[arg(long, default_value = "10s", value_parser = cli::parse_duration)]
+    header_timeout: Duration,
+
+    #[command(flatten, next_help_heading = "TLS (wss)")]
+    tls: TlsArgs,
+
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::main_with("websocketd", &args.common.log_level.clone(), || run(&args))
+}
+
+fn run(args: &Args) -> Result<()> {
+    let tls = if args.tls.enabled() {
+        Some(TlsServer::new(&args.tls)?)
+    } else {
+        None
+    };
+    let static_dir = match &args.static_dir {
+        Some(d) => {
+            let real = d
+                .canonicalize()
+                .with_context(|| format!("--static-dir {}", d.display()))?;
+            if !real.is_dir() {
+                bail!("--static-dir {}: not a directory", d.display());
+            }
+            Some(real)
+        }
+        None => None,
+    };
+    if let Some(s) = &args.common.service {
+        ipc::service::validate_name(s.as_bytes()).context("--service")?;
+    }
+    let origins = if args.allow_any_origin {
+        Origins::Any
+    } else if args.origin.is_empty() {
+        Origins::Same
+    } else {
+        Origins::List(args.origin.clone())
+    };
+    let ping = (!args.ping_interval.is_zero()).then_some(args.ping_interval);
+    let idle = args.common.idle_timeout;
+    let max_unanswered_pings = match ping {
+        Some(p) if !idle.is_zero() => idle.as_millis().div_ceil(p.as_millis()).max(1) as u32,
+        _ => u32::MAX,
+    };
+    let settings = Arc::new(Settings {
+        policy: Policy {
+            fixed_service: args.common.service.clone(),
+            origins,
+            subprotocols: args.subprotocols.clone(),
+            static_dir,
+            tls: tls.is_some(),
+        },
+        message_type: args.message_type,
+        max_message_size: args.common.max_message_size,
+        max_unanswered_pings,
+    });
+    let transport_timeout = match &tls {
+        Some(_) => args.header_timeout + args.tls.tls_handshake_timeout,
+        None => args.header_timeout,
+    };
+    let inbound = {
+        let tls = tls.clone();
+        Arc::new(move || -> Box<dyn Transport> {
+            let ws = Box::new(WebSocket::new(settings.clone()));
+            match &tls {
+                Some(server) => server.wrap(ws),
+                None => ws,
+            }
+        })
+    };
+    cli::run(Plan {
+        name: "websocketd",
+        listen: &args.listen,
+        common: &args.common,
+        service_name: "ws",
+        scheme: "ws",
+        inbound,
+        outbound: None,
+        transport_handshake_timeout: Some(transport_timeout),
+        fixed_in_transport: true,
+        keepalive: ping,
+        overload_answer: http::overloaded(),
+        on_hup: Box::new(move || match &tls {
+            Some(server) => server.reload(),
+            None => tracing::info!("SIGHUP: nothing to reload (no TLS)"),
+        }),
+    })
+}

@@ -1,0 +1,450 @@
+//! The WebSocket transport: reads the HTTP upgrade request, asks the daemon for
+//! the service its path names, answers 101 once that service is attached, then
+//! turns each WebSocket message into one LibIPC message and back.
+//!
+//! Sans-I/O like every transport: tungstenite's frame codec runs over the bytes
+//! the event loop hands in (see [`Pipe`]); frames to the client are written here
+//! directly, in one buffer per batch of service messages.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use ipc::frame::Decoder;
+use ipc::switch::{Relay, Transport};
+use ipc::{Error, Result};
+use tungstenite::Message;
+use tungstenite::error::{CapacityError, Error as WsError};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+
+use crate::http::{self, Decision, Policy};
+
+/// How the type of a message to the client is chosen (a LibIPC message has no
+/// type of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MessageType {
+    /// The type of the client's last message on this connection (so an echo or
+    /// request/response service answers in kind); before the client has sent
+    /// one, as `auto`.
+    Mirror,
+    /// Text when the payload is valid UTF-8, binary otherwise.
+    Auto,
+    /// Always text; a payload that is not valid UTF-8 goes as binary (a text
+    /// message must be UTF-8).
+    Text,
+    /// Always binary.
+    Binary,
+}
+
+/// What every connection of a listener shares.
+#[derive(Debug)]
+pub struct Settings {
+    pub policy: Policy,
+    pub message_type: MessageType,
+    pub max_message_size: usize,
+    /// Unanswered pings after which the client is considered gone.
+    pub max_unanswered_pings: u32,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Reading the request head.
+    Request { head: Vec<u8> },
+    /// The daemon is connecting the service; `response` (101) waits for it.
+    Upgrading { response: Vec<u8>, early: Vec<u8> },
+    /// WebSocket messages flow; `early` came with the request.
+    Open {
+        ws: Box<WebSocketContext>,
+        early: Vec<u8>,
+    },
+    /// Answered without a WebSocket (an HTTP response), or closed.
+    Done,
+}
+
+/// One client of websocketd.
+#[derive(Debug)]
+pub struct WebSocket {
+    settings: Arc<Settings>,
+    state: State,
+    /// LibIPC frames from the service, cut into payloads.
+    from_service: Decoder,
+    /// The type of the client's last data message (true: text).
+    last_text: Option<bool>,
+    unanswered_pings: u32,
+}
+
+impl WebSocket {
+    pub fn new(settings: Arc<Settings>) -> Self {
+        WebSocket {
+            settings,
+            state: State::Request { head: Vec::new() },
+            from_service: Decoder::new(u32::MAX as usize),
+            last_text: None,
+            unanswered_pings: 0,
+        }
+    }
+
+    fn read_request(&mut self, data: &[u8], relay: &mut Relay<'_>) {
+        let State::Request { head } = &mut self.state else {
+            return;
+        };
+        let searched = head.len();
+        head.extend_from_slice(data);
+        let Some(end) = http::head_end(head, searched) else {
+            if head.len() > http::MAX_HEAD {
+                let why = format!("request head larger than {} bytes", http::MAX_HEAD);
+                relay.to_network(&http::error(431, &why, &[]));
+                self.state = State::Done;
+                relay.finish(Some(Error::Handshake(why)));
+            }
+            return;
+        };
+        if end > http::MAX_HEAD {
+            let why = format!("request head larger than {} bytes", http::MAX_HEAD);
+            relay.to_network(&http::error(431, &why, &[]));
+            self.state = State::Done;
+            return relay.finish(Some(Error::Handshake(why)));
+        }
+        let early = head.split_off(end);
+        match http::decide(head, &self.settings.policy) {
+            Decision::Upgrade { service, response } => {
+                relay.request_service(service.as_bytes());
+                self.state = State::Upgrading { response, early };
+            }
+            Decision::Respond {
+                response,
+                refused,
+                line,
+            } => {
+                let status = String::from_utf8_lossy(&response[9..12]).into_owned();
+                relay.to_network(&response);
+                self.state = State::Done;
+                match refused {
+                    Some(why) => {
+                        tracing::warn!(request = %line, %status, reason = %why, "HTTP request refused");
+                        relay.finish(Some(Error::Handshake(format!("HTTP {status}: {why}"))));
+                    }
+                    None => {
+                        tracing::info!(request = %line, %status, "HTTP");
+                        relay.finish(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads WebSocket frames from `data`: whole messages go to the service, in
+    /// one write; pongs and close replies to the client.
+    fn read_frames(&mut self, data: &[u8], relay: &mut Relay<'_>) {
+        let State::Open { ws, early } = &mut self.state else {
+            return;
+        };
+        let joined;
+        let data = if early.is_empty() {
+            data
+        } else {
+            early.extend_from_slice(data);
+            joined = std::mem::take(early);
+            &joined[..]
+        };
+        if !data.is_empty() {
+            self.unanswered_pings = 0;
+        }
+        let mut to_client = Vec::new();
+        let mut to_service = Vec::new();
+        let mut pipe = Pipe {
+            input: data,
+            output: &mut to_client,
+        };
+        let mut end = None;
+        loop {
+            match ws.read(&mut pipe) {
+                Ok(Message::Text(t)) => {
+                    push_frame(&mut to_service, t.as_bytes());
+                    self.last_text = Some(true);
+                }
+                Ok(Message::Binary(b)) => {
+                    push_frame(&mut to_service, &b);
+                    self.last_text = Some(false);
+                }
+                Ok(Message::Close(_)) => {
+                    end = Some(None);
+                    break;
+                }
+                Ok(_) => {} // pings are answered by tungstenite; pongs only count as life
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                    end = Some(None);
+                    break;
+                }
+                Err(e) => {
+                    let code = close_code(&e);
+                    tracing::warn!(error = %e, code = u16::from(code), "bad WebSocket input: closing");
+                    let _ = ws.close(
+                        &mut pipe,
+                        Some(CloseFrame {
+                            code,
+                            reason: short_reason(&e).into(),
+                        }),
+                    );
+                    end = Some(Some(Error::Handshake(format!("WebSocket: {e}"))));
+                    break;
+                }
+            }
+        }
+        // The reply to a close, queued pongs.
+        let _ = ws.flush(&mut pipe);
+        relay.frames_to_service(&to_service);
+        relay.to_network(&to_client);
+        if let Some(reason) = end {
+            self.state = State::Done;
+            relay.finish(reason);
+        }
+    }
+
+    /// Runs `f` with the open WebSocket and sends what it wrote to the client.
+    fn with_ws(
+        &mut self,
+        relay: &mut Relay<'_>,
+        f: impl FnOnce(&mut WebSocketContext, &mut Pipe<'_>) -> tungstenite::Result<()>,
+    ) -> bool {
+        let State::Open { ws, .. } = &mut self.state else {
+            return false;
+        };
+        if !ws.can_write() {
+            return false;
+        }
+        let mut out = Vec::new();
+        let mut pipe = Pipe {
+            input: &[],
+            output: &mut out,
+        };
+        let ok = f(ws, &mut pipe).is_ok();
+        relay.to_network(&out);
+        ok
+    }
+
+    fn close_with(&mut self, relay: &mut Relay<'_>, code: CloseCode, reason: &'static str) -> bool {
+        self.with_ws(relay, |ws, pipe| {
+            ws.close(
+                pipe,
+                Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                }),
+            )
+        })
+    }
+}
+
+impl Transport for WebSocket {
+    fn name(&self) -> &'static str {
+        "ws"
+    }
+
+    fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
+        match &self.state {
+            State::Request { .. } => self.read_request(data, relay),
+            State::Open { .. } => self.read_frames(data, relay),
+            // The loop reads nothing while the daemon decides; keep it if it does.
+            State::Upgrading { .. } => {
+                if let State::Upgrading { early, .. } = &mut self.state {
+                    early.extend_from_slice(data);
+                }
+            }
+            State::Done => {}
+        }
+        Ok(())
+    }
+
+    fn on_service_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
+        let (kind, last) = (self.settings.message_type, self.last_text);
+        let mut out = Vec::with_capacity(data.len() + 16);
+        self.from_service
+            .feed(data, |p| {
+                push_ws_frame(&mut out, text_for(kind, last, p), p)
+            })
+            .map(drop)?;
+        match &self.state {
+            State::Open { ws, .. } if ws.can_write() => relay.to_network(&out),
+            // After a close: nothing more may be sent.
+            _ => tracing::debug!(bytes = out.len(), "service messages after close dropped"),
+        }
+        Ok(())
+    }
+
+    fn accepted(&mut self, relay: &mut Relay<'_>) {
+        if let State::Upgrading { response, early } =
+            std::mem::replace(&mut self.state, State::Done)
+        {
+            relay.to_network(&response);
+            let config = WebSocketConfig::default()
+                // Read in small steps (the input is already in memory); an idle
+                // connection then holds 4 KiB here, not 128.
+                .read_buffer_size(4096)
+                .write_buffer_size(0)
+                .max_message_size(Some(self.settings.max_message_size))
+                .max_frame_size(Some(self.settings.max_message_size));
+            self.state = State::Open {
+                ws: Box::new(WebSocketContext::new(Role::Server, Some(config))),
+                early,
+            };
+        }
+    }
+
+    fn refused(&mut self, reason: &str, relay: &mut Relay<'_>) {
+        relay.to_network(&http::refusal(reason));
+        self.state = State::Done;
+    }
+
+    fn handshake_phase(&self) -> Option<&'static str> {
+        matches!(self.state, State::Request { .. }).then_some("HTTP request")
+    }
+
+    fn keepalive(&mut self, relay: &mut Relay<'_>) -> Result<bool> {
+        if self.unanswered_pings >= self.settings.max_unanswered_pings {
+            return Err(Error::Transport(format!(
+                "no answer to {} pings",
+                self.unanswered_pings
+            )));
+        }
+        let sent = self.with_ws(relay, |ws, pipe| {
+            ws.write(pipe, Message::Ping(Default::default()))?;
+            ws.flush(pipe)
+        });
+        if sent {
+            self.unanswered_pings += 1;
+        }
+        Ok(sent)
+    }
+
+    fn going_away(&mut self, relay: &mut Relay<'_>) -> bool {
+        self.close_with(relay, CloseCode::Away, "server shutting down")
+    }
+
+    fn network_closed(&mut self) -> Result<()> {
+        match &self.state {
+            State::Request { head } if !head.is_empty() => Err(Error::Handshake(
+                "closed before the HTTP request was complete".into(),
+            )),
+            State::Open { ws, .. } if ws.can_write() => {
+                Err(Error::Handshake("closed without a WebSocket close".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn service_closed(&mut self, relay: &mut Relay<'_>, clean: bool) {
+        if clean {
+            self.close_with(relay, CloseCode::Normal, "");
+        } else {
+            self.close_with(relay, CloseCode::Error, "service went away");
+        }
+    }
+}
+
+/// The frame type for a payload to the client (true: text), given the client's
+/// last message type.
+fn text_for(kind: MessageType, last_text: Option<bool>, payload: &[u8]) -> bool {
+    let utf8 = || std::str::from_utf8(payload).is_ok();
+    match (kind, last_text) {
+        (MessageType::Binary, _) | (MessageType::Mirror, Some(false)) => false,
+        _ => utf8(),
+    }
+}
+
+/// The close code for a client's bad input.
+fn close_code(e: &WsError) -> CloseCode {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::Size,
+        WsError::Capacity(_) => CloseCode::Size,
+        WsError::Utf8(_) => CloseCode::Invalid,
+        WsError::Protocol(_) => CloseCode::Protocol,
+        _ => CloseCode::Error,
+    }
+}
+
+fn short_reason(e: &WsError) -> &'static str {
+    match close_code(e) {
+        CloseCode::Size => "message too big",
+        CloseCode::Invalid => "invalid UTF-8 in a text message",
+        CloseCode::Protocol => "protocol error",
+        _ => "error",
+    }
+}
+
+/// A LibIPC frame: length (32-bit big-endian), payload.
+fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// An unmasked, unfragmented WebSocket data frame (RFC 6455, 5.2), as a server
+/// sends it.
+fn push_ws_frame(out: &mut Vec<u8>, text: bool, payload: &[u8]) {
+    out.push(0x80 | if text { 0x1 } else { 0x2 });
+    match payload.len() {
+        n @ 0..=125 => out.push(n as u8),
+        n @ 126..=0xFFFF => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+}
+
+/// The stream tungstenite reads and writes: the bytes the loop handed in, and a
+/// buffer for what goes back. Reading past the input would block.
+struct Pipe<'a> {
+    input: &'a [u8],
+    output: &'a mut Vec<u8>,
+}
+
+impl Read for Pipe<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.input.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = self.input.read(buf)?;
+        Ok(n)
+    }
+}
+
+impl Write for Pipe<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_frames_use_the_shortest_length_form() {
+        for (len, header) in [
+            (0usize, vec![0x82, 0]),
+            (125, vec![0x82, 125]),
+            (126, vec![0x82, 126, 0, 126]),
+            (65535, vec![0x82, 126, 0xFF, 0xFF]),
+            (65536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            let mut out = Vec::new();
+            push_ws_frame(&mut out, false, &vec![7; len]);
+            assert_eq!(&out[..header.len()], &header[..], "length {len}");
+            assert_eq!(out.len(), header.len() + len);
+        }
+        let mut out = Vec::new();
+        push_ws_frame(&mut out, true, b"hi");
+        assert_eq!(out, b"\x81\x02hi");
+    }
+}

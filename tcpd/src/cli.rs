@@ -55,6 +55,20 @@ pub struct Common {
     /// Log level, or a RUST_LOG-style filter (RUST_LOG wins when set).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+
+    /// Log format: `text` (one human-readable line per event) or `json` (one
+    /// JSON object per line, for log collectors).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A duration: a number and `ms`, `s` (default), `m` or `h`.
@@ -95,7 +109,8 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 
 /// Sets up logging, runs `run`, and turns its outcome into an exit code (errors
 /// are logged and printed once, with their causes).
-pub fn main_with(name: &str, log_level: &str, run: impl FnOnce() -> Result<()>) -> ExitCode {
+pub fn main_with(name: &str, common: &Common, run: impl FnOnce() -> Result<()>) -> ExitCode {
+    let log_level = &common.log_level;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_level));
     let filter = match filter {
@@ -105,11 +120,15 @@ pub fn main_with(name: &str, log_level: &str, run: impl FnOnce() -> Result<()>) 
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match common.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -165,7 +184,18 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
     // before any starts.
     let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
     signals.thread_block().context("blocking signals")?;
-    let listeners = bind(plan.listen)?;
+    let listeners = match crate::systemd::listen_fds()? {
+        Some(fds) => {
+            for (name, l) in &fds {
+                tracing::info!(address = %l.local_addr()?, name, "listening (socket activation)");
+            }
+            if fds.is_empty() {
+                bail!("socket activation passed no listening TCP socket");
+            }
+            fds.into_iter().map(|(_, l)| l).collect()
+        }
+        None => bind(plan.listen)?,
+    };
     let workers = c
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -194,6 +224,8 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
         "{} ready",
         plan.name
     );
+    // The listeners already queue clients: ready.
+    crate::systemd::notify("READY=1");
     daemon.run()?;
     tracing::info!("{} stopped", plan.name);
     Ok(())
@@ -255,13 +287,18 @@ fn spawn_signal_thread(
             let mut stopping = false;
             while let Ok(sig) = signals.wait() {
                 match sig {
-                    Signal::SIGHUP => on_hup(),
+                    Signal::SIGHUP => {
+                        crate::systemd::notify(&crate::systemd::reloading());
+                        on_hup();
+                        crate::systemd::notify("READY=1");
+                    }
                     _ if stopping => {
                         tracing::warn!(signal = %sig, "second signal: exiting now");
                         std::process::exit(1);
                     }
                     _ => {
                         tracing::info!(signal = %sig, "stopping: no new connections, draining");
+                        crate::systemd::notify("STOPPING=1");
                         stopping = true;
                         shutdown.trigger();
                     }

@@ -3,3 +3,4 @@
 //! their flags and behaviour stay the same where they can.
 
 pub mod cli;
+pub mod systemd;

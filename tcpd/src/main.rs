@@ -44,7 +44,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cli::main_with("tcpd", &args.common.log_level.clone(), || {
+    cli::main_with("tcpd", &args.common, || {
         let max = args.common.max_message_size;
         let fixed = args.common.service.is_some();
         cli::run(Plan {

@@ -63,7 +63,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    cli::main_with("tlsd", &args.common.log_level.clone(), || run(&args))
+    cli::main_with("tlsd", &args.common, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {

@@ -125,7 +125,7 @@ pub struct Context {
     recheck: Vec<ConnId>,
     /// The connection whose DISCONNECTION was delivered last, and its former
     /// descriptor number: `fd()` still answers for it until the next call.
-    last_gone: Option<(ConnId, RawFd)>,
+    last_gone: Option<(ConnId, RawFd, Option<crate::traffic::Traffic>)>,
     /// Connection deadlines, earliest first; entries are checked against the
     /// connection when they come due, so moving a deadline costs nothing.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -212,7 +212,7 @@ impl Context {
     /// number its (now closed) descriptor had, until the next `wait_event`.
     pub fn fd(&self, id: ConnId) -> Option<RawFd> {
         match self.last_gone {
-            Some((gone, fd)) if gone == id => Some(fd),
+            Some((gone, fd, _)) if gone == id => Some(fd),
             _ => self.conns.get(id).map(|c| c.io.fd().as_raw_fd()),
         }
     }
@@ -620,7 +620,11 @@ impl Context {
             // through `fd()` until the next call).
             if let Some(c) = self.conns.get_mut(*id) {
                 let _ = c.out.flush(c.io.fd());
-                self.last_gone = Some((*id, c.io.fd().as_raw_fd()));
+                let traffic = match &c.role {
+                    Role::Switched(s) => s.counter.as_ref().map(|c| c.traffic),
+                    _ => None,
+                };
+                self.last_gone = Some((*id, c.io.fd().as_raw_fd(), traffic));
                 self.remove(*id);
             }
         }

@@ -42,6 +42,7 @@ mod queue;
 pub mod service;
 mod slab;
 pub mod switch;
+pub mod traffic;
 
 pub use context::{Config, Context};
 pub use error::{Error, Result};

@@ -40,6 +40,8 @@ pub struct Relay<'a> {
     pub(crate) network_fd: Option<BorrowedFd<'a>>,
     /// A direct write failed (the peer is gone): the pair must end.
     pub(crate) failed: Option<std::io::Error>,
+    /// Counts what goes to the service (network side of a counted pair).
+    pub(crate) traffic: Option<&'a mut crate::traffic::Counter>,
     /// The transport ended the conversation ([`Relay::finish`]), with the reason
     /// when it was the peer's fault.
     pub(crate) finished: Option<Option<Error>>,
@@ -54,6 +56,7 @@ impl<'a> Relay<'a> {
             service_fd: None,
             network_fd: None,
             failed: None,
+            traffic: None,
             finished: None,
         }
     }
@@ -86,12 +89,19 @@ impl<'a> Relay<'a> {
 
     /// Sends bytes that are already LibIPC frames to the service.
     pub fn frames_to_service(&mut self, frames: &[u8]) {
+        if let Some(t) = self.traffic.as_deref_mut() {
+            t.count_in(frames);
+        }
         Self::send(self.to_service, self.service_fd, &mut self.failed, frames);
     }
 
     /// Queues one payload for the service, framing it.
     pub fn message_to_service(&mut self, payload: &[u8]) -> Result<()> {
-        frame::header(payload.len())?;
+        let header = frame::header(payload.len())?;
+        if let Some(t) = self.traffic.as_deref_mut() {
+            t.count_in(&header);
+            t.count_in(payload);
+        }
         self.to_service.push_message(payload);
         Ok(())
     }

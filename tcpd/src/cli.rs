@@ -56,6 +56,12 @@ pub struct Common {
     #[arg(long, default_value = "info")]
     pub log_level: String,
 
+    /// Serve metrics (Prometheus text format) at http://ADDR/metrics, on a
+    /// listener of their own (e.g. 127.0.0.1:9100). With socket activation, a
+    /// socket named `metrics` (FileDescriptorName=) is used instead.
+    #[arg(long, env = "METRICS_ADDRESS", value_name = "ADDR")]
+    pub metrics: Option<String>,
+
     /// Log format: `text` (one human-readable line per event) or `json` (one
     /// JSON object per line, for log collectors).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -184,18 +190,29 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
     // before any starts.
     let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
     signals.thread_block().context("blocking signals")?;
+    let mut metrics = None;
     let listeners = match crate::systemd::listen_fds()? {
         Some(fds) => {
-            for (name, l) in &fds {
+            let mut listeners = Vec::new();
+            for (name, l) in fds {
+                if name == "metrics" {
+                    metrics = Some(l);
+                    continue;
+                }
                 tracing::info!(address = %l.local_addr()?, name, "listening (socket activation)");
+                listeners.push(l);
             }
-            if fds.is_empty() {
+            if listeners.is_empty() {
                 bail!("socket activation passed no listening TCP socket");
             }
-            fds.into_iter().map(|(_, l)| l).collect()
+            listeners
         }
         None => bind(plan.listen)?,
     };
+    if let (None, Some(addr)) = (&metrics, &c.metrics) {
+        let mut bound = bind(std::slice::from_ref(addr)).context("--metrics")?;
+        metrics = bound.pop();
+    }
     let workers = c
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -217,6 +234,9 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
     let outbound = if c.no_outbound { None } else { plan.outbound };
     let daemon = Daemon::new(config, listeners, workers, plan.inbound, outbound)?;
     spawn_signal_thread(signals, daemon.shutdown_handle(), plan.on_hup)?;
+    if let Some(l) = metrics {
+        crate::metrics::spawn(l, daemon.stats(), plan.name.to_owned()).context("--metrics")?;
+    }
     tracing::info!(
         workers,
         mode = if c.service.is_some() { "fixed" } else { "routed" },

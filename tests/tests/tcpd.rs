@@ -971,3 +971,90 @@ fn sigterm_refuses_new_connections() {
         .wait(CHILD_TIMEOUT)
         .assert_success("tcpd after SIGTERM");
 }
+
+/// GETs `http://addr/metrics`; returns the body.
+fn scrape(addr: SocketAddr) -> String {
+    let mut c = Client::connect(addr, "metrics scraper");
+    c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let response = String::from_utf8(c.until_closed()).expect("metrics are text");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    body.to_owned()
+}
+
+/// Scrapes until every line of `want` is in the metrics (they are updated once
+/// a second for open connections); fails after 5 s with the last scrape.
+fn scrape_until(addr: SocketAddr, want: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let body = scrape(addr);
+        if want.iter().all(|w| body.lines().any(|l| l == *w)) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 5 s the metrics still lack some of {want:#?}:\n{body}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn metrics_count_connections_traffic_and_refusals() {
+    let w = World::new();
+    let _pongd = w.rust_pongd("pong");
+    let mut tcpd = start_tcpd(&w, &["--metrics", "127.0.0.1:0"]);
+    let line = tcpd
+        .proc
+        .wait_for_stderr_line("metrics at http://", Duration::from_secs(10));
+    let metrics: SocketAddr = line
+        .split("metrics at http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in {line:?}"));
+
+    let mut c = Client::raw(tcpd.addr, "pong");
+    for i in 0..3 {
+        c.echo(format!("message {i}").as_bytes()); // 9 bytes each, 13 framed
+    }
+    Client::connect(tcpd.addr, "refused client").send(b"nope\n");
+    let open = scrape_until(
+        metrics,
+        &[
+            "ipc_connections_open{daemon=\"tcpd\"} 1",
+            "ipc_connections_accepted_total{daemon=\"tcpd\"} 2",
+            "ipc_handshake_failures_total{daemon=\"tcpd\",reason=\"unknown service\"} 1",
+            "ipc_service_connections_open{daemon=\"tcpd\",service=\"pong\"} 1",
+            "ipc_service_messages_total{daemon=\"tcpd\",service=\"pong\",direction=\"in\"} 3",
+            "ipc_service_messages_total{daemon=\"tcpd\",service=\"pong\",direction=\"out\"} 3",
+            "ipc_service_bytes_total{daemon=\"tcpd\",service=\"pong\",direction=\"in\"} 39",
+            "ipc_service_bytes_total{daemon=\"tcpd\",service=\"pong\",direction=\"out\"} 39",
+        ],
+    );
+    println!("metrics while a client is connected:\n{open}");
+
+    c.echo(b"one more");
+    drop(c);
+    scrape_until(
+        metrics,
+        &[
+            "ipc_connections_open{daemon=\"tcpd\"} 0",
+            "ipc_service_connections_open{daemon=\"tcpd\",service=\"pong\"} 0",
+            "ipc_service_connections_total{daemon=\"tcpd\",service=\"pong\"} 1",
+            "ipc_service_messages_total{daemon=\"tcpd\",service=\"pong\",direction=\"in\"} 4",
+            "ipc_service_bytes_total{daemon=\"tcpd\",service=\"pong\",direction=\"out\"} 51",
+        ],
+    );
+    // The close line carries the same figures.
+    let log = tcpd.log();
+    assert!(
+        log.lines().any(|l| l.contains("connection closed")
+            && l.contains("service=\"pong\"")
+            && l.contains("bytes_in=51 bytes_out=51 messages_in=4 messages_out=4")),
+        "no close line with the traffic in:\n{log}"
+    );
+    tcpd.assert_running("after the scrapes");
+}

@@ -47,6 +47,8 @@ pub(super) struct Pending {
     pub(super) to_service: OutQueue,
     /// Refused or broken: close once the answer is written, with this reason.
     pub(super) closing: Option<Option<crate::Error>>,
+    /// Entered around the transport's calls (the daemon's span for the client).
+    pub(super) span: tracing::Span,
 }
 
 #[derive(Debug)]
@@ -60,6 +62,10 @@ pub(super) struct Switched {
     pub(super) after_flush: AfterFlush,
     /// Why the pair ended, reported when `after_flush` closes it.
     pub(super) end_reason: Option<crate::Error>,
+    /// What crossed the pair (kept on the network side).
+    pub(super) counter: Option<Box<crate::traffic::Counter>>,
+    /// Entered around the transport's calls (network side).
+    pub(super) span: tracing::Span,
     /// Application-driven reads and writes (C callbacks), with the decoder that
     /// cuts outgoing bytes into the whole frames the write hook expects.
     pub(super) hooks: Option<Box<(Box<dyn SwitchHooks>, Decoder)>>,

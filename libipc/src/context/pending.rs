@@ -30,6 +30,7 @@ impl Context {
             transport,
             to_service: OutQueue::default(),
             closing: None,
+            span: tracing::Span::none(),
         };
         let id = self.insert(
             Io::Stream(fd),
@@ -84,10 +85,16 @@ impl Context {
         let Pending {
             transport,
             mut to_service,
+            span,
             ..
         } = *p;
         let held = to_service.take_bytes();
-        self.pair(id, local, transport, held, Start::Accepted)
+        let _in_conn = span.enter();
+        self.pair(id, local, transport, held, Start::Accepted)?;
+        if let Some(s) = self.conns.get_mut(id).and_then(|c| c.switched()) {
+            s.span = span.clone();
+        }
+        Ok(())
     }
 
     /// Turns network connection `id` away: its transport answers with `reason`
@@ -105,6 +112,7 @@ impl Context {
                 what: "only a connection waiting for a service can be refused",
             });
         };
+        let _in_conn = p.span.clone().entered();
         let mut relay = Relay::new(&mut p.to_service, &mut c.out);
         p.transport.refused(reason, &mut relay);
         p.closing = Some(Some(Error::Denied(reason.to_owned())));
@@ -121,6 +129,17 @@ impl Context {
             Some(Role::Pending(p)) => p.transport.handshake_phase(),
             Some(Role::Switched(s)) => s.transport.as_ref().and_then(|t| t.handshake_phase()),
             _ => None,
+        }
+    }
+
+    /// Sets the span entered around the transport's calls for network
+    /// connection `id` (waiting for a service, or switched): its log lines then
+    /// carry the daemon's fields for that client (peer, service).
+    pub fn set_span(&mut self, id: ConnId, span: tracing::Span) {
+        match self.conns.get_mut(id).map(|c| &mut c.role) {
+            Some(Role::Pending(p)) => p.span = span,
+            Some(Role::Switched(s)) if s.transport.is_some() => s.span = span,
+            _ => {}
         }
     }
 
@@ -154,6 +173,7 @@ impl Context {
         let Role::Pending(p) = &mut c.role else {
             return;
         };
+        let _in_conn = p.span.clone().entered();
         let mut relay = Relay::new(&mut p.to_service, &mut c.out);
         let result = p.transport.on_network_data(&self.scratch[..n], &mut relay);
         let request = relay.request.take();

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::event::{ConnId, Event};
 use crate::frame::Decoder;
 use crate::switch::{HookStatus, Relay, SwitchHooks, Transport};
+use crate::traffic::{Counter, Traffic};
 
 impl Context {
     /// Joins two connections: payloads from `network` are unwrapped by `transport`
@@ -62,7 +63,10 @@ impl Context {
         set_nonblocking(svc.io.fd())?;
         let from_net = net.decoder.take_pending();
         let from_svc = svc.decoder.take_pending();
+        let mut counter = Box::<Counter>::default();
+        counter.count_out(&from_svc);
         let mut relay = Relay::new(&mut svc.out, &mut net.out);
+        relay.traffic = Some(&mut counter);
         // The answer first (to whichever side the transport gives it), then what
         // the network peer already sent.
         match start {
@@ -74,13 +78,19 @@ impl Context {
             .on_network_data(&from_net, &mut relay)
             .and_then(|()| transport.on_service_data(&from_svc, &mut relay));
         let finished = relay.finished.take();
-        for (c, peer, transport) in [(net, service, Some(transport)), (svc, network, None)] {
+        let sides = [
+            (net, service, Some(transport), Some(counter)),
+            (svc, network, None, None),
+        ];
+        for (c, peer, transport, counter) in sides {
             c.role = Role::Switched(Box::new(Switched {
                 peer,
                 transport,
                 read_eof: false,
                 after_flush: AfterFlush::Nothing,
                 end_reason: None,
+                counter,
+                span: tracing::Span::none(),
                 hooks: None,
             }));
             // Data may already wait in the socket: its edge may be consumed.
@@ -145,7 +155,9 @@ impl Context {
         let Some(t) = ns.transport.as_mut() else {
             return Err(Error::NoSuchConnection(id));
         };
+        let _in_conn = ns.span.clone().entered();
         let mut relay = Relay::new(&mut svc.out, &mut net.out);
+        relay.traffic = ns.counter.as_deref_mut();
         let result = f(t.as_mut(), &mut relay);
         let finished = relay.finished.take();
         match (&result, finished) {
@@ -160,6 +172,18 @@ impl Context {
             }
         }
         result
+    }
+
+    /// What crossed network connection `id`'s pair so far (switched pairs only;
+    /// still answered in the DISCONNECTION of `id`).
+    pub fn traffic(&self, id: ConnId) -> Option<Traffic> {
+        match self.last_gone {
+            Some((gone, _, traffic)) if gone == id => traffic,
+            _ => match &self.conns.get(id)?.role {
+                Role::Switched(s) => s.counter.as_ref().map(|c| c.traffic),
+                _ => None,
+            },
+        }
     }
 
     /// Asks the transport of switched network connection `id` to probe its peer
@@ -253,12 +277,18 @@ impl Context {
         let other_fd = os.hooks.is_none().then(|| other.io.fd());
         let (result, failed, finished) = if let Some(t) = ms.transport.as_mut() {
             // Network side: unwrap for the service (peer).
+            let _in_conn = ms.span.enter();
             let mut relay = Relay::new(&mut other.out, &mut me.out);
             (relay.service_fd, relay.network_fd) = (other_fd, me_fd);
+            relay.traffic = ms.counter.as_deref_mut();
             let r = t.on_network_data(data, &mut relay);
             (r, relay.failed, relay.finished)
         } else if let Some(t) = os.transport.as_mut() {
             // Service side: wrap for the network (peer).
+            if let Some(c) = os.counter.as_deref_mut() {
+                c.count_out(data);
+            }
+            let _in_conn = os.span.enter();
             let mut relay = Relay::new(&mut me.out, &mut other.out);
             (relay.service_fd, relay.network_fd) = (me_fd, other_fd);
             let r = t.on_service_data(data, &mut relay);

@@ -109,6 +109,7 @@ impl<T: Transport> Tls<T> {
             // Plaintext for the service may go straight to it; plaintext for the
             // network is ours to encrypt.
             inner.service_fd = relay.service_fd;
+            inner.traffic = relay.traffic.as_deref_mut();
             let r = f(&mut self.inner, &mut inner);
             if let Some(name) = inner.request.take() {
                 relay.request = Some(name);
@@ -185,7 +186,11 @@ impl<T: Transport> Transport for Tls<T> {
             {
                 let chain = self.conn.peer_certificates().unwrap_or(&[]);
                 match check(chain) {
-                    Ok(identity) => tracing::info!(%identity, "TLS peer identity"),
+                    Ok(identity) => {
+                        // The connection's span (the daemon's) carries it from now on.
+                        tracing::Span::current().record("identity", identity.as_str());
+                        tracing::info!(%identity, "TLS peer identity");
+                    }
                     Err(reason) => {
                         self.conn.send_close_notify();
                         self.flush_tls(relay);

@@ -15,14 +15,21 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::network::parse_uri;
 use crate::service::validate_name;
 use crate::switch::Transport;
+use crate::traffic::Traffic;
 use crate::{Config, ConnId, Context, Event};
+
+mod stats;
+pub use stats::{ServiceStats, Snapshot, Stats};
+
+/// How often workers add the traffic of open connections to [`Stats`].
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Makes the transport for a new inbound client (routed or fixed mode).
 pub type InboundFactory = Arc<dyn Fn() -> Box<dyn Transport> + Send + Sync>;
@@ -90,6 +97,7 @@ pub struct Daemon {
     outbound: Option<OutboundFactory>,
     shutdown: Shutdown,
     worker_ends: Vec<std::os::unix::net::UnixStream>,
+    stats: Arc<Stats>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -130,7 +138,13 @@ impl Daemon {
                 wakers: Arc::new(wakers),
             },
             worker_ends,
+            stats: Arc::default(),
         })
+    }
+
+    /// The daemon's counters (for a metrics endpoint).
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// The handle that stops this daemon.
@@ -141,7 +155,6 @@ impl Daemon {
     /// Runs the workers until they have drained after a shutdown. Returns the
     /// first worker error, if any.
     pub fn run(self) -> Result<()> {
-        let open = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
         for (n, wake) in self.worker_ends.into_iter().enumerate() {
             let listeners = self
@@ -155,7 +168,8 @@ impl Daemon {
                 inbound: self.inbound.clone(),
                 // Only one process may serve a name: the first worker does.
                 outbound: if n == 0 { self.outbound.clone() } else { None },
-                open: open.clone(),
+                stats: self.stats.clone(),
+                next_stats: Instant::now() + STATS_INTERVAL,
                 ctx: Context::with_config(
                     Config::default().max_message_size(self.config.max_message_size),
                 )?,
@@ -192,7 +206,6 @@ impl Daemon {
 /// What a worker remembers about a network connection.
 #[derive(Debug)]
 struct NetConn {
-    peer: SocketAddr,
     service: Option<String>,
     since: Instant,
     /// The service connection, once attached.
@@ -201,6 +214,34 @@ struct NetConn {
     local: Option<ConnId>,
     /// Fixed mode: its deadline is the one for the transport's own handshake.
     transport_deadline: bool,
+    /// Traffic already added to the stats.
+    reported: Traffic,
+    /// Log lines about this connection are in this span (peer, service, and the
+    /// TLS identity when there is one).
+    span: tracing::Span,
+}
+
+impl NetConn {
+    fn new(peer: SocketAddr, service: Option<String>) -> Self {
+        let span = tracing::info_span!(
+            "conn",
+            %peer,
+            service = tracing::field::Empty,
+            identity = tracing::field::Empty
+        );
+        if let Some(s) = &service {
+            span.record("service", s.as_str());
+        }
+        NetConn {
+            service,
+            since: Instant::now(),
+            service_id: None,
+            local: None,
+            transport_deadline: false,
+            reported: Traffic::default(),
+            span,
+        }
+    }
 }
 
 struct Worker {
@@ -208,7 +249,9 @@ struct Worker {
     config: DaemonConfig,
     inbound: InboundFactory,
     outbound: Option<OutboundFactory>,
-    open: Arc<AtomicUsize>,
+    stats: Arc<Stats>,
+    /// When open connections' traffic is next added to the stats.
+    next_stats: Instant,
     ctx: Context,
     listeners: HashMap<ConnId, TcpListener>,
     wake: Option<(ConnId, std::os::unix::net::UnixStream)>,
@@ -260,10 +303,15 @@ impl Worker {
                     }
                     return Ok(());
                 }
-                self.ctx.set_timer(Some(left));
+                self.ctx.set_timer(Some(left.min(STATS_INTERVAL)));
+            } else {
+                // Wakes a quiet worker to report the last second's traffic.
+                let open = !self.conns.is_empty();
+                self.ctx.set_timer(open.then_some(STATS_INTERVAL));
             }
             let event = self.ctx.wait_event()?;
             self.handle(event);
+            self.report_traffic();
         }
     }
 
@@ -297,34 +345,28 @@ impl Worker {
                     return;
                 }
             };
-            if self.open.load(Ordering::Relaxed) >= self.config.max_connections {
+            if self.stats.open.load(Ordering::Relaxed) >= self.config.max_connections {
                 tracing::warn!(%peer, limit = self.config.max_connections, "refused: too many connections");
+                self.stats.refused("too many connections");
                 // Best effort, in the transport's form; then close.
                 let _ = io::Write::write_all(&mut &stream, &self.config.overload_answer);
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            self.open.fetch_add(1, Ordering::Relaxed);
+            self.stats.accepted();
+            self.stats.open.fetch_add(1, Ordering::Relaxed);
             let id = match self.ctx.add_network(stream.into(), (self.inbound)()) {
                 Ok(id) => id,
                 Err(e) => {
-                    self.open.fetch_sub(1, Ordering::Relaxed);
+                    self.stats.open.fetch_sub(1, Ordering::Relaxed);
                     tracing::warn!(%peer, error = %e, "cannot add connection");
                     continue;
                 }
             };
-            self.conns.insert(
-                id,
-                NetConn {
-                    peer,
-                    service: None,
-                    since: Instant::now(),
-                    service_id: None,
-                    local: None,
-                    transport_deadline: false,
-                },
-            );
-            tracing::debug!(%peer, conn = %id, "accepted");
+            let conn = NetConn::new(peer, None);
+            self.ctx.set_span(id, conn.span.clone());
+            self.conns.insert(id, conn);
+            tracing::debug!(conn = %id, "accepted");
             match self.config.fixed_service.clone() {
                 Some(name) => {
                     self.route(id, name.as_bytes());
@@ -365,7 +407,7 @@ impl Worker {
             conn.service_id = Some(local);
             let _ = self.ctx.set_deadline(id, None);
             let _ = self.ctx.set_idle_timeout(id, self.config.idle_timeout);
-            tracing::info!(peer = %conn.peer, service = conn.service.as_deref().unwrap_or(""), "outbound connected");
+            tracing::info!(parent: &conn.span, "outbound connected");
             return;
         }
         let shown = String::from_utf8_lossy(&name[..name.len().min(80)]).into_owned();
@@ -377,7 +419,9 @@ impl Worker {
             Ok(_) => None,
         };
         conn.service = Some(shown.clone());
-        let peer = conn.peer;
+        conn.span.record("service", shown.as_str());
+        let span = conn.span.clone();
+        let _in_conn = span.enter();
         let result = match refusal {
             Some(r) => Err(r),
             None => self.ctx.attach_service(id, &shown).map_err(|e| match e {
@@ -391,7 +435,8 @@ impl Worker {
         };
         match result {
             Ok(svc) => {
-                tracing::info!(%peer, service = %shown, conn = %id, "connected");
+                tracing::info!(conn = %id, "connected");
+                self.stats.routed(&shown);
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.service_id = Some(svc);
                 }
@@ -399,7 +444,8 @@ impl Worker {
                 let _ = self.ctx.set_idle_timeout(id, self.quiet_timeout());
             }
             Err(reason) => {
-                tracing::warn!(%peer, service = %shown, reason, "refused");
+                tracing::warn!(reason, "refused");
+                self.stats.refused(reason);
                 if self.ctx.refuse(id, reason).is_err() {
                     self.close_net(id, reason);
                 }
@@ -411,7 +457,6 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let peer = conn.peer;
         if conn.service_id.is_none() && conn.local.is_none() {
             let in_transport = self.ctx.transport_handshake(id);
             let service_deadline = conn.since + self.config.handshake_timeout;
@@ -426,7 +471,8 @@ impl Worker {
                 None => "handshake timeout".to_owned(),
             };
             let why = why.as_str();
-            tracing::warn!(%peer, "refused: {why}");
+            tracing::warn!(parent: &conn.span, "refused: {why}");
+            self.stats.refused(why);
             if self.ctx.refuse(id, why).is_err() {
                 self.close_net(id, why);
             }
@@ -436,7 +482,7 @@ impl Worker {
             // Fixed mode's deadline for the transport's own handshake.
             if let Some(phase) = self.ctx.transport_handshake(id) {
                 let why = format!("{phase} timeout");
-                tracing::warn!(%peer, "closed: {why}");
+                tracing::warn!(parent: &conn.span, "closed: {why}");
                 self.close_net(id, &why);
             } else {
                 // Finished in time: from now on only the idle timeout applies.
@@ -453,12 +499,12 @@ impl Worker {
                 Ok(false) => {}
                 Err(e) => {
                     // The pair is already closing; its DISCONNECTION says why.
-                    tracing::info!(%peer, error = %e, "keepalive failed");
+                    tracing::info!(parent: &conn.span, error = %e, "keepalive failed");
                     return;
                 }
             }
         }
-        tracing::info!(%peer, service = conn.service.as_deref().unwrap_or(""), "idle timeout");
+        tracing::info!(parent: &conn.span, "idle timeout");
         self.close_net(id, "idle timeout");
     }
 
@@ -480,14 +526,54 @@ impl Worker {
     /// counts against the limit, and its close line is logged.
     fn forget(&mut self, id: ConnId, why: Option<&str>) -> Option<NetConn> {
         let conn = self.conns.remove(&id)?;
-        self.open.fetch_sub(1, Ordering::Relaxed);
-        log_closed(&conn, why);
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+        let traffic = self.ctx.traffic(id).unwrap_or_default();
+        // The line first: whoever sees the counters move can find it.
+        log_closed(&conn, why, &traffic);
+        if conn.service_id.is_some()
+            && conn.local.is_none()
+            && let Some(service) = &conn.service
+        {
+            self.stats
+                .add_traffic(service, traffic.since(&conn.reported), true);
+        }
         Some(conn)
+    }
+
+    /// Adds the traffic of open connections to the stats (once a second).
+    fn report_traffic(&mut self) {
+        let now = Instant::now();
+        if now < self.next_stats {
+            return;
+        }
+        self.next_stats = now + STATS_INTERVAL;
+        for (id, conn) in self.conns.iter_mut() {
+            if let (Some(_), None, Some(service), Some(t)) = (
+                conn.service_id,
+                conn.local,
+                &conn.service,
+                self.ctx.traffic(*id),
+            ) && t != conn.reported
+            {
+                self.stats
+                    .add_traffic(service, t.since(&conn.reported), false);
+                conn.reported = t;
+            }
+        }
     }
 
     fn disconnected(&mut self, id: ConnId, reason: Option<Error>) {
         let why = reason.as_ref().map(|e| e.to_string());
         if let Some(conn) = self.forget(id, why.as_deref()) {
+            if conn.service_id.is_none() && conn.local.is_none() {
+                // Gone before reaching a service (refusals were counted already).
+                match &reason {
+                    Some(Error::Denied(_)) => {}
+                    Some(Error::Tls(_)) => self.stats.refused("TLS handshake failed"),
+                    Some(Error::Handshake(_)) => self.stats.refused("bad handshake"),
+                    _ => self.stats.refused("closed during the handshake"),
+                }
+            }
             if let Some(local) = conn.local
                 && self.dialing.remove(&local).is_some()
             {
@@ -585,21 +671,13 @@ impl Worker {
             .ctx
             .add_network(fd, factory(service, host_of(u.authority)))
             .map_err(|e| e.to_string())?;
-        self.open.fetch_add(1, Ordering::Relaxed);
+        self.stats.open.fetch_add(1, Ordering::Relaxed);
         let _ = self
             .ctx
             .set_deadline(net, Some(Instant::now() + self.config.handshake_timeout));
-        self.conns.insert(
-            net,
-            NetConn {
-                peer: addr,
-                service: Some(service.to_owned()),
-                since: Instant::now(),
-                service_id: None,
-                local: None,
-                transport_deadline: false,
-            },
-        );
+        let conn = NetConn::new(addr, Some(service.to_owned()));
+        self.ctx.set_span(net, conn.span.clone());
+        self.conns.insert(net, conn);
         tracing::debug!(%uri, conn = %net, "dialing");
         Ok(net)
     }
@@ -632,11 +710,14 @@ fn resolve(authority: &str) -> std::result::Result<SocketAddr, String> {
         .ok_or_else(|| format!("{authority} has no address"))
 }
 
-fn log_closed(conn: &NetConn, why: Option<&str>) {
+fn log_closed(conn: &NetConn, why: Option<&str>, traffic: &Traffic) {
     tracing::info!(
-        peer = %conn.peer,
-        service = conn.service.as_deref().unwrap_or("-"),
+        parent: &conn.span,
         duration_ms = conn.since.elapsed().as_millis() as u64,
+        bytes_in = traffic.bytes_in,
+        bytes_out = traffic.bytes_out,
+        messages_in = traffic.messages_in,
+        messages_out = traffic.messages_out,
         reason = why.unwrap_or("closed"),
         "connection closed"
     );

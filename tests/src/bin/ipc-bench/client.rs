@@ -174,8 +174,15 @@ impl Conn {
         while self.sent_at.len() < sh.window && sh.may_send(now) {
             self.push_request(idx, sh, now);
         }
-        while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
+        loop {
+            // Then, through TLS, the records still queued.
+            let r = if self.out_pos < self.out.len() {
+                self.stream.write(&self.out[self.out_pos..])
+            } else {
+                self.stream.flush().map(|()| 0)
+            };
+            match r {
+                Ok(0) if self.out_pos == self.out.len() => break,
                 Ok(n) => self.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -430,7 +437,7 @@ fn read_all(c: &mut Conn, idx: usize, scratch: &mut [u8], sh: &mut Shared) -> Re
             Err(e) => return Err(e.into()),
         };
         c.receive(idx, &scratch[..n], Instant::now(), sh)?;
-        if n < scratch.len() {
+        if n < scratch.len() && c.stream.short_read_drains() {
             // A short read emptied the socket; data arriving later raises a new
             // edge, so the extra read that would return EAGAIN can be skipped.
             return Ok(());

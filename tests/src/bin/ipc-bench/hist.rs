@@ -56,6 +56,15 @@ impl Histogram {
         self.max = self.max.max(ns);
     }
 
+    /// Adds `other`'s values to this one's.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+
     #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.total

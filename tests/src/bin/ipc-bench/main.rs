@@ -13,7 +13,9 @@
 //! trip from queueing a request to reading its reply.
 //!
 //! `ipc-bench relays` (relays.rs) puts tcpd, nginx, HAProxy and socat in front of
-//! the libipc echo service and drives each with the same client over TCP.
+//! the libipc echo service and drives each with the same client over TCP;
+//! `ipc-bench tls` does the same for tlsd, HAProxy (`ssl crt`) and stunnel, with
+//! handshake workloads (tls.rs).
 
 mod client;
 mod hist;
@@ -22,6 +24,7 @@ mod relay;
 mod relays;
 mod server;
 mod stream;
+mod tls;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -95,6 +98,10 @@ enum Cmd {
     /// tcpd against nginx, HAProxy and socat (and no relay) in front of the
     /// libipc echo service; see relays.rs.
     Relays(relays::RelayArgs),
+    /// tlsd against HAProxy (`ssl crt`) and stunnel, tcpd beside them, in front
+    /// of the same echo service: throughput, message rate, full and resumed
+    /// handshakes per second, idle memory; see relays.rs and tls.rs.
+    Tls(relays::RelayArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -182,7 +189,8 @@ fn main() -> ExitCode {
             ref name,
             cpu,
         }) => serve(kind, rundir, name, cpu),
-        Some(Cmd::Relays(args)) => relays::run(args),
+        Some(Cmd::Relays(args)) => relays::run(args, relays::Suite::Plain),
+        Some(Cmd::Tls(args)) => relays::run(args, relays::Suite::Tls),
         None => bench(cli),
     };
     match result {

@@ -1,27 +1,33 @@
-//! The relays under test (tcpd, nginx, HAProxy, socat), each started as a child
-//! process in front of the echo service's unix socket, and the tools' lookup.
+//! The relays under test (tcpd, nginx, HAProxy, socat; with TLS: tlsd, HAProxy
+//! `ssl crt`, stunnel), each started as a child process in front of the echo
+//! service's unix socket, and the tools' lookup.
 //!
 //! Configurations are generated into the run directory. Every relay listens on
 //! 127.0.0.1: tcpd picks its own port (`--listen 127.0.0.1:0`, read back from its
 //! log); the others get a port found free by binding port 0 and releasing it. A
 //! relay is ready once a TCP connection to it carries one echoed message to the
 //! service and back. It is killed, with everything it forked, on drop.
+//!
+//! The TLS relays all use the same certificate and key (ECDSA P-256, made by
+//! [`write_certs`] in the run directory) and accept TLS 1.3 only.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use rustls::ClientConfig;
 
 use crate::client::Target;
+use crate::tls;
 
 /// What stands between the client and the echo service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
@@ -49,6 +55,17 @@ pub enum RelayKind {
     /// socat TCP-LISTEN:PORT,fork,reuseaddr,backlog=1024 UNIX-CONNECT:PATH (a
     /// process per connection).
     Socat,
+    /// tlsd --workers 1 (TLS 1.3 only).
+    #[value(name = "tlsd-w1")]
+    TlsdW1,
+    /// tlsd --workers 2 (TLS 1.3 only).
+    #[value(name = "tlsd-w2")]
+    TlsdW2,
+    /// HAProxy mode tcp, `bind ... ssl crt FILE ssl-min-ver TLSv1.3`.
+    #[value(name = "haproxy-tls")]
+    HaproxyTls,
+    /// stunnel (a thread per connection), sslVersionMin TLSv1.3.
+    Stunnel,
 }
 
 impl RelayKind {
@@ -73,10 +90,33 @@ impl RelayKind {
             .to_owned()
     }
 
+    /// What `tls` runs when no `--relay` is given: tcpd-w1 as the figure
+    /// without TLS.
+    pub const TLS_DEFAULT: [RelayKind; 5] = [
+        RelayKind::TcpdW1,
+        RelayKind::TlsdW1,
+        RelayKind::TlsdW2,
+        RelayKind::HaproxyTls,
+        RelayKind::Stunnel,
+    ];
+
     pub fn is_tcpd(self) -> bool {
         matches!(
             self,
             RelayKind::Tcpd | RelayKind::TcpdW1 | RelayKind::TcpdW2
+        )
+    }
+
+    /// tcpd or tlsd: the relays measured against the others.
+    pub fn is_ours(self) -> bool {
+        self.is_tcpd() || matches!(self, RelayKind::TlsdW1 | RelayKind::TlsdW2)
+    }
+
+    /// Whether clients speak TLS to it.
+    pub fn is_tls(self) -> bool {
+        matches!(
+            self,
+            RelayKind::TlsdW1 | RelayKind::TlsdW2 | RelayKind::HaproxyTls | RelayKind::Stunnel
         )
     }
 }
@@ -85,32 +125,35 @@ impl RelayKind {
 #[derive(Debug, Default)]
 pub struct Tools {
     pub tcpd: Option<PathBuf>,
+    pub tlsd: Option<PathBuf>,
     pub nginx: Option<PathBuf>,
     /// nginx's stream module, when it is built as a dynamic module (Debian).
     pub nginx_stream_module: Option<PathBuf>,
     pub haproxy: Option<PathBuf>,
     pub socat: Option<PathBuf>,
+    pub stunnel: Option<PathBuf>,
 }
 
 impl Tools {
-    /// Finds the programs. tcpd is `--tcpd`, or the release build next to this
-    /// executable (`target/release/tcpd`).
-    pub fn find(tcpd: Option<PathBuf>) -> Result<Self> {
-        let tcpd = match tcpd {
-            Some(p) => Some(p),
-            None => {
-                let exe = std::env::current_exe().context("current_exe")?;
-                exe.parent().map(|d| d.join("tcpd"))
-            }
+    /// Finds the programs. tcpd is `--tcpd` and tlsd `--tlsd`, or the release
+    /// builds next to this executable (`target/release/tcpd`, `tlsd`).
+    pub fn find(tcpd: Option<PathBuf>, tlsd: Option<PathBuf>) -> Result<Self> {
+        let exe = std::env::current_exe().context("current_exe")?;
+        let ours = |given: Option<PathBuf>, name: &str| {
+            given
+                .or_else(|| exe.parent().map(|d| d.join(name)))
+                .filter(|p| p.is_file())
         };
         let nginx = which("nginx");
         let nginx_stream_module = nginx.as_deref().and_then(stream_module);
         Ok(Tools {
-            tcpd: tcpd.filter(|p| p.is_file()),
+            tcpd: ours(tcpd, "tcpd"),
+            tlsd: ours(tlsd, "tlsd"),
             nginx,
             nginx_stream_module,
             haproxy: which("haproxy"),
             socat: which("socat"),
+            stunnel: which("stunnel4").or_else(|| which("stunnel")),
         })
     }
 
@@ -125,7 +168,10 @@ impl Tools {
                 .nginx
                 .is_none()
                 .then_some("nginx not found: apt-get install nginx libnginx-mod-stream"),
-            RelayKind::Haproxy | RelayKind::Haproxy256k => self
+            RelayKind::TlsdW1 | RelayKind::TlsdW2 => self.tlsd.is_none().then_some(
+                "no tlsd binary: build it with `cargo build --release -p tlsd` (or pass --tlsd PATH)",
+            ),
+            RelayKind::Haproxy | RelayKind::Haproxy256k | RelayKind::HaproxyTls => self
                 .haproxy
                 .is_none()
                 .then_some("haproxy not found: apt-get install haproxy"),
@@ -133,6 +179,10 @@ impl Tools {
                 .socat
                 .is_none()
                 .then_some("socat not found: apt-get install socat"),
+            RelayKind::Stunnel => self
+                .stunnel
+                .is_none()
+                .then_some("stunnel not found: apt-get install stunnel4"),
         }
     }
 
@@ -161,9 +211,12 @@ impl Tools {
             let _ = writeln!(out, "  {name}: {v} ({})", p.display());
         };
         line("tcpd", &self.tcpd, &["--version"], "tcpd");
+        line("tlsd", &self.tlsd, &["--version"], "tlsd");
         line("nginx", &self.nginx, &["-v"], "version");
         line("haproxy", &self.haproxy, &["-v"], "version");
         line("socat", &self.socat, &["-V"], "socat version");
+        // stunnel prints its version (and OpenSSL's) on stderr.
+        line("stunnel", &self.stunnel, &["-version"], "stunnel ");
         out
     }
 }
@@ -197,6 +250,8 @@ pub struct Relay {
     pub kind: RelayKind,
     child: Option<Child>,
     addr: Option<SocketAddr>,
+    /// The client's TLS configuration for a TLS relay (full handshakes).
+    tls: Option<Arc<ClientConfig>>,
     service: PathBuf,
     log: PathBuf,
 }
@@ -218,6 +273,10 @@ impl Relay {
             kind,
             child: None,
             addr: None,
+            tls: kind
+                .is_tls()
+                .then(|| tls::client_config(false))
+                .transpose()?,
             service: service.clone(),
             log: log.clone(),
         };
@@ -240,7 +299,7 @@ impl Relay {
             relay.child = Some(cmd.stderr(err).spawn().context("spawn the relay")?);
             SocketAddr::from(([127, 0, 0, 1], port))
         } else {
-            // tcpd: the port it picked is in its log line `listening address=...`.
+            // tcpd, tlsd: the port it picked is in its log line `listening address=...`.
             let mut child = cmd.stderr(Stdio::piped()).spawn().context("spawn tcpd")?;
             let stderr = child.stderr.take().context("tcpd stderr")?;
             relay.child = Some(child);
@@ -262,10 +321,16 @@ impl Relay {
 
     /// Where the client connects.
     pub fn target(&self) -> Target<'_> {
-        match self.addr {
-            Some(a) => Target::Tcp(a),
-            None => Target::Unix(&self.service),
+        match (self.addr, &self.tls) {
+            (Some(a), Some(config)) => Target::Tls(a, config),
+            (Some(a), None) => Target::Tcp(a),
+            (None, _) => Target::Unix(&self.service),
         }
+    }
+
+    /// Its TCP address (`None` for `Direct`).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr
     }
 
     /// The relay's first process (`None` for `Direct`).
@@ -293,8 +358,8 @@ impl Relay {
                     self.log_tail()
                 );
             }
-            match probe(addr) {
-                Ok(()) => return Ok(()),
+            match tls::echo_once(addr, self.tls.as_ref(), b"probe") {
+                Ok(_) => return Ok(()),
                 Err(e) => last = format!("{e:#}"),
             }
             // Polling, not a fixed delay: try again shortly until the deadline.
@@ -315,20 +380,6 @@ impl Drop for Relay {
             let _ = child.wait();
         }
     }
-}
-
-/// One frame through the relay and back.
-fn probe(addr: SocketAddr) -> Result<()> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let frame = [0, 0, 0, 5, b'p', b'r', b'o', b'b', b'e'];
-    s.write_all(&frame)?;
-    let mut back = [0u8; 9];
-    s.read_exact(&mut back).context("no echo")?;
-    if back != frame {
-        bail!("wrong echo {back:?}");
-    }
-    Ok(())
 }
 
 /// Copies tcpd's stderr to `log` on a thread; the first `listening address=`
@@ -377,8 +428,20 @@ fn command(
     let exe = |p: &Option<PathBuf>| p.clone().context("not installed");
     Ok(match kind {
         RelayKind::Direct => bail!("direct has no relay process"),
-        RelayKind::Tcpd | RelayKind::TcpdW1 | RelayKind::TcpdW2 => {
-            let mut cmd = Command::new(exe(&tools.tcpd)?);
+        RelayKind::Tcpd
+        | RelayKind::TcpdW1
+        | RelayKind::TcpdW2
+        | RelayKind::TlsdW1
+        | RelayKind::TlsdW2 => {
+            let mut cmd = if kind.is_tls() {
+                let (cert, key, _) = cert_files(rundir);
+                let mut cmd = Command::new(exe(&tools.tlsd)?);
+                cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+                cmd.args(["--tls-min-version", "1.3"]);
+                cmd
+            } else {
+                Command::new(exe(&tools.tcpd)?)
+            };
             cmd.args([
                 "--listen",
                 "127.0.0.1:0",
@@ -391,8 +454,8 @@ fn command(
             // Info: the listening address is logged at that level.
             .args(["--log-level", "info"]);
             match kind {
-                RelayKind::TcpdW1 => cmd.args(["--workers", "1"]),
-                RelayKind::TcpdW2 => cmd.args(["--workers", "2"]),
+                RelayKind::TcpdW1 | RelayKind::TlsdW1 => cmd.args(["--workers", "1"]),
+                RelayKind::TcpdW2 | RelayKind::TlsdW2 => cmd.args(["--workers", "2"]),
                 _ => &mut cmd,
             };
             (cmd, None)
@@ -413,11 +476,12 @@ fn command(
                 .arg(dir.join("error.log"));
             (cmd, Some(port))
         }
-        RelayKind::Haproxy | RelayKind::Haproxy256k => {
+        RelayKind::Haproxy | RelayKind::Haproxy256k | RelayKind::HaproxyTls => {
             let port = free_port()?;
             let conf = dir.join("haproxy.cfg");
             let big = kind == RelayKind::Haproxy256k;
-            std::fs::write(&conf, haproxy_conf(port, &service, big))?;
+            let crt = (kind == RelayKind::HaproxyTls).then(|| cert_files(rundir).2);
+            std::fs::write(&conf, haproxy_conf(port, &service, big, crt.as_deref()))?;
             let mut cmd = Command::new(exe(&tools.haproxy)?);
             // -db: stay in the foreground, no daemon.
             cmd.arg("-f").arg(&conf).arg("-db");
@@ -435,7 +499,34 @@ fn command(
             .arg(format!("UNIX-CONNECT:{}", service.display()));
             (cmd, Some(port))
         }
+        RelayKind::Stunnel => {
+            let port = free_port()?;
+            let conf = dir.join("stunnel.conf");
+            std::fs::write(&conf, stunnel_conf(port, &service, rundir))?;
+            let mut cmd = Command::new(exe(&tools.stunnel)?);
+            cmd.arg(&conf);
+            (cmd, Some(port))
+        }
     })
+}
+
+/// The TLS relays' certificate, key, and both in one file (HAProxy's `crt`).
+pub fn cert_files(rundir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let f = |name: &str| rundir.join(name);
+    (f("server.pem"), f("server.key"), f("server-and-key.pem"))
+}
+
+/// Writes [`cert_files`] into `rundir`: a CA and a server certificate signed by
+/// it, with an ECDSA P-256 key (all that `libipc_tests::certs` makes).
+pub fn write_certs(rundir: &Path) -> Result<()> {
+    let pki = libipc_tests::certs::generate(rundir, false);
+    let (cert, key, both) = cert_files(rundir);
+    if pki.server.cert != cert || pki.server.key != key {
+        bail!("certs::generate wrote {:?}, not {cert:?}", pki.server);
+    }
+    let text = std::fs::read_to_string(&cert)? + &std::fs::read_to_string(&key)?;
+    std::fs::write(both, text)?;
+    Ok(())
 }
 
 /// nginx: defaults except what running it here requires.
@@ -485,8 +576,8 @@ fn running_as_root() -> bool {
 }
 
 /// HAProxy: defaults except timeouts (it warns without them); threads default
-/// to one per core.
-fn haproxy_conf(port: u16, service: &Path, big: bool) -> String {
+/// to one per core. With `crt`, TLS 1.3 only with that certificate and key.
+fn haproxy_conf(port: u16, service: &Path, big: bool, crt: Option<&Path>) -> String {
     format!(
         "global\n{buf}\
          defaults\n\
@@ -495,10 +586,36 @@ fn haproxy_conf(port: u16, service: &Path, big: bool) -> String {
          \x20   timeout client 5m\n\
          \x20   timeout server 5m\n\
          listen relay\n\
-         \x20   bind 127.0.0.1:{port}\n\
+         \x20   bind 127.0.0.1:{port}{ssl}\n\
          \x20   server s unix@{svc}\n",
         svc = service.display(),
         buf = if big { "    tune.bufsize 262144\n" } else { "" },
+        ssl = crt.map_or(String::new(), |c| format!(
+            " ssl crt {} ssl-min-ver TLSv1.3",
+            c.display()
+        )),
+    )
+}
+
+/// stunnel: in the foreground, logging to stderr (its default level, notice:
+/// a line per connection, as tlsd at info), TCP_NODELAY on the client side as
+/// the other relays have it; TLS 1.3 only; everything else default.
+fn stunnel_conf(port: u16, service: &Path, rundir: &Path) -> String {
+    let (cert, key, _) = cert_files(rundir);
+    format!(
+        "foreground = yes\n\
+         syslog = no\n\
+         pid =\n\
+         [relay]\n\
+         accept = 127.0.0.1:{port}\n\
+         connect = {svc}\n\
+         cert = {cert}\n\
+         key = {key}\n\
+         sslVersionMin = TLSv1.3\n\
+         socket = l:TCP_NODELAY=1\n",
+        svc = service.display(),
+        cert = cert.display(),
+        key = key.display(),
     )
 }
 
@@ -516,9 +633,20 @@ mod tests {
         assert!(small.contains("proxy_pass unix:/run/x/echo;"), "{small}");
         assert!(!small.contains("proxy_buffer_size"), "{small}");
         assert!(nginx_conf(&tools, dir, 4000, svc, true).contains("proxy_buffer_size 256k;"));
-        let h = haproxy_conf(4000, svc, false);
-        assert!(h.contains("bind 127.0.0.1:4000") && h.contains("server s unix@/run/x/echo"));
+        let h = haproxy_conf(4000, svc, false, None);
+        assert!(h.contains("bind 127.0.0.1:4000\n") && h.contains("server s unix@/run/x/echo"));
         assert!(!h.contains("bufsize"));
-        assert!(haproxy_conf(4000, svc, true).contains("tune.bufsize 262144"));
+        assert!(haproxy_conf(4000, svc, true, None).contains("tune.bufsize 262144"));
+        let h = haproxy_conf(4000, svc, false, Some(Path::new("/d/both.pem")));
+        assert!(h.contains("bind 127.0.0.1:4000 ssl crt /d/both.pem ssl-min-ver TLSv1.3\n"));
+        let st = stunnel_conf(4000, svc, Path::new("/d"));
+        assert!(
+            st.contains("accept = 127.0.0.1:4000\nconnect = /run/x/echo\n"),
+            "{st}"
+        );
+        assert!(
+            st.contains("cert = /d/server.pem\nkey = /d/server.key\n"),
+            "{st}"
+        );
     }
 }

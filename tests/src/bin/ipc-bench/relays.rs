@@ -8,6 +8,12 @@
 //! round) and the median by message rate is reported. The idle workload holds
 //! 1,000 connections, each having echoed one message, and reads the relay's
 //! memory.
+//!
+//! `ipc-bench tls` is the same with other defaults: tlsd against HAProxy (`ssl
+//! crt`) and stunnel, tcpd beside them as the figure without TLS, and two more
+//! workloads, a new connection per echo with a full or a resumed TLS handshake
+//! (tls.rs). Ratios compare tcpd and tlsd with the relays that speak the same
+//! protocol.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -21,6 +27,7 @@ use crate::client::{self, Load};
 use crate::procs::{self, Memory};
 use crate::relay::{Relay, RelayKind, Tools};
 use crate::server::{Kind, Server};
+use crate::tls::{self, Cycles};
 use crate::{Figures, RunDir};
 
 #[derive(Debug, Args)]
@@ -38,17 +45,34 @@ pub struct RelayArgs {
     /// Workloads to run (repeatable); all by default.
     #[arg(long = "workload", value_enum)]
     workloads: Vec<Workload>,
-    /// Relays to run (repeatable); by default all but `tcpd` (the default tcpd
-    /// is tcpd-w2 on 2 cores).
+    /// Relays to run (repeatable). `relays`: by default all the plain ones but
+    /// `tcpd` (the default tcpd is tcpd-w2 on 2 cores); `tls`: tcpd-w1, tlsd-w1,
+    /// tlsd-w2, haproxy-tls, stunnel.
     #[arg(long = "relay", value_enum)]
     relays: Vec<RelayKind>,
     /// Connections held open by the idle workload.
     #[arg(long, default_value_t = 1000)]
     idle_conns: usize,
+    /// Client threads of the handshake workloads (each a connection at a time).
+    #[arg(long, default_value_t = 4)]
+    hs_threads: usize,
+    /// Cap on the connections of one handshake run (warm-up included).
+    #[arg(long, default_value_t = 200_000)]
+    hs_max: u64,
     /// The tcpd binary (default: `tcpd` next to this executable, i.e.
     /// target/release/tcpd for a release build).
     #[arg(long)]
     tcpd: Option<PathBuf>,
+    /// The tlsd binary (default: `tlsd` next to this executable).
+    #[arg(long)]
+    tlsd: Option<PathBuf>,
+}
+
+/// Which default relays and workloads: `relays` or `tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    Plain,
+    Tls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,6 +89,12 @@ pub enum Workload {
     /// Idle connections: the relay's memory per connection.
     #[value(name = "idle")]
     Idle,
+    /// A new connection per 64 B echo, closed after it; full TLS handshakes.
+    #[value(name = "handshake")]
+    Handshake,
+    /// The same with TLS session resumption (TLS relays only).
+    #[value(name = "resume")]
+    Resume,
 }
 
 impl Workload {
@@ -74,6 +104,18 @@ impl Workload {
         Workload::Rate,
         Workload::Idle,
     ];
+    const TLS: [Workload; 5] = [
+        Workload::Throughput,
+        Workload::Rate,
+        Workload::Handshake,
+        Workload::Resume,
+        Workload::Idle,
+    ];
+
+    /// A connection per message: the rate is of connections.
+    fn is_cycle(self) -> bool {
+        matches!(self, Workload::Handshake | Workload::Resume)
+    }
 
     /// (connections, size, window) of the loaded workloads.
     fn shape(self) -> (usize, usize, usize) {
@@ -81,7 +123,7 @@ impl Workload {
             Workload::Throughput => (1, 64 << 10, 8),
             Workload::Latency => (1, 64, 1),
             Workload::Rate => (32, 64, 16),
-            Workload::Idle => (0, 64, 1),
+            Workload::Idle | Workload::Handshake | Workload::Resume => (0, 64, 1),
         }
     }
 
@@ -93,14 +135,19 @@ impl Workload {
     }
 }
 
-/// The minimum tcpd/other ratio the issue asks for, if any: message rate (and
-/// MB/s) for every loaded workload, and also p50 no longer for latency.
+/// The minimum tcpd/other (tlsd/other) ratio the issues ask for, if any:
+/// message rate (and MB/s) for every loaded workload, and also p50 no longer
+/// for latency; handshakes per second.
 fn target(w: Workload, other: RelayKind) -> Option<f64> {
     use RelayKind::*;
     match (w, other) {
         (Workload::Throughput, Nginx | Haproxy) => Some(1.5),
         (Workload::Throughput, Nginx256k | Haproxy256k) => Some(1.0),
         (Workload::Latency | Workload::Rate, Nginx | Haproxy) => Some(1.0),
+        (
+            Workload::Throughput | Workload::Rate | Workload::Handshake | Workload::Resume,
+            HaproxyTls | Stunnel,
+        ) => Some(1.0),
         _ => None,
     }
 }
@@ -136,9 +183,9 @@ struct State {
     failed: bool,
 }
 
-pub fn run(args: RelayArgs) -> Result<bool> {
+pub fn run(args: RelayArgs, suite: Suite) -> Result<bool> {
     let cmd = crate::repro();
-    let build = "cargo build --release -p tcpd -p libipc-tests";
+    let build = "cargo build --release -p tcpd -p tlsd -p libipc-tests";
     println!("reproduce: {build} && {cmd}");
     let nofile = crate::raise_nofile()?;
     println!("machine:   {}; RLIMIT_NOFILE {nofile}", crate::machine());
@@ -151,16 +198,16 @@ pub fn run(args: RelayArgs) -> Result<bool> {
     if !(args.seconds > 0.0 && args.warmup >= 0.0) {
         bail!("--seconds must be > 0 and --warmup >= 0");
     }
-    let tools = Tools::find(args.tcpd.clone())?;
+    let tools = Tools::find(args.tcpd.clone(), args.tlsd.clone())?;
     println!("tools:\n{}", tools.versions().trim_end());
-    let mut relays = if args.relays.is_empty() {
-        RelayKind::DEFAULT.to_vec()
-    } else {
-        args.relays.clone()
+    let mut relays = match (args.relays.is_empty(), suite) {
+        (false, _) => args.relays.clone(),
+        (true, Suite::Plain) => RelayKind::DEFAULT.to_vec(),
+        (true, Suite::Tls) => RelayKind::TLS_DEFAULT.to_vec(),
     };
     for k in relays.clone() {
         if let Some(why) = tools.missing(k) {
-            if k.is_tcpd() {
+            if k.is_ours() {
                 bail!("{why}");
             }
             println!("skipped:   {} ({why})", k.label());
@@ -175,10 +222,10 @@ pub fn run(args: RelayArgs) -> Result<bool> {
         args.warmup,
         args.rounds.max(1)
     );
-    let workloads = if args.workloads.is_empty() {
-        Workload::ALL.to_vec()
-    } else {
-        args.workloads.clone()
+    let workloads = match (args.workloads.is_empty(), suite) {
+        (false, _) => args.workloads.clone(),
+        (true, Suite::Plain) => Workload::ALL.to_vec(),
+        (true, Suite::Tls) => Workload::TLS.to_vec(),
     };
     let mut st = State {
         args,
@@ -187,6 +234,13 @@ pub fn run(args: RelayArgs) -> Result<bool> {
         runs: 0,
         failed: false,
     };
+    if relays.iter().any(|k| k.is_tls()) {
+        crate::relay::write_certs(&st.rundir.0)?;
+        println!(
+            "TLS:       TLS 1.3 only, TLS13_AES_128_GCM_SHA256, X25519; ECDSA P-256 server \
+             certificate; the client checks the handshake signature, not the chain"
+        );
+    }
     let mut report = String::new();
     for w in workloads {
         let (conns, size, window) = w.shape();
@@ -199,6 +253,24 @@ pub fn run(args: RelayArgs) -> Result<bool> {
             let n = st.args.rounds.min(3);
             let res = rounds(&mut st, &relays, n, idle)?;
             report += &idle_table(&st, &res);
+        } else if w.is_cycle() {
+            let resume = w == Workload::Resume;
+            // Resumption is a TLS matter: the plain relays sit it out.
+            let these: Vec<RelayKind> = relays
+                .iter()
+                .copied()
+                .filter(|k| !resume || k.is_tls())
+                .collect();
+            println!(
+                "\n== {}: {} client threads, each a new connection ({} TLS handshake), one \
+                 {size}-byte echo, close",
+                w.name(),
+                st.args.hs_threads,
+                if resume { "resumed" } else { "full" }
+            );
+            let n = st.args.rounds;
+            let res = rounds(&mut st, &these, n, |st, k| connects(st, k, resume))?;
+            report += &loaded_table(w, conns, size, window, &these, &res);
         } else {
             println!(
                 "\n== {}: {conns} connection(s), {size}-byte messages, window {window}",
@@ -305,6 +377,59 @@ fn loaded(
             o.errors.len(),
             o.served
         );
+    }
+    Ok(run)
+}
+
+/// The handshake workloads: a new connection per echo.
+fn connects(st: &mut State, kind: RelayKind, resume: bool) -> Result<Run> {
+    let (server, relay) = start(st, kind)?;
+    let Some(addr) = relay.addr() else {
+        bail!("the handshake workloads need a relay (TCP)");
+    };
+    let w = Cycles {
+        addr,
+        tls: kind.is_tls().then_some(resume),
+        threads: st.args.hs_threads,
+        warmup: Duration::from_secs_f64(st.args.warmup),
+        seconds: Duration::from_secs_f64(st.args.seconds),
+        max: st.args.hs_max,
+        server_pid: server.pid(),
+        relay_pid: relay.pid(),
+    };
+    let o = tls::cycles(&w)?;
+    drop(relay);
+    drop(server);
+    let secs = o.interval.as_secs_f64().max(1e-9);
+    let us = |q| o.latency.quantile(q).as_nanos() as f64 / 1000.0;
+    let per = |cpu: Duration| cpu.as_secs_f64() * 1e6 / o.count.max(1) as f64;
+    let run = Run {
+        fig: Figures {
+            rate: o.count as f64 / secs,
+            mbps: 0.0,
+            p50_us: us(0.5),
+            p99_us: us(0.99),
+        },
+        relay_cpu: o.relay_cpu.map(per),
+        svc_cpu: o.server_cpu.map(per),
+    };
+    println!(
+        "  {:<12} {:>9.0} conns/s  p50 {:>7.1} µs  p99 {:>7.1} µs | CPU µs/conn relay {} svc {} \
+         | {} connections, {} resumed",
+        kind.label(),
+        run.fig.rate,
+        run.fig.p50_us,
+        run.fig.p99_us,
+        opt(run.relay_cpu, 1),
+        opt(run.svc_cpu, 1),
+        o.total,
+        o.resumed,
+    );
+    if let Some(e) = o.errors.first() {
+        bail!("{} error(s): {e}", o.errors.len());
+    }
+    if o.count == 0 {
+        bail!("no connection completed in the measured interval");
     }
     Ok(run)
 }
@@ -416,10 +541,26 @@ fn loaded_table(
     relays: &[RelayKind],
     res: &HashMap<RelayKind, Vec<(usize, Run)>>,
 ) -> String {
+    let (title, unit) = if w.is_cycle() {
+        let how = if w == Workload::Resume {
+            "resumed"
+        } else {
+            "full"
+        };
+        (
+            format!("a new connection per {size} B echo ({how} TLS handshake), closed after it"),
+            "conn",
+        )
+    } else {
+        (
+            format!("{conns} connection(s), {size} B, window {window}"),
+            "msg",
+        )
+    };
     let mut t = format!(
-        "### {}: {conns} connection(s), {size} B, window {window}\n\n\
-         | relay | runs | msgs/s | msgs/s min..max | MB/s | p50 µs | p99 µs | relay CPU µs/msg | \
-         service CPU µs/msg |\n|---|---|---|---|---|---|---|---|---|\n",
+        "### {}: {title}\n\n\
+         | relay | runs | {unit}s/s | {unit}s/s min..max | MB/s | p50 µs | p99 µs | \
+         relay CPU µs/{unit} | service CPU µs/{unit} |\n|---|---|---|---|---|---|---|---|---|\n",
         w.name()
     );
     let med: HashMap<RelayKind, Run> = res
@@ -435,11 +576,11 @@ fn loaded_table(
         let (lo, hi) = rates.fold((f64::MAX, 0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
         let _ = writeln!(
             t,
-            "| {} | {} | {:.0} | {lo:.0}..{hi:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {} | {:.0} | {lo:.0}..{hi:.0} | {} | {:.1} | {:.1} | {} | {} |",
             k.label(),
             res[k].len(),
             r.fig.rate,
-            r.fig.mbps,
+            opt((!w.is_cycle()).then_some(r.fig.mbps), 1),
             r.fig.p50_us,
             r.fig.p99_us,
             opt(r.relay_cpu, 2),
@@ -449,12 +590,16 @@ fn loaded_table(
     t += "\nRatios: \"medians\" divides the medians above; \"same round\" is the median of \
           the ratios between runs of the same round. The verdict is the same-round one \
           (the medians' when they disagree is in brackets).\n\n\
-          | ratio | msgs/s medians | msgs/s same round | p50 medians | p50 same round | \
-          p99 medians | relay CPU/msg medians | target | verdict |\n\
+          | ratio | rate medians | rate same round | p50 medians | p50 same round | \
+          p99 medians | relay CPU medians | target | verdict |\n\
           |---|---|---|---|---|---|---|---|---|\n";
-    for tk in relays.iter().filter(|k| k.is_tcpd()) {
+    for tk in relays.iter().filter(|k| k.is_ours()) {
         let Some(a) = med.get(tk) else { continue };
-        for other in relays.iter().filter(|k| !k.is_tcpd()) {
+        // Only relays of the same protocol are compared (TLS with TLS).
+        let others = relays
+            .iter()
+            .filter(|k| !k.is_ours() && k.is_tls() == tk.is_tls());
+        for other in others {
             let Some(b) = med.get(other) else { continue };
             let rate = a.fig.rate / b.fig.rate;
             let p50 = a.fig.p50_us / b.fig.p50_us;
@@ -470,7 +615,7 @@ fn loaded_table(
                     let goal = if latency {
                         format!("msgs/s >= {min}x, p50 <= 1x")
                     } else {
-                        format!("msgs/s >= {min}x")
+                        format!("{unit}s/s >= {min}x")
                     };
                     let (paired_met, med_met) = (met(rate_p, p50_p), met(rate, p50));
                     let mut v = met_text(paired_met);
@@ -505,9 +650,18 @@ fn idle_table(st: &State, res: &HashMap<RelayKind, Vec<(usize, Idle)>>) -> Strin
          Relay memory per connection = (resident memory of all the relay's processes \
          with {n} connections - with 0) / {n}. Median of the runs.\n\n\
          | relay | runs | relay RSS KiB/conn | relay PSS KiB/conn | relay processes | \
-         service RSS KiB/conn | connect ms | target (<= 1 KiB RSS) |\n\
+         service RSS KiB/conn | connect ms | target (tcpd <= 1 KiB RSS; tlsd below the \
+         other TLS relays) |\n\
          |---|---|---|---|---|---|---|---|\n"
     );
+    let median_rss =
+        |v: &[(usize, Idle)]| median_of(v.iter().filter_map(|(_, i)| i.relay_rss).collect());
+    // The least memory per connection among the other TLS relays.
+    let best_tls = res
+        .iter()
+        .filter(|(k, _)| k.is_tls() && !k.is_ours())
+        .filter_map(|(_, v)| median_rss(v))
+        .reduce(f64::min);
     let mut keys: Vec<&RelayKind> = res.keys().collect();
     keys.sort_by_key(|k| RelayKind::value_variants().iter().position(|v| v == *k));
     for k in keys {
@@ -517,8 +671,11 @@ fn idle_table(st: &State, res: &HashMap<RelayKind, Vec<(usize, Idle)>>) -> Strin
             |f: fn(&Idle) -> Option<f64>| median_of(v.iter().filter_map(|(_, i)| f(i)).collect());
         let kib = |f: fn(&Idle) -> Option<f64>| med(f).map(|b| b / 1024.0);
         let rss = med(|i| i.relay_rss);
-        let verdict = match rss {
-            Some(r) if k.is_tcpd() => met_text(r <= IDLE_TARGET),
+        let verdict = match (rss, best_tls) {
+            (Some(r), _) if k.is_tcpd() => met_text(r <= IDLE_TARGET),
+            (Some(r), Some(best)) if k.is_ours() => {
+                format!("{} ({:.2}x the least)", met_text(r < best), r / best)
+            }
             _ => String::new(),
         };
         let _ = writeln!(

@@ -1,10 +1,11 @@
-//! The client's sockets: a unix-socket or TCP stream behind one type, so that the
-//! same load generator drives the service directly and every relay.
+//! The client's sockets: a unix-socket, TCP or TLS stream behind one type, so that
+//! the same load generator drives the service directly and every relay.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -13,22 +14,44 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
 use nix::sys::time::TimeVal;
+use rustls::ClientConfig;
+
+use crate::tls::{self, TlsStream};
 
 /// Longest wait for one connect(2) (the service's backlog may be full while it accepts).
 const CONNECT_TIMEOUT_S: i64 = 10;
 
-/// Where the client connects: the service's socket, or a relay's TCP port.
+/// Where the client connects: the service's socket, or a relay's TCP port (in
+/// plain or with TLS).
 #[derive(Debug, Clone, Copy)]
 pub enum Target<'a> {
     Unix(&'a Path),
     Tcp(SocketAddr),
+    Tls(SocketAddr, &'a Arc<ClientConfig>),
 }
 
-/// One client connection's socket, either kind; mio registers both alike.
+/// One client connection's socket, any kind; mio registers them alike.
 #[derive(Debug)]
 pub enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Whether a read shorter than the buffer means the socket is drained (not
+    /// through TLS: rustls hands out what it decrypted a record at a time).
+    pub fn short_read_drains(&self) -> bool {
+        !matches!(self, Stream::Tls(_))
+    }
+
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Stream::Unix(s) => s,
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => &mut s.sock,
+        }
+    }
 }
 
 impl Read for Stream {
@@ -36,6 +59,7 @@ impl Read for Stream {
         match self {
             Stream::Unix(s) => s.read(buf),
             Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -45,34 +69,30 @@ impl Write for Stream {
         match self {
             Stream::Unix(s) => s.write(buf),
             Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
 
+    /// TLS: sends the records still queued (`WouldBlock` while the socket is full).
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
 impl Source for Stream {
     fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.register(r, t, i),
-            Stream::Tcp(s) => s.register(r, t, i),
-        }
+        self.source().register(r, t, i)
     }
 
     fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.reregister(r, t, i),
-            Stream::Tcp(s) => s.reregister(r, t, i),
-        }
+        self.source().reregister(r, t, i)
     }
 
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.deregister(r),
-            Stream::Tcp(s) => s.deregister(r),
-        }
+        self.source().deregister(r)
     }
 }
 
@@ -87,6 +107,12 @@ pub fn connect(target: Target<'_>) -> Result<Stream> {
             s.set_nodelay(true)?;
             s.set_nonblocking(true)?;
             Ok(Stream::Tcp(TcpStream::from_std(s)))
+        }
+        Target::Tls(addr, config) => {
+            // Handshake blocking, then hand the socket to mio.
+            let s = tls::handshake(addr, config)?;
+            s.sock.set_nonblocking(true)?;
+            Ok(Stream::Tls(Box::new(s.map(TcpStream::from_std))))
         }
     }
 }

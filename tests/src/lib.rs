@@ -634,6 +634,17 @@ impl Daemon {
     pub fn log(&self) -> String {
         self.proc.output(None).stderr
     }
+
+    /// How many clients the daemon connected to a service so far (to `service`
+    /// only, if given): its "connected" lines, in the client's span.
+    pub fn connected(&self, service: Option<&str>) -> usize {
+        let in_span = service.map(|s| format!(" service={s}}}"));
+        self.log()
+            .lines()
+            .filter(|l| l.contains("ipc::daemon: connected "))
+            .filter(|l| in_span.as_ref().is_none_or(|s| l.contains(s.as_str())))
+            .count()
+    }
 }
 
 /// Python helpers the tests' Python clients start with: LibIPC frames over a

@@ -230,7 +230,7 @@ impl NetConn {
             identity = tracing::field::Empty
         );
         if let Some(s) = &service {
-            span.record("service", s.as_str());
+            span.record("service", tracing::field::display(s));
         }
         NetConn {
             service,
@@ -419,7 +419,7 @@ impl Worker {
             Ok(_) => None,
         };
         conn.service = Some(shown.clone());
-        conn.span.record("service", shown.as_str());
+        conn.span.record("service", tracing::field::display(&shown));
         let span = conn.span.clone();
         let _in_conn = span.enter();
         let result = match refusal {

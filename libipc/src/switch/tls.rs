@@ -3,7 +3,7 @@
 //! produces. So `Tls<Routed<Frames>>` is tlsd, and a WebSocket transport inside
 //! `Tls` is wss: TLS is written once.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -173,7 +173,6 @@ impl<T: Transport> Transport for Tls<T> {
 
     fn on_network_data(&mut self, mut data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
         let mut plain = Vec::new();
-        let mut buf = [0u8; 16 * 1024];
         while !data.is_empty() {
             self.conn.read_tls(&mut data)?;
             if let Err(e) = self.conn.process_new_packets() {
@@ -188,7 +187,8 @@ impl<T: Transport> Transport for Tls<T> {
                 match check(chain) {
                     Ok(identity) => {
                         // The connection's span (the daemon's) carries it from now on.
-                        tracing::Span::current().record("identity", identity.as_str());
+                        tracing::Span::current()
+                            .record("identity", tracing::field::display(&identity));
                         tracing::info!(%identity, "TLS peer identity");
                     }
                     Err(reason) => {
@@ -198,13 +198,19 @@ impl<T: Transport> Transport for Tls<T> {
                     }
                 }
             }
+            // Plaintext straight from rustls' buffer (no zeroed scratch, one copy).
+            let mut reader = self.conn.reader();
             loop {
-                match self.conn.reader().read(&mut buf) {
-                    Ok(0) => {
+                match reader.fill_buf() {
+                    Ok([]) => {
                         self.peer_closed = true;
                         break;
                     }
-                    Ok(n) => plain.extend_from_slice(&buf[..n]),
+                    Ok(chunk) => {
+                        let n = chunk.len();
+                        plain.extend_from_slice(chunk);
+                        reader.consume(n);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(Error::Tls(e.to_string())),
                 }

@@ -5,34 +5,17 @@
 //! Listens on `$RUNDIR/NAME` (default `/tmp/.libipc-run/pong`). `RUST_LOG=debug`
 //! shows every event.
 
+mod common;
+
 use std::time::Duration;
 
 use ipc::{Context, Event};
 
 fn main() -> std::process::ExitCode {
-    if let Err(e) = run() {
-        eprintln!("pongd: {e}");
-        return std::process::ExitCode::FAILURE;
-    }
-    std::process::ExitCode::SUCCESS
+    common::run_service("pongd", "pong", serve)
 }
 
-fn run() -> Result<(), ipc::Error> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let name = std::env::args().nth(1).unwrap_or_else(|| "pong".into());
-    let mut ctx = Context::new()?;
-    let listener = ctx.service_init(&name)?;
-    tracing::info!(
-        path = %ctx.rundir().join(&name).display(),
-        %listener,
-        "pongd ready"
-    );
+fn serve(ctx: &mut Context) -> Result<(), ipc::Error> {
     ctx.set_timer(Some(Duration::from_secs(10)));
     loop {
         match ctx.wait_event()? {

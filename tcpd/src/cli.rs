@@ -138,11 +138,28 @@ pub fn main_with(name: &str, common: &Common, run: impl FnOnce() -> Result<()>) 
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("{name}: {e:#}");
+            let message = describe(&e);
+            tracing::error!("{message}");
+            eprintln!("{name}: {message}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: libipc's errors
+/// already name the system's reason, which is also their source.
+fn describe(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+    }
+    message
 }
 
 /// What a daemon binary hands to [`run`].
@@ -237,16 +254,16 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
     if let Some(l) = metrics {
         crate::metrics::spawn(l, daemon.stats(), plan.name.to_owned()).context("--metrics")?;
     }
-    tracing::info!(
-        workers,
-        mode = if c.service.is_some() { "fixed" } else { "routed" },
-        rundir = %c.rundir.display(),
-        "{} ready",
-        plan.name
-    );
-    // The listeners already queue clients: ready.
-    crate::systemd::notify("READY=1");
-    daemon.run()?;
+    let mode = if c.service.is_some() {
+        "fixed"
+    } else {
+        "routed"
+    };
+    daemon.run_then(|| {
+        tracing::info!(workers, mode, rundir = %c.rundir.display(), "{} ready", plan.name);
+        // Listeners queue clients, the outbound service is bound: ready.
+        crate::systemd::notify("READY=1");
+    })?;
     tracing::info!("{} stopped", plan.name);
     Ok(())
 }

@@ -155,7 +155,14 @@ impl Daemon {
     /// Runs the workers until they have drained after a shutdown. Returns the
     /// first worker error, if any.
     pub fn run(self) -> Result<()> {
-        let mut handles = Vec::new();
+        self.run_then(|| {})
+    }
+
+    /// [`Daemon::run`], calling `ready` once every worker is set up (the
+    /// listeners registered, the outbound service bound) and before any runs:
+    /// the moment to tell a service manager the daemon is ready.
+    pub fn run_then(self, ready: impl FnOnce()) -> Result<()> {
+        let mut workers = Vec::new();
         for (n, wake) in self.worker_ends.into_iter().enumerate() {
             let listeners = self
                 .listeners
@@ -182,9 +189,14 @@ impl Daemon {
             };
             worker.ctx.set_rundir(&self.config.rundir);
             worker.setup(listeners, wake)?;
+            workers.push(worker);
+        }
+        ready();
+        let mut handles = Vec::new();
+        for worker in workers {
             handles.push(
                 std::thread::Builder::new()
-                    .name(format!("worker-{n}"))
+                    .name(format!("worker-{}", worker.n))
                     .spawn(move || worker.run())?,
             );
         }

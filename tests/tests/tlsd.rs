@@ -2,21 +2,22 @@
 //! (`openssl s_client`, Python's `ssl` module), the Rust and C `pong` clients
 //! through two chained tlsd, the refusals (old TLS versions, plain TCP, silent
 //! clients, the wrong CA), startup errors, key formats, SIGHUP reloads (one
-//! of them while 500 connections are busy) and session resumption.
+//! of them while 500 connections are busy), session resumption, and a scan by
+//! testssl.sh.
 //!
 //!     cargo test -p libipc-tests --test tlsd
 //!
-//! Needs `openssl`, `python3` and a C compiler (`tests/run` installs them). tlsd
-//! and the Rust examples are built by the test itself
-//! ([`libipc_tests::build_binaries`]). Certificates and keys are generated for
-//! each test ([`libipc_tests::certs`], with rcgen; the PKCS#1 and SEC1 keys are
-//! converted by `openssl`). Every test has its own temporary RUNDIR, lets tlsd
-//! pick its port (`--listen 127.0.0.1:0`, read back from its `listening
-//! address=...` log line), and is bounded in time: child processes are killed
-//! after [`CHILD_TIMEOUT`] (the load client after a limit of its own), every
-//! socket read and write of the test itself has a timeout. Readiness is
-//! observed (a log line, a unix socket that accepts, a client's output), never
-//! assumed after a sleep.
+//! Needs `openssl`, `python3`, a C compiler and `testssl` (Debian's
+//! testssl.sh): `tests/run` installs them. tlsd and the Rust examples are built
+//! by the test itself ([`libipc_tests::build_binaries`]). Certificates and keys
+//! are generated for each test ([`libipc_tests::certs`], with rcgen; the PKCS#1
+//! and SEC1 keys are converted by `openssl`). Every test has its own temporary
+//! RUNDIR, lets tlsd pick its port (`--listen 127.0.0.1:0`, read back from its
+//! `listening address=...` log line), and is bounded in time: child processes
+//! are killed after [`CHILD_TIMEOUT`] (the load client and the scanner after
+//! limits of their own), every socket read and write of the test itself has a
+//! timeout. Readiness is observed (a log line, a unix socket that accepts, a
+//! client's output), never assumed after a sleep.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -1530,4 +1531,156 @@ fn alpn_is_negotiated_when_asked() {
     );
     // A client that offers none is served all the same.
     s_client_echo(&w, "no-alpn", tlsd.addr, &pki.ca.cert, &[]).assert_success("no ALPN");
+}
+
+// ---------------------------------------------------------------------------
+// A TLS scanner: testssl.sh.
+
+/// Longest the scan may take. testssl.sh opens a few hundred connections, each
+/// through `openssl s_client` or bash's sockets: under a minute on a 2-core
+/// machine, two when other work shares it (`.config/nextest.toml` gives this
+/// test the time).
+const SCAN_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The severities of testssl.sh findings that fail the scan.
+const FAILING_SEVERITIES: [&str; 3] = ["MEDIUM", "HIGH", "CRITICAL"];
+
+/// Reads a testssl.sh JSON file (`argv[1]`) and prints each finding on one
+/// line: severity, id and finding, separated by tabs.
+const PYTHON_FINDINGS: &str = r#"
+import json, sys
+for f in json.load(open(sys.argv[1])):
+    print("\t".join(" ".join(str(f.get(k, "")).split()) for k in ("severity", "id", "finding")))
+"#;
+
+/// One finding of the scan.
+struct Finding {
+    severity: String,
+    id: String,
+    finding: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.severity, self.id, self.finding)
+    }
+}
+
+/// The findings in testssl.sh's JSON file `json`.
+fn scan_findings(w: &World, json: &Path) -> Vec<Finding> {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", PYTHON_FINDINGS]).arg(json);
+    let run = run_cmd(cmd, w.path(), "findings", CHILD_TIMEOUT);
+    run.assert_success("reading testssl's JSON findings");
+    run.stdout
+        .lines()
+        .map(|line| {
+            let mut parts = line.splitn(3, '\t').map(str::to_owned);
+            let mut next = || parts.next().unwrap_or_default();
+            Finding {
+                severity: next(),
+                id: next(),
+                finding: next(),
+            }
+        })
+        .collect()
+}
+
+/// Whether `program` is a file in one of the directories of `PATH`.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+}
+
+#[test]
+fn testssl_scan_finds_nothing_of_medium_severity_or_above() {
+    assert!(
+        on_path("testssl"),
+        "testssl (Debian package testssl.sh) is not installed: tests/run installs it"
+    );
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    // tlsd as it starts with nothing but a certificate and its key.
+    let tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
+
+    let json = w.path().join("testssl.json");
+    let mut cmd = Command::new("testssl");
+    cmd.current_dir(w.path())
+        // No banner, colours or questions; no DNS (the address is given).
+        .args(["--quiet", "--warnings", "off"])
+        .args(["--color", "0"])
+        .args(["--nodns", "none", "--ip", "127.0.0.1"])
+        // The test CA, so that the chain of trust is judged as a client that
+        // trusts it would (testssl.sh trusts the public roots only).
+        .arg("--add-ca")
+        .arg(&pki.ca.cert)
+        .arg("--jsonfile")
+        .arg(&json)
+        // Every check that rates what it finds: protocols, cipher categories,
+        // forward secrecy, server preferences (with the suites offered, in
+        // order), server defaults (the certificate) and vulnerabilities: what
+        // testssl.sh runs by default but for each cipher alone and 35 client
+        // simulations, which rate nothing (INFO only) and took half the time.
+        .args(["--protocols", "--std", "--pfs", "--server-preference"])
+        .args(["--server-defaults", "--vulnerable"])
+        // The name the certificate is for (SNI), at tlsd's address.
+        .arg(format!("localhost:{}", tlsd.addr.port()));
+    let started = Instant::now();
+    let run = run_cmd(cmd, w.path(), "testssl", SCAN_TIMEOUT);
+    let took = started.elapsed();
+
+    // The summary, kept where it outlives the test's directory.
+    let reports = libipc_tests::profile_dir().join("testssl");
+    std::fs::create_dir_all(&reports).unwrap();
+    let report = reports.join("tlsd-scan.txt");
+    std::fs::write(&report, &run.stdout).unwrap();
+    if json.is_file() {
+        std::fs::copy(&json, reports.join("tlsd-scan.json")).unwrap();
+    }
+    println!(
+        "testssl.sh scan of tlsd ({took:.0?}), also in {}:\n{}",
+        report.display(),
+        run.stdout
+    );
+
+    // testssl's exit status counts the checks it could not decide (0 to 241);
+    // above that, the scan itself failed.
+    assert!(
+        run.status.and_then(|s| s.code()).is_some_and(|c| c < 242),
+        "testssl.sh did not complete its scan\n{}",
+        run.report()
+    );
+    let findings = scan_findings(&w, &json);
+    let has = |id: &str, severity: &str, finding: &str| {
+        findings
+            .iter()
+            .any(|f| f.id == id && f.severity == severity && f.finding.starts_with(finding))
+    };
+    // It reached tlsd, read its certificate and trusted it through the CA.
+    assert!(
+        has("TLS1_3", "OK", "offered") && has("cert_chain_of_trust", "OK", "passed"),
+        "the scan did not see tlsd's TLS 1.3 and trusted certificate (report: {})",
+        report.display()
+    );
+    let of = |severities: &[&str]| -> Vec<String> {
+        findings
+            .iter()
+            .filter(|f| severities.contains(&f.severity.as_str()))
+            .map(Finding::to_string)
+            .collect()
+    };
+    // Worth a look, not a failure: low severity, and checks it could not make.
+    let notable = of(&["LOW", "WARN"]);
+    println!("LOW and WARN findings: {}", notable.len());
+    for f in &notable {
+        println!("  {f}");
+    }
+    let failing = of(&FAILING_SEVERITIES);
+    assert!(
+        failing.is_empty(),
+        "testssl.sh found {} issue(s) of severity MEDIUM or above:\n  {}\n(report: {})",
+        failing.len(),
+        failing.join("\n  "),
+        report.display()
+    );
 }

@@ -10,20 +10,32 @@
 //! let other = pki.second_ca.as_ref().unwrap().server(dir, "other");
 //! ```
 //!
+//! The certificates of servers and clients are made as a public CA makes them:
+//! valid from a day ago until 90 days from now, and naming where the CA
+//! publishes its revocations ([`CRL_URI`]: nothing is served there, and no
+//! client here checks revocation). TLS scanners (testssl.sh) rate a longer
+//! validity, or no word of revocation, as high-severity findings.
+//!
 //! Every key rcgen makes is ECDSA P-256 and serialized as PKCS#8. rcgen cannot
 //! make RSA keys with the `ring` backend, nor write the older PEM forms (PKCS#1
 //! `RSA PRIVATE KEY`, SEC1 `EC PRIVATE KEY`): the tests make those with the
 //! `openssl` command and have [`Ca::server_with_key`] certify them.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, CrlDistributionPoint, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 
 /// The names every server certificate is valid for (subject alternative names).
 pub const SERVER_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+
+/// The CRL distribution point every server and client certificate names.
+pub const CRL_URI: &str = "http://localhost/libipc-test-ca.crl";
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// A certificate authority: its certificate as a PEM file, and what it takes to
 /// sign more certificates.
@@ -183,6 +195,14 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("a clock after 1970");
+        params.not_before = rcgen::date_time_ymd(1970, 1, 1) + now.saturating_sub(DAY);
+        params.not_after = params.not_before + 91 * DAY;
+        params.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![CRL_URI.to_owned()],
+        }];
         let cert = params
             .signed_by(key, &self.issuer)
             .expect("signing a certificate");

@@ -1,19 +1,21 @@
 //! Black-box tests of the real `tlsd` binary: TLS clients nobody here wrote
 //! (`openssl s_client`, Python's `ssl` module), the Rust and C `pong` clients
 //! through two chained tlsd, the refusals (old TLS versions, plain TCP, silent
-//! clients, the wrong CA), startup errors, key formats, SIGHUP reloads and
-//! session resumption.
+//! clients, the wrong CA), startup errors, key formats, SIGHUP reloads (one
+//! of them while 500 connections are busy), session resumption, and a scan by
+//! testssl.sh.
 //!
 //!     cargo test -p libipc-tests --test tlsd
 //!
-//! Needs `openssl`, `python3` and a C compiler (`tests/run` installs them). tlsd
-//! and the Rust examples are built by the test itself
-//! ([`libipc_tests::build_binaries`]). Certificates and keys are generated for
-//! each test ([`libipc_tests::certs`], with rcgen; the PKCS#1 and SEC1 keys are
-//! converted by `openssl`). Every test has its own temporary RUNDIR, lets tlsd
-//! pick its port (`--listen 127.0.0.1:0`, read back from its `listening
-//! address=...` log line), and is bounded in time: child processes are killed
-//! after [`CHILD_TIMEOUT`], every socket read and write of the test itself has a
+//! Needs `openssl`, `python3`, a C compiler and `testssl` (Debian's
+//! testssl.sh): `tests/run` installs them. tlsd and the Rust examples are built
+//! by the test itself ([`libipc_tests::build_binaries`]). Certificates and keys
+//! are generated for each test ([`libipc_tests::certs`], with rcgen; the PKCS#1
+//! and SEC1 keys are converted by `openssl`). Every test has its own temporary
+//! RUNDIR, lets tlsd pick its port (`--listen 127.0.0.1:0`, read back from its
+//! `listening address=...` log line), and is bounded in time: child processes
+//! are killed after [`CHILD_TIMEOUT`] (the load client and the scanner after
+//! limits of their own), every socket read and write of the test itself has a
 //! timeout. Readiness is observed (a log line, a unix socket that accepts, a
 //! client's output), never assumed after a sleep.
 
@@ -343,6 +345,16 @@ for what, c, host in [("wrong host name", ctx, "not-localhost.example"),
 print("python-ssl: ok")
 "#;
 
+/// `python3 <label>.py`, the script being `PYTHON_FRAMES` then `body`, written
+/// to the world's directory (the caller adds the arguments).
+fn python_cmd(w: &World, label: &str, body: &str) -> Command {
+    let script = w.path().join(format!("{label}.py"));
+    std::fs::write(&script, format!("{PYTHON_FRAMES}{body}")).unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.arg(script);
+    cmd
+}
+
 /// Runs a Python client (`PYTHON_COMMON` then `body`) with `port`, `ca` and
 /// `args`; it must exit 0 and print `ok_line`.
 fn run_python(
@@ -354,13 +366,8 @@ fn run_python(
     args: &[&str],
     ok_line: &str,
 ) {
-    let script = w.path().join(format!("{label}.py"));
-    std::fs::write(&script, format!("{PYTHON_FRAMES}{PYTHON_COMMON}{body}")).unwrap();
-    let mut cmd = Command::new("python3");
-    cmd.arg(&script)
-        .arg(tlsd.addr.port().to_string())
-        .arg(ca)
-        .args(args);
+    let mut cmd = python_cmd(w, label, &format!("{PYTHON_COMMON}{body}"));
+    cmd.arg(tlsd.addr.port().to_string()).arg(ca).args(args);
     let run = run_cmd(cmd, w.path(), label, CHILD_TIMEOUT);
     run.assert_success(&format!("python client {label}"));
     run.assert_lines(&[ok_line]);
@@ -847,6 +854,56 @@ fn sighup(tlsd: &mut Tlsd, n: usize) -> String {
         .wait_for_stderr_lines("SIGHUP: ", n, READY_TIMEOUT)
 }
 
+/// What the SIGHUP tests start from: pongd, and tlsd serving `live`, a copy of
+/// CA 1's pair (`pki.server`); CA 2 and a pair of its, `pair2`, to replace it.
+/// (Fields drop in this order: the processes, then their directory.)
+struct Reload {
+    tlsd: Tlsd,
+    _pongd: Proc,
+    pair2: ServerPair,
+    live: ServerPair,
+    pki: certs::Pki,
+    w: World,
+}
+
+impl Reload {
+    /// Starts pongd, then tlsd with `args`.
+    fn start(args: &[&str]) -> Reload {
+        let w = World::new();
+        let pki = certs::generate(w.path(), true);
+        let pair2 = pki.second_ca.as_ref().unwrap().server(w.path(), "server2");
+        let live = live_pair(w.path(), &pki.server);
+        let pongd = w.rust_pongd("pong");
+        let tlsd = start_tlsd(&w, "tlsd", &live, args);
+        Reload {
+            tlsd,
+            _pongd: pongd,
+            pair2,
+            live,
+            pki,
+            w,
+        }
+    }
+
+    /// CA 2.
+    fn ca2(&self) -> &Ca {
+        self.pki.second_ca.as_ref().expect("CA 2")
+    }
+
+    /// Puts `pair2` in place of `live` and sends the first SIGHUP: tlsd must log
+    /// the reload.
+    fn reload(&mut self) {
+        replace_file(&self.pair2.cert, &self.live.cert);
+        replace_file(&self.pair2.key, &self.live.key);
+        let line = sighup(&mut self.tlsd, 1);
+        assert!(
+            line.contains("reloaded"),
+            "reload failed: {line}\n{}",
+            self.tlsd.log()
+        );
+    }
+}
+
 /// s_client verifying against `ca` completes a handshake and an echo.
 fn assert_trusted_by(w: &World, label: &str, tlsd: &Tlsd, ca: &Ca) {
     s_client_echo(w, label, tlsd.addr, &ca.cert, &[]);
@@ -864,34 +921,18 @@ fn assert_not_trusted_by(w: &World, label: &str, tlsd: &Tlsd, ca: &Ca) {
 
 #[test]
 fn sighup_reloads_the_pair_and_open_connections_carry_on() {
-    let w = World::new();
-    let pki = certs::generate(w.path(), true);
-    let ca2 = pki.second_ca.as_ref().unwrap();
-    let pair2 = ca2.server(w.path(), "server2");
-    let live = live_pair(w.path(), &pki.server);
-    let _pongd = w.rust_pongd("pong");
-    let mut tlsd = start_tlsd(&w, "tlsd", &live, &[]);
-    assert_trusted_by(&w, "before-ca1", &tlsd, &pki.ca);
-    assert_not_trusted_by(&w, "before-ca2", &tlsd, ca2);
+    let mut r = Reload::start(&[]);
+    let (w, ca1) = (&r.w, &r.pki.ca);
+    assert_trusted_by(w, "before-ca1", &r.tlsd, ca1);
+    assert_not_trusted_by(w, "before-ca2", &r.tlsd, r.ca2());
 
-    let script = w.path().join("long.py");
-    std::fs::write(&script, format!("{PYTHON_FRAMES}{LONG_CLIENT}")).unwrap();
-    let mut cmd = Command::new("python3");
-    cmd.arg(&script)
-        .arg(tlsd.addr.port().to_string())
-        .arg(&pki.ca.cert);
+    let mut cmd = python_cmd(w, "long-client", LONG_CLIENT);
+    cmd.arg(r.tlsd.addr.port().to_string()).arg(&ca1.cert);
     let mut long = spawn_with_stdin(cmd, w.path(), "long-client", Stdio::piped());
     let mut long_stdin = long.take_stdin().expect("piped stdin");
     long.wait_for_stdout("started", READY_TIMEOUT, |out| contains(out, b"started\n"));
 
-    replace_file(&pair2.cert, &live.cert);
-    replace_file(&pair2.key, &live.key);
-    let line = sighup(&mut tlsd, 1);
-    assert!(
-        line.contains("reloaded"),
-        "reload failed: {line}\n{}",
-        tlsd.log()
-    );
+    r.reload();
     // What the long client had counted when the reload was done, then 30 more
     // exchanges on the same connection, with the new pair in place.
     let reloaded_at = last_count(&long.stdout_bytes());
@@ -899,8 +940,9 @@ fn sighup_reloads_the_pair_and_open_connections_carry_on() {
         last_count(out) >= reloaded_at + 30
     });
 
-    assert_trusted_by(&w, "after-ca2", &tlsd, ca2);
-    assert_not_trusted_by(&w, "after-ca1", &tlsd, &pki.ca);
+    let (w, ca1) = (&r.w, &r.pki.ca);
+    assert_trusted_by(w, "after-ca2", &r.tlsd, r.ca2());
+    assert_not_trusted_by(w, "after-ca1", &r.tlsd, ca1);
 
     // The connection opened before the reload is still going, nothing lost.
     assert!(long.running(), "{}", long.output(None).report());
@@ -909,58 +951,225 @@ fn sighup_reloads_the_pair_and_open_connections_carry_on() {
     let run = long.wait(CHILD_TIMEOUT);
     run.assert_success("long client across the reload");
     run.assert_lines(&["long client: ok"]);
-    tlsd.assert_running("after the reload");
+    r.tlsd.assert_running("after the reload");
 }
 
 #[test]
 fn failed_sighup_reload_keeps_the_old_pair() {
-    let w = World::new();
-    let pki = certs::generate(w.path(), true);
-    let ca2 = pki.second_ca.as_ref().unwrap();
-    let pair2 = ca2.server(w.path(), "server2");
-    let live = live_pair(w.path(), &pki.server);
-    let _pongd = w.rust_pongd("pong");
-    let mut tlsd = start_tlsd(&w, "tlsd", &live, &[]);
-    let mut open = SClient::start(&w, "open", tlsd.addr, &pki.ca.cert, &["-brief"]);
+    let mut r = Reload::start(&[]);
+    let (w, ca1, live) = (&r.w, &r.pki.ca, &r.live);
+    let mut open = SClient::start(w, "open", r.tlsd.addr, &ca1.cert, &["-brief"]);
     open.send(&[&b"pong\n"[..], &frame(b"before")].concat());
     open.wait_for(&[&b"ok"[..], &frame(b"before")].concat());
 
     // A key file with no key in it.
     std::fs::write(&live.key, "not a key\n").unwrap();
-    let line = sighup(&mut tlsd, 1);
+    let line = sighup(&mut r.tlsd, 1);
     assert!(
         line.contains("reload failed") && line.contains(&live.key.display().to_string()),
         "a broken key file: {line}"
     );
-    assert_trusted_by(&w, "after-broken-key", &tlsd, &pki.ca);
+    assert_trusted_by(w, "after-broken-key", &r.tlsd, ca1);
 
     // A valid pair's certificate with the old key: they do not match.
-    replace_file(&pair2.cert, &live.cert);
-    replace_file(&pki.server.key, &live.key);
-    let line = sighup(&mut tlsd, 2);
+    replace_file(&r.pair2.cert, &live.cert);
+    replace_file(&r.pki.server.key, &live.key);
+    let line = sighup(&mut r.tlsd, 2);
     assert!(
         line.contains("reload failed") && line.contains("do not go together"),
         "a mismatched pair: {line}"
     );
-    assert_trusted_by(&w, "after-mismatch-ca1", &tlsd, &pki.ca);
-    assert_not_trusted_by(&w, "after-mismatch-ca2", &tlsd, ca2);
+    assert_trusted_by(w, "after-mismatch-ca1", &r.tlsd, ca1);
+    assert_not_trusted_by(w, "after-mismatch-ca2", &r.tlsd, r.ca2());
 
     // Then a good pair is taken.
-    replace_file(&pair2.key, &live.key);
-    let line = sighup(&mut tlsd, 3);
+    replace_file(&r.pair2.key, &live.key);
+    let line = sighup(&mut r.tlsd, 3);
     assert!(
         line.contains("reloaded"),
         "a good pair: {line}\n{}",
-        tlsd.log()
+        r.tlsd.log()
     );
-    assert_trusted_by(&w, "after-fix-ca2", &tlsd, ca2);
+    assert_trusted_by(w, "after-fix-ca2", &r.tlsd, r.ca2());
 
     // The connection opened first was never disturbed.
     open.send(&frame(b"after"));
     open.wait_for(&[&b"ok"[..], &frame(b"before"), &frame(b"after")].concat());
     open.finish()
         .assert_success("s_client open across the reloads");
-    tlsd.assert_running("after three reloads");
+    r.tlsd.assert_running("after three reloads");
+}
+
+/// How many TLS connections are busy when tlsd reloads under load.
+const LOAD_CONNECTIONS: usize = 500;
+/// How many more echoes each of them checks once the reload is done.
+const LOAD_AFTER: usize = 40;
+/// Longest the load client may run (it stops itself then, failing): about 10 s
+/// on a 2-core machine that other tests share.
+const LOAD_LIMIT: Duration = Duration::from_secs(60);
+
+/// A Python ssl client keeping `argv[4]` connections busy at once, one thread
+/// each, all verifying tlsd's certificate against the old CA (`argv[2]`). Each
+/// sends numbered messages (30 bytes to 20 KiB), four in a write, and checks
+/// every echo, in order. Once each has had a few echoes it prints `busy: ...`; then
+/// a line on its stdin says the reload is done: a new connection must then
+/// verify against the new CA (`argv[3]`) and no longer against the old one,
+/// and each old connection must have `argv[5]` more echoes, checked as before.
+/// Bounded: `argv[6]` seconds in all, and a cap on echoes before the reload.
+const LOAD_CLIENT: &str = r#"
+import resource, select, ssl, threading, time
+
+port, old_ca, new_ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+conns, after, limit = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+WINDOW = 4
+MAX_BEFORE = 400_000
+deadline = time.monotonic() + limit
+
+def left():
+    return deadline - time.monotonic()
+
+# A descriptor a connection, and then some: raise the soft limit if need be.
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+want = conns + 64
+if soft != resource.RLIM_INFINITY and soft < want:
+    if hard != resource.RLIM_INFINITY and hard < want:
+        sys.exit(f"RLIMIT_NOFILE: hard limit {hard}, {want} descriptors needed")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+threading.stack_size(256 * 1024)
+
+def connect(ca):
+    ctx = ssl.create_default_context(cafile=ca)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=max(left(), 1))
+    return ctx.wrap_socket(raw, server_hostname="localhost")
+
+def message(c, n):
+    # 30 bytes to 1 KiB; one in 50 about 20 KiB, more than a TLS record holds.
+    times = 700 if (c + n) % 50 == 0 else 1 + (c + n) % 40
+    return f"connection {c} message {n};".encode() * times
+
+reloaded = threading.Event()
+failures = []
+done = [0] * conns          # echoes checked, in order, per connection
+at_reload = [None] * conns  # how many when it learnt of the reload
+
+def client(c):
+    try:
+        s = connect(old_ca)
+        n = 0
+        while at_reload[c] is None or n < at_reload[c] + after:
+            if left() < 0:
+                raise TimeoutError(f"time ran out after {n} echoes")
+            if n >= MAX_BEFORE:
+                raise RuntimeError(f"no reload after {n} echoes")
+            batch = [message(c, n + k) for k in range(WINDOW)]
+            s.sendall(b"".join(frame(m) for m in batch))
+            for m in batch:
+                back = recv_frame(s)
+                if back != m:
+                    raise AssertionError(f"echo {n}: got {back[:60]!r}, sent {m[:60]!r}")
+                n += 1
+            done[c] = n
+            if at_reload[c] is None and reloaded.is_set():
+                at_reload[c] = n
+        s.close()
+    except BaseException as e:
+        failures.append(f"connection {c}: {e!r}")
+
+started = time.monotonic()
+threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(conns)]
+for t in threads:
+    t.start()
+while min(done) < 2 * WINDOW and not failures and left() > 0:
+    time.sleep(0.01)
+if failures:
+    sys.exit(f"{len(failures)} connections failed: " + "; ".join(failures[:10]))
+if min(done) < 2 * WINDOW:
+    sys.exit(f"only {sum(1 for d in done if d)} of {conns} connections echoing in time")
+print(f"busy: {conns} connections, {sum(done)} echoes, "
+      f"{time.monotonic() - started:.1f} s", flush=True)
+
+# The test replaces the certificate, sends SIGHUP and, once tlsd has logged
+# the reload, writes a line.
+if not select.select([sys.stdin], [], [], max(left(), 0))[0]:
+    sys.exit("no word of the reload in time")
+sys.stdin.readline()
+before = sum(done)
+reloaded.set()
+print(f"reloaded after {before} echoes", flush=True)
+
+# A new connection meanwhile gets the new certificate.
+s = connect(new_ca)
+s.sendall(frame(b"a new connection"))
+check("echo on a new connection", recv_frame(s), b"a new connection")
+s.close()
+try:
+    connect(old_ca).close()
+    sys.exit("a new connection verified tlsd against the old CA")
+except ssl.SSLCertVerificationError as e:
+    print(f"old CA, new connection: refused: {e.verify_message}", flush=True)
+
+for t in threads:
+    t.join(max(left(), 0))
+if failures:
+    sys.exit(f"{len(failures)} connections failed: " + "; ".join(failures[:10]))
+late = [c for c, t in enumerate(threads) if t.is_alive()]
+if late:
+    sys.exit(f"{len(late)} connections not done in time, e.g. {late[:10]}")
+least = min(d - r for d, r in zip(done, at_reload))
+print(f"echoes: {sum(done)} in all, {sum(done) - before} after the reload, "
+      f"at least {least} on each connection; {time.monotonic() - started:.1f} s", flush=True)
+print("load client: ok", flush=True)
+"#;
+
+/// Raises this process's soft limit on open descriptors to `want` (at most
+/// the hard limit), for the daemons and clients it starts.
+fn raise_nofile_limit(want: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < want {
+        setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard).expect("setrlimit");
+    }
+}
+
+#[test]
+fn sighup_under_load_of_500_connections_loses_no_message() {
+    // tlsd holds two descriptors a connection (TLS and the service's socket).
+    raise_nofile_limit(4096);
+    let mut r = Reload::start(&["--service", "pong"]);
+    let mut cmd = python_cmd(&r.w, "load-client", LOAD_CLIENT);
+    cmd.arg(r.tlsd.addr.port().to_string())
+        .arg(&r.pki.ca.cert)
+        .arg(&r.ca2().cert)
+        .arg(LOAD_CONNECTIONS.to_string())
+        .arg(LOAD_AFTER.to_string())
+        .arg(LOAD_LIMIT.as_secs().to_string());
+    let mut load = spawn_with_stdin(cmd, r.w.path(), "load-client", Stdio::piped());
+    let mut load_stdin = load.take_stdin().expect("piped stdin");
+    load.wait_for_stdout("busy", LOAD_LIMIT, |out| contains(out, b"busy: "));
+
+    // While every connection is exchanging messages.
+    r.reload();
+    load_stdin.write_all(b"reloaded\n").unwrap();
+    drop(load_stdin);
+
+    // A margin over the client's own limit, for it to say why it stopped.
+    let run = load.wait(LOAD_LIMIT + Duration::from_secs(15));
+    run.assert_success("load client across the reload");
+    run.assert_lines(&["load client: ok"]);
+    println!("{}", run.stdout);
+    r.tlsd.assert_running("after the reload under load");
+    // tlsd saw every connection (and the new one after the reload) closed by
+    // the client, and no trouble but the client refusing the old certificate.
+    r.tlsd
+        .proc
+        .wait_for_stderr_lines(r#"reason="closed""#, LOAD_CONNECTIONS + 1, READY_TIMEOUT);
+    let log = r.tlsd.log();
+    let trouble: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .filter(|l| !l.contains("received fatal alert: UnknownCA"))
+        .collect();
+    assert!(trouble.is_empty(), "tlsd: {}", trouble.join("\n"));
 }
 
 // ---------------------------------------------------------------------------
@@ -1303,4 +1512,156 @@ fn alpn_is_negotiated_when_asked() {
     );
     // A client that offers none is served all the same.
     s_client_echo(&w, "no-alpn", tlsd.addr, &pki.ca.cert, &[]).assert_success("no ALPN");
+}
+
+// ---------------------------------------------------------------------------
+// A TLS scanner: testssl.sh.
+
+/// Longest the scan may take. testssl.sh opens a few hundred connections, each
+/// through `openssl s_client` or bash's sockets: under a minute on a 2-core
+/// machine, two when other work shares it (`.config/nextest.toml` gives this
+/// test the time).
+const SCAN_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The severities of testssl.sh findings that fail the scan.
+const FAILING_SEVERITIES: [&str; 3] = ["MEDIUM", "HIGH", "CRITICAL"];
+
+/// Reads a testssl.sh JSON file (`argv[1]`) and prints each finding on one
+/// line: severity, id and finding, separated by tabs.
+const PYTHON_FINDINGS: &str = r#"
+import json, sys
+for f in json.load(open(sys.argv[1])):
+    print("\t".join(" ".join(str(f.get(k, "")).split()) for k in ("severity", "id", "finding")))
+"#;
+
+/// One finding of the scan.
+struct Finding {
+    severity: String,
+    id: String,
+    finding: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.severity, self.id, self.finding)
+    }
+}
+
+/// The findings in testssl.sh's JSON file `json`.
+fn scan_findings(w: &World, json: &Path) -> Vec<Finding> {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", PYTHON_FINDINGS]).arg(json);
+    let run = run_cmd(cmd, w.path(), "findings", CHILD_TIMEOUT);
+    run.assert_success("reading testssl's JSON findings");
+    run.stdout
+        .lines()
+        .map(|line| {
+            let mut parts = line.splitn(3, '\t').map(str::to_owned);
+            let mut next = || parts.next().unwrap_or_default();
+            Finding {
+                severity: next(),
+                id: next(),
+                finding: next(),
+            }
+        })
+        .collect()
+}
+
+/// Whether `program` is a file in one of the directories of `PATH`.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
+}
+
+#[test]
+fn testssl_scan_finds_nothing_of_medium_severity_or_above() {
+    assert!(
+        on_path("testssl"),
+        "testssl (Debian package testssl.sh) is not installed: tests/run installs it"
+    );
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    // tlsd as it starts with nothing but a certificate and its key.
+    let tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
+
+    let json = w.path().join("testssl.json");
+    let mut cmd = Command::new("testssl");
+    cmd.current_dir(w.path())
+        // No banner, colours or questions; no DNS (the address is given).
+        .args(["--quiet", "--warnings", "off"])
+        .args(["--color", "0"])
+        .args(["--nodns", "none", "--ip", "127.0.0.1"])
+        // The test CA, so that the chain of trust is judged as a client that
+        // trusts it would (testssl.sh trusts the public roots only).
+        .arg("--add-ca")
+        .arg(&pki.ca.cert)
+        .arg("--jsonfile")
+        .arg(&json)
+        // Every check that rates what it finds: protocols, cipher categories,
+        // forward secrecy, server preferences (with the suites offered, in
+        // order), server defaults (the certificate) and vulnerabilities: what
+        // testssl.sh runs by default but for each cipher alone and 35 client
+        // simulations, which rate nothing (INFO only) and took half the time.
+        .args(["--protocols", "--std", "--pfs", "--server-preference"])
+        .args(["--server-defaults", "--vulnerable"])
+        // The name the certificate is for (SNI), at tlsd's address.
+        .arg(format!("localhost:{}", tlsd.addr.port()));
+    let started = Instant::now();
+    let run = run_cmd(cmd, w.path(), "testssl", SCAN_TIMEOUT);
+    let took = started.elapsed();
+
+    // The summary, kept where it outlives the test's directory.
+    let reports = libipc_tests::profile_dir().join("testssl");
+    std::fs::create_dir_all(&reports).unwrap();
+    let report = reports.join("tlsd-scan.txt");
+    std::fs::write(&report, &run.stdout).unwrap();
+    if json.is_file() {
+        std::fs::copy(&json, reports.join("tlsd-scan.json")).unwrap();
+    }
+    println!(
+        "testssl.sh scan of tlsd ({took:.0?}), also in {}:\n{}",
+        report.display(),
+        run.stdout
+    );
+
+    // testssl's exit status counts the checks it could not decide (0 to 241);
+    // above that, the scan itself failed.
+    assert!(
+        run.status.and_then(|s| s.code()).is_some_and(|c| c < 242),
+        "testssl.sh did not complete its scan\n{}",
+        run.report()
+    );
+    let findings = scan_findings(&w, &json);
+    let has = |id: &str, severity: &str, finding: &str| {
+        findings
+            .iter()
+            .any(|f| f.id == id && f.severity == severity && f.finding.starts_with(finding))
+    };
+    // It reached tlsd, read its certificate and trusted it through the CA.
+    assert!(
+        has("TLS1_3", "OK", "offered") && has("cert_chain_of_trust", "OK", "passed"),
+        "the scan did not see tlsd's TLS 1.3 and trusted certificate (report: {})",
+        report.display()
+    );
+    let of = |severities: &[&str]| -> Vec<String> {
+        findings
+            .iter()
+            .filter(|f| severities.contains(&f.severity.as_str()))
+            .map(Finding::to_string)
+            .collect()
+    };
+    // Worth a look, not a failure: low severity, and checks it could not make.
+    let notable = of(&["LOW", "WARN"]);
+    println!("LOW and WARN findings: {}", notable.len());
+    for f in &notable {
+        println!("  {f}");
+    }
+    let failing = of(&FAILING_SEVERITIES);
+    assert!(
+        failing.is_empty(),
+        "testssl.sh found {} issue(s) of severity MEDIUM or above:\n  {}\n(report: {})",
+        failing.len(),
+        failing.join("\n  "),
+        report.display()
+    );
 }

@@ -161,6 +161,28 @@ pub fn build_binaries(profile_dir: &Path) -> PathBuf {
     }
     let own = target.join("black-box-bins");
     cmd.arg("--target-dir").arg(&own);
+    // Cargo and nextest give a running test its package's variables
+    // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). Build scripts that watch them
+    // (ring's does) would find them changed since the same build in tests/run,
+    // and everything above ring would be built again, here, on the tests' time.
+    for (name, _) in std::env::vars_os() {
+        let Some(n) = name.to_str() else { continue };
+        let per_package = n.starts_with("CARGO_PKG_")
+            || n.starts_with("CARGO_BIN_EXE_")
+            || matches!(
+                n,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if per_package {
+            cmd.env_remove(&name);
+        }
+    }
     let dir = TempDir::new().expect("tempdir");
     let run = run_cmd(cmd, dir.path(), "cargo-build", BUILD_TIMEOUT);
     run.assert_success("cargo build -p libipc --examples -p tcpd -p tlsd -p websocketd --bins");

@@ -84,7 +84,7 @@ impl Artifacts {
         self.examples.join(name)
     }
 
-    /// The workspace binary `name` (`tcpd`, `tlsd`).
+    /// The workspace binary `name` (`tcpd`, `tlsd`, `websocketd`).
     pub fn bin(&self, name: &str) -> PathBuf {
         self.bins.join(name)
     }
@@ -161,6 +161,28 @@ pub fn build_binaries(profile_dir: &Path) -> PathBuf {
     }
     let own = target.join("black-box-bins");
     cmd.arg("--target-dir").arg(&own);
+    // Cargo and nextest give a running test its package's variables
+    // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). Build scripts that watch them
+    // (ring's does) would find them changed since the same build in tests/run,
+    // and everything above ring would be built again, here, on the tests' time.
+    for (name, _) in std::env::vars_os() {
+        let Some(n) = name.to_str() else { continue };
+        let per_package = n.starts_with("CARGO_PKG_")
+            || n.starts_with("CARGO_BIN_EXE_")
+            || matches!(
+                n,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if per_package {
+            cmd.env_remove(&name);
+        }
+    }
     let dir = TempDir::new().expect("tempdir");
     let run = run_cmd(cmd, dir.path(), "cargo-build", BUILD_TIMEOUT);
     run.assert_success("cargo build -p libipc --examples -p tcpd -p tlsd -p websocketd --bins");
@@ -527,7 +549,7 @@ impl World {
         self.command(&artifacts().example(name))
     }
 
-    /// The workspace binary `name` (`tcpd`, `tlsd`), in this world.
+    /// The workspace binary `name` (`tcpd`, `tlsd`, `websocketd`), in this world.
     pub fn bin(&self, name: &str) -> Command {
         self.command(&artifacts().bin(name))
     }
@@ -545,6 +567,25 @@ impl World {
         let mut cmd = self.example("pongd");
         cmd.arg(name);
         self.start_service(cmd, name, &format!("pongd-{name}"))
+    }
+
+    /// Starts `socat` as service `name`: each connection runs `exec` (socat's
+    /// EXEC address: a program and its arguments, split at spaces) with the
+    /// connection as its stdin and stdout. `cat` makes an echo service nobody
+    /// here wrote, for messages of any size (echoing the bytes echoes the frames).
+    ///
+    /// With a listen backlog of 128: socat's default of 5 fills up whenever its
+    /// accept-and-fork loop falls behind a burst of connections (on a loaded
+    /// machine), and a daemon's connection to it is then refused ("service
+    /// busy") instead of waiting.
+    pub fn socat_service(&self, name: &str, exec: &str) -> Proc {
+        let mut cmd = Command::new("socat");
+        cmd.arg(format!(
+            "UNIX-LISTEN:{},fork,backlog=128",
+            self.rundir.join(name).display()
+        ))
+        .arg(format!("EXEC:{exec}"));
+        self.start_service(cmd, name, &format!("socat-{name}"))
     }
 
     /// Starts C pongd (`exe`, from [`World::compile`]) for `clients` clients: it
@@ -587,7 +628,7 @@ pub fn assert_pongd_done(pongd: Proc, clients: usize) {
 }
 
 #[allow(missing_debug_implementations)] // Proc holds a child process
-/// A daemon (tcpd, tlsd) listening on a port it picked (`--listen 127.0.0.1:0`),
+/// A daemon (tcpd, tlsd, websocketd) listening on a port it picked (`--listen 127.0.0.1:0`),
 /// and that port, read back from its `listening address=...` log line.
 pub struct Daemon {
     /// The process.
@@ -598,7 +639,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts daemon `name` (`tcpd`, `tlsd`) in `world` (its RUNDIR) with `args`,
+    /// Starts daemon `name` (`tcpd`, `tlsd`, `websocketd`) in `world` (its RUNDIR) with `args`,
     /// its output in `<label>.stdout` / `.stderr`, and waits until it listens.
     pub fn start(world: &World, name: &'static str, label: &str, args: &[&str]) -> Daemon {
         let mut proc = spawn(Self::command(world, name, args), world.path(), label);
@@ -645,6 +686,28 @@ impl Daemon {
             .filter(|l| in_span.as_ref().is_none_or(|s| l.contains(s.as_str())))
             .count()
     }
+}
+
+/// The program `name` (`python`, `kosoku`) of the Python virtual environment
+/// that `tests/run` makes, `target/test-venv`: the WebSocket clients of the
+/// websocketd tests (`websockets`, `kosoku`) are installed there, not in the
+/// system's Python.
+///
+/// Panics, saying to run `tests/run`, when the venv or its packages are missing.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let venv = workspace().join("target/test-venv");
+    // tests/run writes this stamp once the packages are installed.
+    let stamp = venv.join(".installed");
+    let exe = venv.join("bin").join(name);
+    assert!(
+        stamp.is_file() && exe.is_file(),
+        "{} not found, or its packages not installed: the websocketd tests need \
+         the Python venv {} with websockets and kosoku, which tests/run creates \
+         (run tests/run once, or its venv block)",
+        exe.display(),
+        venv.display()
+    );
+    exe
 }
 
 /// Python helpers the tests' Python clients start with: LibIPC frames over a

@@ -187,7 +187,7 @@ impl WebSocket {
                             reason: short_reason(&e).into(),
                         }),
                     );
-                    end = Some(Some(Error::Handshake(format!("WebSocket: {e}"))));
+                    end = Some(Some(Error::Transport(format!("WebSocket: {e}"))));
                     break;
                 }
             }
@@ -303,6 +303,9 @@ impl Transport for WebSocket {
 
     fn keepalive(&mut self, relay: &mut Relay<'_>) -> Result<bool> {
         if self.unanswered_pings >= self.settings.max_unanswered_pings {
+            // Say why here: the close that ends the pair otherwise would be the
+            // one for a service that went away.
+            self.close_with(relay, CloseCode::Error, "no answer to pings");
             return Err(Error::Transport(format!(
                 "no answer to {} pings",
                 self.unanswered_pings
@@ -328,7 +331,7 @@ impl Transport for WebSocket {
                 "closed before the HTTP request was complete".into(),
             )),
             State::Open { ws, .. } if ws.can_write() => {
-                Err(Error::Handshake("closed without a WebSocket close".into()))
+                Err(Error::Transport("closed without a WebSocket close".into()))
             }
             _ => Ok(()),
         }

@@ -138,6 +138,8 @@ pub struct Context {
     now: Instant,
     timer: Option<Duration>,
     rundir: PathBuf,
+    /// Refused clients in a lingering close.
+    lingering: usize,
     /// Routes overriding `IPC_NETWORK`.
     network: Option<String>,
     config: Config,
@@ -161,6 +163,7 @@ impl Context {
             dirty: Vec::new(),
             recheck: Vec::new(),
             last_gone: None,
+            lingering: 0,
             timers: BinaryHeap::new(),
             accept_retry: None,
             scratch: Vec::new(),
@@ -343,6 +346,9 @@ impl Context {
                 continue;
             };
             match c.expiry() {
+                Some(due) if due <= now && matches!(&c.role, Role::Pending(p) if p.lingering) => {
+                    self.end_linger(id);
+                }
                 Some(due) if due <= now => {
                     c.deadline = None;
                     c.idle = None;
@@ -501,6 +507,9 @@ impl Context {
 
     fn remove(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.remove(id) {
+            if matches!(&conn.role, Role::Pending(p) if p.lingering) {
+                self.lingering -= 1;
+            }
             let raw = conn.io.fd().as_raw_fd();
             if !conn.dead {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
@@ -871,8 +880,7 @@ impl Context {
             Role::Pending(p) => {
                 // Paused while the daemon decides: stays paused here.
                 if flushed.drained && p.closing.is_some() {
-                    let reason = p.closing.take().flatten();
-                    self.disconnect(id, reason);
+                    self.close_pending(id);
                 }
             }
             _ => {

@@ -117,8 +117,15 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 /// are logged and printed once, with their causes).
 pub fn main_with(name: &str, common: &Common, run: impl FnOnce() -> Result<()>) -> ExitCode {
     let log_level = &common.log_level;
+    // rustls warns about every client that sends an IP address as its SNI
+    // name (allowed in practice, ignored): quiet unless asked for.
+    let quiet_rustls = if log_level.contains("rustls") {
+        log_level.clone()
+    } else {
+        format!("{log_level},rustls=error")
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_level));
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&quiet_rustls));
     let filter = match filter {
         Ok(f) => f,
         Err(e) => {
@@ -186,8 +193,6 @@ pub struct Plan<'a> {
     pub fixed_in_transport: bool,
     /// Probe quiet connections this often (websocketd: --ping-interval).
     pub keepalive: Option<Duration>,
-    /// Written to a client refused because --max-connections are open.
-    pub overload_answer: Vec<u8>,
     /// Called on SIGHUP (reload).
     pub on_hup: Box<dyn Fn() + Send>,
 }
@@ -208,6 +213,7 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
     let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
     signals.thread_block().context("blocking signals")?;
     let mut metrics = None;
+    raise_fd_limit(c.max_connections);
     let listeners = match crate::systemd::listen_fds()? {
         Some(fds) => {
             let mut listeners = Vec::new();
@@ -241,7 +247,6 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
         transport_handshake_timeout: plan.transport_handshake_timeout,
         idle_timeout: (!c.idle_timeout.is_zero()).then_some(c.idle_timeout),
         keepalive: plan.keepalive,
-        overload_answer: plan.overload_answer,
         drain_timeout: c.drain_timeout,
         max_message_size: c.max_message_size,
         rundir: c.rundir.clone(),
@@ -266,6 +271,30 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
     })?;
     tracing::info!("{} stopped", plan.name);
     Ok(())
+}
+
+/// Raises the soft limit on open descriptors to the hard one: each relayed
+/// client holds two, and the common soft limit of 1024 would stop a daemon at
+/// about 500 clients, far below --max-connections. Warns if even the hard limit
+/// is too low.
+fn raise_fd_limit(max_connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let mut limit = soft;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        tracing::debug!(from = soft, to = hard, "raised the open-file limit");
+        limit = hard;
+    }
+    let needed = 2 * max_connections as u64 + 64;
+    if limit < needed {
+        tracing::warn!(
+            limit,
+            needed,
+            "the open-file limit is below what --max-connections needs (2 per client)"
+        );
+    }
 }
 
 /// Binds every `--listen` address (host names resolved; port 0 logged as bound).

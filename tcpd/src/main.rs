@@ -68,7 +68,6 @@ fn main() -> ExitCode {
             transport_handshake_timeout: None,
             fixed_in_transport: false,
             keepalive: None,
-            overload_answer: b"no: too many connections\n".to_vec(),
             on_hup: Box::new(|| tracing::info!("SIGHUP: tcpd has nothing to reload")),
         })
     })

@@ -831,8 +831,13 @@ fn max_connections_refuses_the_third_client() {
 
     let mut one = Client::raw(tcpd.addr, "pong");
     let mut two = Client::framed(tcpd.addr, "pong");
+    // Refused once it has named its service, in the form it used.
     let mut three = Client::connect(tcpd.addr, "third client");
+    three.send(b"pong\n");
     three.expect_answer_and_close(b"no: too many connections\n");
+    let mut four = Client::connect(tcpd.addr, "fourth client, framed");
+    four.send(&frame(b"pong"));
+    four.expect_answer_and_close(&frame(b"no: too many connections"));
     one.echo(b"one still works");
     two.echo(b"two still works");
 

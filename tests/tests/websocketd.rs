@@ -372,15 +372,9 @@ fn two_hundred_concurrent_clients_over_two_services_routed_by_path() {
     for pongd in [&mut alpha, &mut beta] {
         pongd.wait_for_stderr_lines("client connected", CLIENTS / 2 + 1, READY_TIMEOUT);
     }
-    let log = ws.log();
     for service in ["alpha", "beta"] {
-        let n = log
-            .lines()
-            .filter(|l| {
-                l.contains(" connected peer=") && l.contains(&format!("service={service} "))
-            })
-            .count();
-        assert_eq!(n, CLIENTS / 2, "connections to {service}\n{log}");
+        let n = ws.connected(Some(service));
+        assert_eq!(n, CLIENTS / 2, "connections to {service}\n{}", ws.log());
     }
     ws.assert_running("after 200 clients");
 }
@@ -638,7 +632,7 @@ fn max_connections_answers_503() {
         &s.ws,
         &["3"],
     );
-    wait_for_log(&mut s.ws, &["refused: too many connections"]);
+    wait_for_log(&mut s.ws, &["refused reason=\"too many connections\""]);
 }
 
 /// Connects, sends `sent`, and reads until websocketd closes; returns what came

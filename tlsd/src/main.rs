@@ -110,7 +110,6 @@ fn run(args: &Args) -> Result<()> {
         transport_handshake_timeout: Some(args.tls.tls_handshake_timeout),
         fixed_in_transport: false,
         keepalive: None,
-        overload_answer: b"no: too many connections\n".to_vec(),
         on_hup: Box::new(move || server.reload()),
     })
 }

@@ -123,12 +123,13 @@ pub fn refusal(reason: &str) -> Vec<u8> {
         r if r.ends_with("timeout") => 408,
         _ => 503,
     };
-    error(status, reason, &[])
-}
-
-/// The answer to a client turned away because the daemon is full.
-pub fn overloaded() -> Vec<u8> {
-    error(503, "too many connections", &[("Retry-After", "1")])
+    // A full daemon or a busy service: worth trying again soon.
+    let retry: &[(&str, &str)] = if status == 503 {
+        &[("Retry-After", "1")]
+    } else {
+        &[]
+    };
+    error(status, reason, retry)
 }
 
 fn refuse(status: u16, why: &str, line: &str, headers: &[(&str, &str)]) -> Decision {

@@ -168,7 +168,6 @@ fn run(args: &Args) -> Result<()> {
         transport_handshake_timeout: Some(transport_timeout),
         fixed_in_transport: true,
         keepalive: ping,
-        overload_answer: http::overloaded(),
         on_hup: Box::new(move || match &tls {
             Some(server) => server.reload(),
             None => tracing::info!("SIGHUP: nothing to reload (no TLS)"),

@@ -47,6 +47,9 @@ pub(super) struct Pending {
     pub(super) to_service: OutQueue,
     /// Refused or broken: close once the answer is written, with this reason.
     pub(super) closing: Option<Option<crate::Error>>,
+    /// The answer is written and our side shut down: what the client still
+    /// sends is read and dropped until it closes (a lingering close).
+    pub(super) lingering: bool,
     /// Entered around the transport's calls (the daemon's span for the client).
     pub(super) span: tracing::Span,
 }

@@ -7,7 +7,10 @@
 //! client and closes it. Nothing is read from the client while the daemon decides,
 //! and what came with the name is delivered to the service first.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use nix::sys::socket::{Shutdown, shutdown};
 
 use mio::Interest;
 
@@ -18,6 +21,12 @@ use crate::event::{ConnId, Event};
 use crate::queue::OutQueue;
 use crate::service;
 use crate::switch::{Relay, Transport};
+
+/// Longest a refused client is read (and dropped) after its answer.
+pub(super) const LINGER: Duration = Duration::from_secs(2);
+/// Most connections lingering at once in a context; past that, refused clients
+/// are closed at once (a flood must not hold descriptors).
+const MAX_LINGERING: usize = 1024;
 
 impl Context {
     /// Adds a network connection (an accepted TCP socket, say) whose service is not
@@ -30,6 +39,7 @@ impl Context {
             transport,
             to_service: OutQueue::default(),
             closing: None,
+            lingering: false,
             span: tracing::Span::none(),
         };
         let id = self.insert(
@@ -153,8 +163,56 @@ impl Context {
         }
     }
 
+    /// A refused or failed client whose answer is written: shut down our side,
+    /// then read and drop what it still sends until it closes, for at most
+    /// [`LINGER`]. Closing at once with its input unread would reset the
+    /// connection, and a client still sending (an HTTP request after an early
+    /// 503, frames after its service name) could lose the answer.
+    pub(super) fn close_pending(&mut self, id: ConnId) {
+        let lingering_now = self.lingering;
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        let Role::Pending(p) = &mut c.role else {
+            return;
+        };
+        if p.lingering {
+            return;
+        }
+        let fd = c.io.fd().as_raw_fd();
+        if lingering_now >= MAX_LINGERING || shutdown(fd, Shutdown::Write).is_err() {
+            let reason = p.closing.take().flatten();
+            return self.disconnect(id, reason);
+        }
+        p.lingering = true;
+        self.lingering += 1;
+        c.paused = false;
+        c.deadline = Some(self.now + LINGER);
+        self.arm(id);
+        self.mark_ready(id);
+    }
+
+    /// Ends a lingering close (the client closed, or [`LINGER`] passed).
+    pub(super) fn end_linger(&mut self, id: ConnId) {
+        let Some(Role::Pending(p)) = self.conns.get_mut(id).map(|c| &mut c.role) else {
+            return;
+        };
+        let reason = p.closing.take().flatten();
+        self.disconnect(id, reason);
+    }
+
+    fn is_lingering(&self, id: ConnId) -> bool {
+        matches!(self.conns.get(id).map(|c| &c.role), Some(Role::Pending(p)) if p.lingering)
+    }
+
     /// One read from a network connection in its handshake.
     pub(super) fn read_pending(&mut self, id: ConnId) {
+        if self.is_lingering(id) {
+            return match self.read_chunk(id) {
+                Chunk::Data(_) | Chunk::Blocked => {}
+                Chunk::Eof | Chunk::Failed(_) => self.end_linger(id),
+            };
+        }
         let n = match self.read_chunk(id) {
             Chunk::Data(n) => n,
             Chunk::Blocked => return,

@@ -160,18 +160,27 @@ impl Context {
         relay.traffic = ns.counter.as_deref_mut();
         let result = f(t.as_mut(), &mut relay);
         let finished = relay.finished.take();
-        match (&result, finished) {
+        match (result, finished) {
             (Err(e), _) => {
-                let e = Error::Transport(e.to_string());
+                // The pair's DISCONNECTION carries the error; the caller gets
+                // its text (Error is not Clone).
+                let text = match &e {
+                    Error::Transport(t) => t.clone(),
+                    other => other.to_string(),
+                };
                 self.fail_pair(id, e);
+                Err(Error::Transport(text))
             }
-            (Ok(_), Some(reason)) => self.finish_pair(id, peer, reason),
-            (Ok(_), None) => {
+            (Ok(r), Some(reason)) => {
+                self.finish_pair(id, peer, reason);
+                Ok(r)
+            }
+            (Ok(r), None) => {
                 self.mark_dirty(id);
                 self.mark_dirty(peer);
+                Ok(r)
             }
         }
-        result
     }
 
     /// What crossed network connection `id`'s pair so far (switched pairs only;
@@ -331,7 +340,7 @@ impl Context {
         let Some(s) = c.switched() else { return };
         s.read_eof = true;
         if let Some(Err(e)) = s.transport.as_mut().map(|t| t.network_closed()) {
-            tracing::warn!(conn = %id, error = %e, "network peer closed mid-message");
+            tracing::info!(conn = %id, error = %e, "network peer closed uncleanly");
         }
         if let Some(ps) = self.conns.get_mut(peer).and_then(Conn::switched) {
             ps.after_flush = AfterFlush::ShutdownWrite;
@@ -377,10 +386,7 @@ impl Context {
                 let after = s.after_flush;
                 self.after_flush(id, after);
             }
-            Role::Pending(p) if p.closing.is_some() => {
-                let reason = p.closing.take().flatten();
-                self.disconnect(id, reason);
-            }
+            Role::Pending(p) if p.closing.is_some() => self.close_pending(id),
             _ => {}
         }
     }

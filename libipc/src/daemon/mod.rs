@@ -28,6 +28,10 @@ use crate::{Config, ConnId, Context, Event};
 mod stats;
 pub use stats::{ServiceStats, Snapshot, Stats};
 
+/// Clients past --max-connections a worker reads until it can refuse them in
+/// their own form (see `Worker::accept`).
+const MAX_OVERFLOW: usize = 64;
+
 /// How often workers add the traffic of open connections to [`Stats`].
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -57,9 +61,6 @@ pub struct DaemonConfig {
     /// a WebSocket ping); a transport that probes closes the connection itself
     /// when probes go unanswered. `None`: only `idle_timeout` applies.
     pub keepalive: Option<Duration>,
-    /// Written to a client turned away because `max_connections` are open, before
-    /// it is closed (tcpd: `no: too many connections`; websocketd: HTTP 503).
-    pub overload_answer: Vec<u8>,
     /// On shutdown, how long open connections may take to finish.
     pub drain_timeout: Duration,
     /// Largest message accepted from a client.
@@ -177,6 +178,7 @@ impl Daemon {
                 outbound: if n == 0 { self.outbound.clone() } else { None },
                 stats: self.stats.clone(),
                 next_stats: Instant::now() + STATS_INTERVAL,
+                overflow: 0,
                 ctx: Context::with_config(
                     Config::default().max_message_size(self.config.max_message_size),
                 )?,
@@ -228,6 +230,8 @@ struct NetConn {
     transport_deadline: bool,
     /// Traffic already added to the stats.
     reported: Traffic,
+    /// Accepted past --max-connections: refused once it names its service.
+    overflow: bool,
     /// Log lines about this connection are in this span (peer, service, and the
     /// TLS identity when there is one).
     span: tracing::Span,
@@ -251,6 +255,7 @@ impl NetConn {
             local: None,
             transport_deadline: false,
             reported: Traffic::default(),
+            overflow: false,
             span,
         }
     }
@@ -264,6 +269,8 @@ struct Worker {
     stats: Arc<Stats>,
     /// When open connections' traffic is next added to the stats.
     next_stats: Instant,
+    /// Connections accepted past the limit, waiting to be refused.
+    overflow: usize,
     ctx: Context,
     listeners: HashMap<ConnId, TcpListener>,
     wake: Option<(ConnId, std::os::unix::net::UnixStream)>,
@@ -357,25 +364,32 @@ impl Worker {
                     return;
                 }
             };
-            if self.stats.open.load(Ordering::Relaxed) >= self.config.max_connections {
+            // Past the limit, a client is still read until it names its service
+            // (or sends its HTTP request), so that it is refused in its own form
+            // (a framed `no:`, an HTTP 503) rather than cut off mid-request. Only
+            // MAX_OVERFLOW of those at a time; past that, closed at once.
+            let overflow = self.stats.open.load(Ordering::Relaxed) >= self.config.max_connections;
+            if overflow && self.overflow >= MAX_OVERFLOW {
                 tracing::warn!(%peer, limit = self.config.max_connections, "refused: too many connections");
                 self.stats.refused("too many connections");
-                // Best effort, in the transport's form; then close.
-                let _ = io::Write::write_all(&mut &stream, &self.config.overload_answer);
                 continue;
             }
             let _ = stream.set_nodelay(true);
             self.stats.accepted();
-            self.stats.open.fetch_add(1, Ordering::Relaxed);
             let id = match self.ctx.add_network(stream.into(), (self.inbound)()) {
                 Ok(id) => id,
                 Err(e) => {
-                    self.stats.open.fetch_sub(1, Ordering::Relaxed);
                     tracing::warn!(%peer, error = %e, "cannot add connection");
                     continue;
                 }
             };
-            let conn = NetConn::new(peer, None);
+            if overflow {
+                self.overflow += 1;
+            } else {
+                self.stats.open.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut conn = NetConn::new(peer, None);
+            conn.overflow = overflow;
             self.ctx.set_span(id, conn.span.clone());
             self.conns.insert(id, conn);
             tracing::debug!(conn = %id, "accepted");
@@ -424,6 +438,7 @@ impl Worker {
         }
         let shown = String::from_utf8_lossy(&name[..name.len().min(80)]).into_owned();
         let refusal = match validate_name(name) {
+            _ if conn.overflow => Some("too many connections"),
             Err(_) => Some("invalid service name"),
             Ok(n) if !self.config.allow.is_empty() && !self.config.allow.iter().any(|a| a == n) => {
                 Some("service not allowed")
@@ -538,7 +553,11 @@ impl Worker {
     /// counts against the limit, and its close line is logged.
     fn forget(&mut self, id: ConnId, why: Option<&str>) -> Option<NetConn> {
         let conn = self.conns.remove(&id)?;
-        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+        if conn.overflow {
+            self.overflow -= 1;
+        } else {
+            self.stats.open.fetch_sub(1, Ordering::Relaxed);
+        }
         let traffic = self.ctx.traffic(id).unwrap_or_default();
         // The line first: whoever sees the counters move can find it.
         log_closed(&conn, why, &traffic);

@@ -175,10 +175,20 @@ impl<T: Transport> Transport for Tls<T> {
         let mut plain = Vec::new();
         while !data.is_empty() {
             self.conn.read_tls(&mut data)?;
-            if let Err(e) = self.conn.process_new_packets() {
-                // Send the alert rustls prepared, then fail.
-                self.flush_tls(relay);
-                return Err(Error::Tls(e.to_string()));
+            match self.conn.process_new_packets() {
+                Ok(_) => {}
+                // A close_notify rustls did not take as the end of the data
+                // (sent as a fatal-level alert by some peers): still the peer's
+                // clean end, not a failure to report.
+                Err(rustls::Error::AlertReceived(rustls::AlertDescription::CloseNotify)) => {
+                    self.peer_closed = true;
+                    break;
+                }
+                Err(e) => {
+                    // Send the alert rustls prepared, then fail.
+                    self.flush_tls(relay);
+                    return Err(Error::Tls(e.to_string()));
+                }
             }
             if !self.conn.is_handshaking()
                 && let Some(check) = self.check.take()

@@ -3,4 +3,5 @@
 //! their flags and behaviour stay the same where they can.
 
 pub mod cli;
+pub mod docs;
 pub mod systemd;

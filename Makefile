@@ -5,6 +5,7 @@
 #     make                                  # cargo build --release
 #     make install PREFIX=/usr DESTDIR=/tmp/pkg
 #     make uninstall PREFIX=/usr DESTDIR=/tmp/pkg
+#     make install-strip ...                # the same, binaries stripped
 #
 # Switches (see README, "Install"):
 #   PROFILE=release   cargo profile to build and install from (dev/debug too);
@@ -37,6 +38,8 @@ WWWDIR ?= $(DATADIR)/libipc/www
 SYSCONFDIR ?= /etc
 
 INSTALL ?= install
+# `make install-strip`: `install -s` (the release profile keeps line tables).
+INSTALL_PROGRAM ?= $(INSTALL) -m 755
 
 DAEMONS := tcpd tlsd websocketd
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' libipc/Cargo.toml | head -n1)
@@ -70,7 +73,7 @@ WWW := $(wildcard websocketd/www/*)
 UNIT_SED := sed -E -e 's,@bindir@,$(BINDIR),g' \
 	-e 's,/usr/(local/)?bin/(tcpd|tlsd|websocketd)([^A-Za-z0-9_-]|$$),$(BINDIR)/\2\3,g'
 
-.PHONY: all build install uninstall
+.PHONY: all build install install-strip uninstall
 all: build
 
 build:
@@ -81,8 +84,8 @@ endif
 
 install: build
 	$(INSTALL) -d $(DESTDIR)$(BINDIR)
-	$(INSTALL) -m 755 $(addprefix $(BUILT_BINS)/,$(DAEMONS)) $(DESTDIR)$(BINDIR)/
-	$(INSTALL) -D -m 755 $(BUILT_LIBS)/libipc.so $(DESTDIR)$(LIBDIR)/libipc.so
+	$(INSTALL_PROGRAM) $(addprefix $(BUILT_BINS)/,$(DAEMONS)) $(DESTDIR)$(BINDIR)/
+	$(INSTALL_PROGRAM) -D $(BUILT_LIBS)/libipc.so $(DESTDIR)$(LIBDIR)/libipc.so
 	$(INSTALL) -D -m 644 $(BUILT_LIBS)/libipc.a $(DESTDIR)$(LIBDIR)/libipc.a
 	$(INSTALL) -D -m 644 libipc/include/libipc.h $(DESTDIR)$(INCLUDEDIR)/libipc.h
 	$(INSTALL) -d $(DESTDIR)$(PKGCONFIGDIR)
@@ -133,6 +136,9 @@ endif
 	@# The loader finds a library in /usr/local/lib through its cache only.
 	@if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then \
 		echo ldconfig; ldconfig; fi
+
+install-strip:
+	$(MAKE) install INSTALL_PROGRAM='$(INSTALL) -s -m 755'
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(DAEMONS))

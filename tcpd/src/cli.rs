@@ -113,6 +113,13 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     Ok(v)
 }
 
+/// `A::parse()`, except that `PROGRAM --generate-docs DIR` (alone) writes the
+/// program's man page and shell completions to DIR and exits: see [`crate::docs`].
+pub fn parse<A: clap::Parser>() -> A {
+    crate::docs::generate_if_asked::<A>();
+    A::parse()
+}
+
 /// Sets up logging, runs `run`, and turns its outcome into an exit code (errors
 /// are logged and printed once, with their causes).
 pub fn main_with(name: &str, common: &Common, run: impl FnOnce() -> Result<()>) -> ExitCode {

@@ -3,5 +3,6 @@
 //! their flags and behaviour stay the same where they can.
 
 pub mod cli;
+pub mod docs;
 pub mod metrics;
 pub mod systemd;

@@ -43,7 +43,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     cli::main_with("tcpd", &args.common, || {
         let max = args.common.max_message_size;
         let fixed = args.common.service.is_some();

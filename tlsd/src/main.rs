@@ -62,7 +62,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     cli::main_with("tlsd", &args.common, || run(&args))
 }
 

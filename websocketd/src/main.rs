@@ -93,7 +93,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = cli::parse::<Args>();
     cli::main_with("websocketd", &args.common, || run(&args))
 }
 

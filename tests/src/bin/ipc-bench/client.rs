@@ -445,6 +445,28 @@ fn read_all(c: &mut Conn, idx: usize, scratch: &mut [u8], sh: &mut Shared) -> Re
     }
 }
 
+/// For the tests of every kind of stream: `max` requests of `size` bytes on 3
+/// connections, window 4, to an echo at `target`; every reply must come back
+/// and be checked.
+#[cfg(test)]
+pub fn assert_echoes(target: Target<'_>, size: usize, max: u64) -> Outcome {
+    let load = Load {
+        target,
+        conns: 3,
+        size,
+        window: 4,
+        warmup: Duration::ZERO,
+        seconds: Duration::from_secs(10),
+        max_messages: max,
+        server_pid: std::process::id(),
+        relay_pid: None,
+    };
+    let (o, held) = run_and_hold(&load).unwrap();
+    assert!(o.errors.is_empty(), "{size} B: {:?}", o.errors);
+    assert_eq!((o.received, o.served, held.count()), (max, 3, 3));
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,20 +525,7 @@ mod tests {
                 });
             }
         });
-        let load = Load {
-            target: Target::Tcp(addr),
-            conns: 3,
-            size: 1000,
-            window: 4,
-            warmup: Duration::ZERO,
-            seconds: Duration::from_secs(10),
-            max_messages: 300,
-            server_pid: std::process::id(),
-            relay_pid: None,
-        };
-        let (o, held) = run_and_hold(&load).unwrap();
-        assert!(o.errors.is_empty(), "{:?}", o.errors);
-        assert_eq!((o.received, o.served, held.count()), (300, 3, 3));
+        let o = assert_echoes(Target::Tcp(addr), 1000, 300);
         assert!(o.checked_full >= 3 * (100 / SAMPLE), "{}", o.checked_full);
     }
 }

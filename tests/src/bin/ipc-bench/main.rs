@@ -15,7 +15,8 @@
 //! `ipc-bench relays` (relays.rs) puts tcpd, nginx, HAProxy and socat in front of
 //! the libipc echo service and drives each with the same client over TCP;
 //! `ipc-bench tls` does the same for tlsd, HAProxy (`ssl crt`) and stunnel, with
-//! handshake workloads (tls.rs).
+//! handshake workloads (tls.rs); `ipc-bench ws` for websocketd, websocat and
+//! websockify, the client speaking WebSocket (ws.rs).
 
 mod client;
 mod hist;
@@ -25,6 +26,7 @@ mod relays;
 mod server;
 mod stream;
 mod tls;
+mod ws;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -102,6 +104,10 @@ enum Cmd {
     /// of the same echo service: throughput, message rate, full and resumed
     /// handshakes per second, idle memory; see relays.rs and tls.rs.
     Tls(relays::RelayArgs),
+    /// websocketd (1 and 2 workers) against websocat and websockify in front of
+    /// the same echo service, the client speaking WebSocket: throughput,
+    /// latency, message rate, idle memory; see relays.rs and ws.rs.
+    Ws(relays::RelayArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -191,6 +197,7 @@ fn main() -> ExitCode {
         }) => serve(kind, rundir, name, cpu),
         Some(Cmd::Relays(args)) => relays::run(args, relays::Suite::Plain),
         Some(Cmd::Tls(args)) => relays::run(args, relays::Suite::Tls),
+        Some(Cmd::Ws(args)) => relays::run(args, relays::Suite::Ws),
         None => bench(cli),
     };
     match result {

@@ -10,6 +10,12 @@
 //!
 //! The TLS relays all use the same certificate and key (ECDSA P-256, made by
 //! [`write_certs`] in the run directory) and accept TLS 1.3 only.
+//!
+//! The WebSocket relays (websocketd, websocat, websockify) are spoken to in
+//! WebSocket by the client, in one of the two ways of [`WsMode`]: one LibIPC
+//! message per WebSocket message where the relay does the framing (websocketd,
+//! websocat `lengthprefixed:`), the LibIPC frames inside the messages where it
+//! relays bytes (websockify, websocat without the overlay).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -28,6 +34,7 @@ use rustls::ClientConfig;
 
 use crate::client::Target;
 use crate::tls;
+use crate::ws::{self, WsMode};
 
 /// What stands between the client and the echo service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
@@ -66,6 +73,31 @@ pub enum RelayKind {
     HaproxyTls,
     /// stunnel (a thread per connection), sslVersionMin TLSv1.3.
     Stunnel,
+    /// websocketd --workers 1 (--message-type binary).
+    #[value(name = "websocketd-w1")]
+    WebsocketdW1,
+    /// websocketd --workers 2 (--message-type binary).
+    #[value(name = "websocketd-w2")]
+    WebsocketdW2,
+    /// websocat --binary ws-l:ADDR lengthprefixed:unix:PATH (one WebSocket
+    /// message = one LibIPC message, as websocketd).
+    Websocat,
+    /// websocat --binary ws-l:ADDR unix:PATH (bytes; the client sends LibIPC
+    /// frames inside the messages).
+    #[value(name = "websocat-bytes")]
+    WebsocatBytes,
+    /// websockify --unix-target=PATH (bytes, a process per connection; the
+    /// client sends LibIPC frames inside the messages).
+    Websockify,
+}
+
+/// What the client speaks to a relay; only relays of the same protocol are
+/// compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Plain,
+    Tls,
+    WebSocket,
 }
 
 impl RelayKind {
@@ -100,6 +132,14 @@ impl RelayKind {
         RelayKind::Stunnel,
     ];
 
+    /// What `ws` runs when no `--relay` is given.
+    pub const WS_DEFAULT: [RelayKind; 4] = [
+        RelayKind::WebsocketdW1,
+        RelayKind::WebsocketdW2,
+        RelayKind::Websocat,
+        RelayKind::Websockify,
+    ];
+
     pub fn is_tcpd(self) -> bool {
         matches!(
             self,
@@ -107,9 +147,53 @@ impl RelayKind {
         )
     }
 
-    /// tcpd or tlsd: the relays measured against the others.
+    /// tcpd, tlsd or websocketd: the relays measured against the others.
     pub fn is_ours(self) -> bool {
-        self.is_tcpd() || matches!(self, RelayKind::TlsdW1 | RelayKind::TlsdW2)
+        self.is_tcpd()
+            || self.is_websocketd()
+            || matches!(self, RelayKind::TlsdW1 | RelayKind::TlsdW2)
+    }
+
+    pub fn is_websocketd(self) -> bool {
+        matches!(self, RelayKind::WebsocketdW1 | RelayKind::WebsocketdW2)
+    }
+
+    /// How the client speaks WebSocket to it, if it does.
+    pub fn ws_mode(self) -> Option<WsMode> {
+        match self {
+            RelayKind::WebsocketdW1 | RelayKind::WebsocketdW2 | RelayKind::Websocat => {
+                Some(WsMode::Messages)
+            }
+            RelayKind::WebsocatBytes | RelayKind::Websockify => Some(WsMode::Bytes),
+            _ => None,
+        }
+    }
+
+    pub fn protocol(self) -> Protocol {
+        if self.is_tls() {
+            Protocol::Tls
+        } else if self.ws_mode().is_some() {
+            Protocol::WebSocket
+        } else {
+            Protocol::Plain
+        }
+    }
+
+    /// The most connections it can hold, if fewer than the idle workload's:
+    /// websockify waits with select(2), which fails on a descriptor past 1023
+    /// ("filedescriptor out of range in select()"), and with its parent
+    /// holding each client's socket, that happens near 500 connections.
+    pub fn max_conns(self) -> Option<usize> {
+        (self == RelayKind::Websockify).then_some(400)
+    }
+
+    /// The other relays that ours must beat (the issues' targets): the memory
+    /// per idle connection is compared with the least of these.
+    pub fn is_rival(self) -> bool {
+        matches!(
+            self,
+            RelayKind::HaproxyTls | RelayKind::Stunnel | RelayKind::Websocat
+        )
     }
 
     /// Whether clients speak TLS to it.
@@ -132,12 +216,19 @@ pub struct Tools {
     pub haproxy: Option<PathBuf>,
     pub socat: Option<PathBuf>,
     pub stunnel: Option<PathBuf>,
+    pub websocketd: Option<PathBuf>,
+    pub websocat: Option<PathBuf>,
+    pub websockify: Option<PathBuf>,
 }
 
 impl Tools {
-    /// Finds the programs. tcpd is `--tcpd` and tlsd `--tlsd`, or the release
-    /// builds next to this executable (`target/release/tcpd`, `tlsd`).
-    pub fn find(tcpd: Option<PathBuf>, tlsd: Option<PathBuf>) -> Result<Self> {
+    /// Finds the programs. tcpd is `--tcpd`, tlsd `--tlsd` and websocketd
+    /// `--websocketd`, or the release builds next to this executable
+    /// (`target/release/tcpd`, ...). websocat is `--websocat`, in $PATH or in
+    /// `~/.cargo/bin`; websockify `--websockify`, in `target/bench-venv/bin`
+    /// or in $PATH. `given`: the paths the command line names (the others
+    /// `None`).
+    pub fn find(given: Tools) -> Result<Self> {
         let exe = std::env::current_exe().context("current_exe")?;
         let ours = |given: Option<PathBuf>, name: &str| {
             given
@@ -146,9 +237,26 @@ impl Tools {
         };
         let nginx = which("nginx");
         let nginx_stream_module = nginx.as_deref().and_then(stream_module);
+        let cargo_bin = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+            .map(|d| d.join("bin/websocat"));
+        // target/release/ipc-bench -> target/bench-venv/bin/websockify
+        let venv = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|t| t.join("bench-venv/bin/websockify"));
+        let file = |p: Option<PathBuf>| p.filter(|p| p.is_file());
         Ok(Tools {
-            tcpd: ours(tcpd, "tcpd"),
-            tlsd: ours(tlsd, "tlsd"),
+            tcpd: ours(given.tcpd, "tcpd"),
+            tlsd: ours(given.tlsd, "tlsd"),
+            websocketd: ours(given.websocketd, "websocketd"),
+            websocat: file(given.websocat)
+                .or_else(|| which("websocat"))
+                .or_else(|| file(cargo_bin)),
+            websockify: file(given.websockify)
+                .or_else(|| file(venv))
+                .or_else(|| which("websockify")),
             nginx,
             nginx_stream_module,
             haproxy: which("haproxy"),
@@ -183,6 +291,17 @@ impl Tools {
                 .stunnel
                 .is_none()
                 .then_some("stunnel not found: apt-get install stunnel4"),
+            RelayKind::WebsocketdW1 | RelayKind::WebsocketdW2 => self.websocketd.is_none().then_some(
+                "no websocketd binary: build it with `cargo build --release -p websocketd` (or pass --websocketd PATH)",
+            ),
+            RelayKind::Websocat | RelayKind::WebsocatBytes => self
+                .websocat
+                .is_none()
+                .then_some("websocat not found: cargo install websocat --locked"),
+            RelayKind::Websockify => self.websockify.is_none().then_some(
+                "websockify not found: python3 -m venv target/bench-venv && \
+                 target/bench-venv/bin/pip install websockify",
+            ),
         }
     }
 
@@ -217,6 +336,20 @@ impl Tools {
         line("socat", &self.socat, &["-V"], "socat version");
         // stunnel prints its version (and OpenSSL's) on stderr.
         line("stunnel", &self.stunnel, &["-version"], "stunnel ");
+        line("websocketd", &self.websocketd, &["--version"], "websocketd");
+        line("websocat", &self.websocat, &["--version"], "websocat");
+        // websockify has no --version: ask its Python for the package's.
+        let python = self
+            .websockify
+            .as_ref()
+            .map(|w| w.with_file_name("python3"));
+        let ask = "import importlib.metadata as m; print('websockify', m.version('websockify'))";
+        line(
+            "websockify",
+            &python.filter(|p| p.is_file()),
+            &["-c", ask],
+            "websockify",
+        );
         out
     }
 }
@@ -321,6 +454,9 @@ impl Relay {
 
     /// Where the client connects.
     pub fn target(&self) -> Target<'_> {
+        if let (Some(a), Some(mode)) = (self.addr, self.kind.ws_mode()) {
+            return Target::Ws(a, mode);
+        }
         match (self.addr, &self.tls) {
             (Some(a), Some(config)) => Target::Tls(a, config),
             (Some(a), None) => Target::Tcp(a),
@@ -358,8 +494,12 @@ impl Relay {
                     self.log_tail()
                 );
             }
-            match tls::echo_once(addr, self.tls.as_ref(), b"probe") {
-                Ok(_) => return Ok(()),
+            let probe = match self.kind.ws_mode() {
+                Some(mode) => ws::echo_once(addr, mode, b"probe"),
+                None => tls::echo_once(addr, self.tls.as_ref(), b"probe").map(drop),
+            };
+            match probe {
+                Ok(()) => return Ok(()),
                 Err(e) => last = format!("{e:#}"),
             }
             // Polling, not a fixed delay: try again shortly until the deadline.
@@ -499,6 +639,34 @@ fn command(
             .arg(format!("UNIX-CONNECT:{}", service.display()));
             (cmd, Some(port))
         }
+        RelayKind::WebsocketdW1 | RelayKind::WebsocketdW2 => {
+            let mut cmd = Command::new(exe(&tools.websocketd)?);
+            cmd.args(["--listen", "127.0.0.1:0", "--service", name])
+                .arg("--rundir")
+                .arg(rundir)
+                .args(["--max-message-size", "1M", "--message-type", "binary"])
+                .args(["--log-level", "info"])
+                .arg("--workers")
+                .arg(if kind == RelayKind::WebsocketdW1 {
+                    "1"
+                } else {
+                    "2"
+                });
+            (cmd, None)
+        }
+        RelayKind::Websocat | RelayKind::WebsocatBytes => {
+            let port = free_port()?;
+            let mut cmd = Command::new(exe(&tools.websocat)?);
+            cmd.args(websocat_args(port, &service, kind == RelayKind::Websocat));
+            (cmd, Some(port))
+        }
+        RelayKind::Websockify => {
+            let port = free_port()?;
+            let mut cmd = Command::new(exe(&tools.websockify)?);
+            cmd.arg(format!("--unix-target={}", service.display()))
+                .arg(format!("127.0.0.1:{port}"));
+            (cmd, Some(port))
+        }
         RelayKind::Stunnel => {
             let port = free_port()?;
             let conf = dir.join("stunnel.conf");
@@ -508,6 +676,23 @@ fn command(
             (cmd, Some(port))
         }
     })
+}
+
+/// websocat as a server on 127.0.0.1:`port` in binary mode, a connection to
+/// `service` per client; with `framed`, through the `lengthprefixed:` overlay
+/// (4-byte big-endian length, LibIPC's framing): one WebSocket message = one
+/// LibIPC message. `-B 1048576`: its buffer, which is its largest message and
+/// must hold a whole length-prefixed frame (the default, 65536, cannot carry a
+/// 64 KiB payload), the same 1 MiB as websocketd's --max-message-size.
+fn websocat_args(port: u16, service: &Path, framed: bool) -> Vec<String> {
+    let overlay = if framed { "lengthprefixed:" } else { "" };
+    vec![
+        "--binary".into(),
+        "-B".into(),
+        "1048576".into(),
+        format!("ws-l:127.0.0.1:{port}"),
+        format!("{overlay}unix:{}", service.display()),
+    ]
 }
 
 /// The TLS relays' certificate, key, and both in one file (HAProxy's `crt`).

@@ -12,8 +12,9 @@
 //! `ipc-bench tls` is the same with other defaults: tlsd against HAProxy (`ssl
 //! crt`) and stunnel, tcpd beside them as the figure without TLS, and two more
 //! workloads, a new connection per echo with a full or a resumed TLS handshake
-//! (tls.rs). Ratios compare tcpd and tlsd with the relays that speak the same
-//! protocol.
+//! (tls.rs). `ipc-bench ws` is the same again for websocketd against websocat
+//! and websockify, the client speaking WebSocket (ws.rs). Ratios compare tcpd,
+//! tlsd and websocketd with the relays that speak the same protocol.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -47,7 +48,8 @@ pub struct RelayArgs {
     workloads: Vec<Workload>,
     /// Relays to run (repeatable). `relays`: by default all the plain ones but
     /// `tcpd` (the default tcpd is tcpd-w2 on 2 cores); `tls`: tcpd-w1, tlsd-w1,
-    /// tlsd-w2, haproxy-tls, stunnel.
+    /// tlsd-w2, haproxy-tls, stunnel; `ws`: websocketd-w1, websocketd-w2,
+    /// websocat, websockify.
     #[arg(long = "relay", value_enum)]
     relays: Vec<RelayKind>,
     /// Connections held open by the idle workload.
@@ -66,13 +68,24 @@ pub struct RelayArgs {
     /// The tlsd binary (default: `tlsd` next to this executable).
     #[arg(long)]
     tlsd: Option<PathBuf>,
+    /// The websocketd binary (default: `websocketd` next to this executable).
+    #[arg(long)]
+    websocketd: Option<PathBuf>,
+    /// The websocat binary (default: in $PATH, or ~/.cargo/bin/websocat).
+    #[arg(long)]
+    websocat: Option<PathBuf>,
+    /// The websockify script (default: target/bench-venv/bin/websockify, or
+    /// in $PATH).
+    #[arg(long)]
+    websockify: Option<PathBuf>,
 }
 
-/// Which default relays and workloads: `relays` or `tls`.
+/// Which default relays and workloads: `relays`, `tls` or `ws`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Suite {
     Plain,
     Tls,
+    Ws,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,6 +161,7 @@ fn target(w: Workload, other: RelayKind) -> Option<f64> {
             Workload::Throughput | Workload::Rate | Workload::Handshake | Workload::Resume,
             HaproxyTls | Stunnel,
         ) => Some(1.0),
+        (Workload::Throughput | Workload::Latency | Workload::Rate, Websocat) => Some(1.0),
         _ => None,
     }
 }
@@ -167,6 +181,8 @@ struct Run {
 /// One idle run's result: memory per connection, bytes.
 #[derive(Debug, Clone, Copy)]
 struct Idle {
+    /// Connections held (fewer than asked for a relay that cannot hold them).
+    conns: usize,
     relay_rss: Option<f64>,
     relay_pss: Option<f64>,
     relay_procs: usize,
@@ -185,7 +201,10 @@ struct State {
 
 pub fn run(args: RelayArgs, suite: Suite) -> Result<bool> {
     let cmd = crate::repro();
-    let build = "cargo build --release -p tcpd -p tlsd -p libipc-tests";
+    let build = match suite {
+        Suite::Ws => "cargo build --release -p websocketd -p libipc-tests",
+        _ => "cargo build --release -p tcpd -p tlsd -p libipc-tests",
+    };
     println!("reproduce: {build} && {cmd}");
     let nofile = crate::raise_nofile()?;
     println!("machine:   {}; RLIMIT_NOFILE {nofile}", crate::machine());
@@ -198,12 +217,20 @@ pub fn run(args: RelayArgs, suite: Suite) -> Result<bool> {
     if !(args.seconds > 0.0 && args.warmup >= 0.0) {
         bail!("--seconds must be > 0 and --warmup >= 0");
     }
-    let tools = Tools::find(args.tcpd.clone(), args.tlsd.clone())?;
+    let tools = Tools::find(Tools {
+        tcpd: args.tcpd.clone(),
+        tlsd: args.tlsd.clone(),
+        websocketd: args.websocketd.clone(),
+        websocat: args.websocat.clone(),
+        websockify: args.websockify.clone(),
+        ..Tools::default()
+    })?;
     println!("tools:\n{}", tools.versions().trim_end());
     let mut relays = match (args.relays.is_empty(), suite) {
         (false, _) => args.relays.clone(),
         (true, Suite::Plain) => RelayKind::DEFAULT.to_vec(),
         (true, Suite::Tls) => RelayKind::TLS_DEFAULT.to_vec(),
+        (true, Suite::Ws) => RelayKind::WS_DEFAULT.to_vec(),
     };
     for k in relays.clone() {
         if let Some(why) = tools.missing(k) {
@@ -224,7 +251,7 @@ pub fn run(args: RelayArgs, suite: Suite) -> Result<bool> {
     );
     let workloads = match (args.workloads.is_empty(), suite) {
         (false, _) => args.workloads.clone(),
-        (true, Suite::Plain) => Workload::ALL.to_vec(),
+        (true, Suite::Plain | Suite::Ws) => Workload::ALL.to_vec(),
         (true, Suite::Tls) => Workload::TLS.to_vec(),
     };
     let mut st = State {
@@ -239,6 +266,13 @@ pub fn run(args: RelayArgs, suite: Suite) -> Result<bool> {
         println!(
             "TLS:       TLS 1.3 only, TLS13_AES_128_GCM_SHA256, X25519; ECDSA P-256 server \
              certificate; the client checks the handshake signature, not the chain"
+        );
+    }
+    if relays.iter().any(|k| k.ws_mode().is_some()) {
+        println!(
+            "WebSocket: binary messages, masked by the client; websocketd and websocat carry \
+             one LibIPC message per\n           WebSocket message, websockify and \
+             websocat-bytes LibIPC frames (length included) inside the messages"
         );
     }
     let mut report = String::new();
@@ -436,9 +470,12 @@ fn connects(st: &mut State, kind: RelayKind, resume: bool) -> Result<Run> {
 
 fn idle(st: &mut State, kind: RelayKind) -> Result<Idle> {
     let (server, relay) = start(st, kind)?;
-    let n = st.args.idle_conns;
+    let n = st
+        .args
+        .idle_conns
+        .min(kind.max_conns().unwrap_or(usize::MAX));
     let pid = relay.pid();
-    if kind == RelayKind::Socat {
+    if matches!(kind, RelayKind::Socat | RelayKind::Websockify) {
         // The readiness probe's fork may still be exiting: not part of the baseline.
         wait_single(pid.unwrap_or(0))?;
     }
@@ -473,6 +510,7 @@ fn idle(st: &mut State, kind: RelayKind) -> Result<Idle> {
     let per = |a: u64, b: u64| (a as f64 - b as f64) / n as f64;
     let diff = |f: fn(&Memory) -> u64| Some(per(f(after.0.as_ref()?), f(before.0.as_ref()?)));
     let res = Idle {
+        conns: n,
         relay_rss: diff(|m| m.rss),
         relay_pss: diff(|m| m.pss),
         relay_procs: after.0.map_or(0, |m| m.processes),
@@ -481,7 +519,7 @@ fn idle(st: &mut State, kind: RelayKind) -> Result<Idle> {
     };
     println!(
         "  {:<12} relay per conn: RSS {} KiB, PSS {} KiB ({} processes; RSS {} -> {} MB) | \
-         service RSS {:.2} KiB/conn | connect {:.0} ms",
+         service RSS {:.2} KiB/conn | {n} connections in {:.0} ms",
         kind.label(),
         opt(res.relay_rss.map(|b| b / 1024.0), 2),
         opt(res.relay_pss.map(|b| b / 1024.0), 2),
@@ -598,7 +636,7 @@ fn loaded_table(
         // Only relays of the same protocol are compared (TLS with TLS).
         let others = relays
             .iter()
-            .filter(|k| !k.is_ours() && k.is_tls() == tk.is_tls());
+            .filter(|k| !k.is_ours() && k.protocol() == tk.protocol());
         for other in others {
             let Some(b) = med.get(other) else { continue };
             let rate = a.fig.rate / b.fig.rate;
@@ -639,6 +677,15 @@ fn loaded_table(
     t + "\n"
 }
 
+/// A ratio with two decimals, or three significant digits below 0.1.
+fn ratio_text(r: f64) -> String {
+    if r < 0.1 {
+        format!("{:.*}x", (2.0 - r.log10().floor()) as usize, r)
+    } else {
+        format!("{r:.2}x")
+    }
+}
+
 fn met_text(met: bool) -> String {
     if met { "met" } else { "**not met**" }.into()
 }
@@ -648,20 +695,15 @@ fn idle_table(st: &State, res: &HashMap<RelayKind, Vec<(usize, Idle)>>) -> Strin
     let mut t = format!(
         "### idle: {n} connections, each having echoed one 64 B message\n\n\
          Relay memory per connection = (resident memory of all the relay's processes \
-         with {n} connections - with 0) / {n}. Median of the runs.\n\n\
-         | relay | runs | relay RSS KiB/conn | relay PSS KiB/conn | relay processes | \
+         with {n} connections - with 0) / {n} (or as many as the relay can hold: see \
+         the conns column). Median of the runs.\n\n\
+         | relay | runs | conns | relay RSS KiB/conn | relay PSS KiB/conn | relay processes | \
          service RSS KiB/conn | connect ms | target (tcpd <= 1 KiB RSS; tlsd below the \
-         other TLS relays) |\n\
-         |---|---|---|---|---|---|---|---|\n"
+         other TLS relays; websocketd below websocat); RSS ratios |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
     );
     let median_rss =
         |v: &[(usize, Idle)]| median_of(v.iter().filter_map(|(_, i)| i.relay_rss).collect());
-    // The least memory per connection among the other TLS relays.
-    let best_tls = res
-        .iter()
-        .filter(|(k, _)| k.is_tls() && !k.is_ours())
-        .filter_map(|(_, v)| median_rss(v))
-        .reduce(f64::min);
     let mut keys: Vec<&RelayKind> = res.keys().collect();
     keys.sort_by_key(|k| RelayKind::value_variants().iter().position(|v| v == *k));
     for k in keys {
@@ -671,18 +713,39 @@ fn idle_table(st: &State, res: &HashMap<RelayKind, Vec<(usize, Idle)>>) -> Strin
             |f: fn(&Idle) -> Option<f64>| median_of(v.iter().filter_map(|(_, i)| f(i)).collect());
         let kib = |f: fn(&Idle) -> Option<f64>| med(f).map(|b| b / 1024.0);
         let rss = med(|i| i.relay_rss);
-        let verdict = match (rss, best_tls) {
+        // The other relays of the same protocol: the least memory among the
+        // rivals (the target), and the ratio to each.
+        let others: Vec<(RelayKind, f64)> = res
+            .iter()
+            .filter(|(o, _)| !o.is_ours() && o.protocol() == k.protocol())
+            .filter_map(|(o, v)| Some((*o, median_rss(v)?)))
+            .collect();
+        let best = others
+            .iter()
+            .filter(|(o, _)| o.is_rival())
+            .map(|(_, r)| *r)
+            .reduce(f64::min);
+        let ratios = |r: f64| {
+            let mut v: Vec<String> = others
+                .iter()
+                .map(|(o, x)| format!("{} {}", ratio_text(r / x), o.label()))
+                .collect();
+            v.sort();
+            v.join(", ")
+        };
+        let verdict = match (rss, best) {
             (Some(r), _) if k.is_tcpd() => met_text(r <= IDLE_TARGET),
             (Some(r), Some(best)) if k.is_ours() => {
-                format!("{} ({:.2}x the least)", met_text(r < best), r / best)
+                format!("{} ({})", met_text(r < best), ratios(r))
             }
             _ => String::new(),
         };
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {verdict} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {verdict} |",
             k.label(),
             v.len(),
+            v.last().map_or(0, |(_, i)| i.conns),
             opt(rss.map(|b| b / 1024.0), 2),
             opt(kib(|i| i.relay_pss), 2),
             v.last().map_or(0, |(_, i)| i.relay_procs),
@@ -725,5 +788,12 @@ mod tests {
         assert!((r - 1.0).abs() < 1e-9, "{r}");
         assert_eq!(median(&a).unwrap().fig.rate, 90.0);
         assert_eq!(paired(&a, &[], |r| r.fig.rate), None);
+    }
+
+    #[test]
+    fn small_ratios_keep_three_digits() {
+        assert_eq!(ratio_text(1.234), "1.23x");
+        assert_eq!(ratio_text(0.0246), "0.0246x");
+        assert_eq!(ratio_text(0.00181), "0.00181x");
     }
 }

@@ -17,17 +17,19 @@ use nix::sys::time::TimeVal;
 use rustls::ClientConfig;
 
 use crate::tls::{self, TlsStream};
+use crate::ws::{self, WsMode, WsStream};
 
 /// Longest wait for one connect(2) (the service's backlog may be full while it accepts).
 const CONNECT_TIMEOUT_S: i64 = 10;
 
 /// Where the client connects: the service's socket, or a relay's TCP port (in
-/// plain or with TLS).
+/// plain, with TLS, or WebSocket).
 #[derive(Debug, Clone, Copy)]
 pub enum Target<'a> {
     Unix(&'a Path),
     Tcp(SocketAddr),
     Tls(SocketAddr, &'a Arc<ClientConfig>),
+    Ws(SocketAddr, WsMode),
 }
 
 /// One client connection's socket, any kind; mio registers them alike.
@@ -36,13 +38,15 @@ pub enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    Ws(Box<WsStream<TcpStream>>),
 }
 
 impl Stream {
     /// Whether a read shorter than the buffer means the socket is drained (not
-    /// through TLS: rustls hands out what it decrypted a record at a time).
+    /// through TLS: rustls hands out what it decrypted a record at a time; nor
+    /// through WebSocket, which hands out a frame's payload at a time).
     pub fn short_read_drains(&self) -> bool {
-        !matches!(self, Stream::Tls(_))
+        !matches!(self, Stream::Tls(_) | Stream::Ws(_))
     }
 
     fn source(&mut self) -> &mut dyn Source {
@@ -50,6 +54,7 @@ impl Stream {
             Stream::Unix(s) => s,
             Stream::Tcp(s) => s,
             Stream::Tls(s) => &mut s.sock,
+            Stream::Ws(s) => &mut s.sock,
         }
     }
 }
@@ -60,6 +65,7 @@ impl Read for Stream {
             Stream::Unix(s) => s.read(buf),
             Stream::Tcp(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
+            Stream::Ws(s) => s.read(buf),
         }
     }
 }
@@ -70,13 +76,16 @@ impl Write for Stream {
             Stream::Unix(s) => s.write(buf),
             Stream::Tcp(s) => s.write(buf),
             Stream::Tls(s) => s.write(buf),
+            Stream::Ws(s) => s.write(buf),
         }
     }
 
-    /// TLS: sends the records still queued (`WouldBlock` while the socket is full).
+    /// TLS, WebSocket: sends the records or frames still queued (`WouldBlock`
+    /// while the socket is full).
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Tls(s) => s.flush(),
+            Stream::Ws(s) => s.flush(),
             _ => Ok(()),
         }
     }
@@ -113,6 +122,13 @@ pub fn connect(target: Target<'_>) -> Result<Stream> {
             let s = tls::handshake(addr, config)?;
             s.sock.set_nonblocking(true)?;
             Ok(Stream::Tls(Box::new(s.map(TcpStream::from_std))))
+        }
+        Target::Ws(addr, mode) => {
+            // Upgrade blocking, then hand the socket to mio.
+            let (s, early) = ws::handshake(addr)?;
+            s.set_nonblocking(true)?;
+            let s = WsStream::new(TcpStream::from_std(s), mode, early);
+            Ok(Stream::Ws(Box::new(s)))
         }
     }
 }

@@ -390,7 +390,7 @@ fn cycle_thread(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{Load, Target, run_and_hold};
+    use crate::client::{Target, assert_echoes};
     use rustls::pki_types::PrivateKeyDer;
     use rustls::pki_types::pem::PemObject;
     use rustls::{ServerConfig, ServerConnection, StreamOwned};
@@ -438,20 +438,7 @@ mod tests {
         let addr = echo_server(dir.path());
         let config = client_config(false).unwrap();
         for (size, max) in [(100, 300), (70_000, 60)] {
-            let load = Load {
-                target: Target::Tls(addr, &config),
-                conns: 3,
-                size,
-                window: 4,
-                warmup: Duration::ZERO,
-                seconds: Duration::from_secs(10),
-                max_messages: max,
-                server_pid: std::process::id(),
-                relay_pid: None,
-            };
-            let (o, held) = run_and_hold(&load).unwrap();
-            assert!(o.errors.is_empty(), "{:?}", o.errors);
-            assert_eq!((o.received, o.served, held.count()), (max, 3, 3));
+            assert_echoes(Target::Tls(addr, &config), size, max);
         }
     }
 

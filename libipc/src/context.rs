@@ -310,6 +310,12 @@ impl Context {
         self.insert(Io::Stream(fd), Role::External, Interest::READABLE)
     }
 
+    /// When the loop last woke up (read once per wake-up; cheaper than the clock
+    /// for callers that only need it to the event).
+    pub fn last_wake(&self) -> Instant {
+        self.now
+    }
+
     /// Sets (or clears) an absolute deadline for connection `id`: when it passes,
     /// [`Event::Timeout`] is reported once. Daemons use it for handshake timeouts.
     pub fn set_deadline(&mut self, id: ConnId, at: Option<Instant>) -> Result<()> {
@@ -541,7 +547,10 @@ impl Context {
     /// Writes what was scheduled, then returns events one by one. Fails only if the
     /// poller itself fails; everything about one connection is reported as an event.
     pub fn wait_event(&mut self) -> Result<Event> {
-        let deadline = self.timer.map(|t| Instant::now() + t);
+        // The clock is read here and after each poll; in between, `self.now`
+        // is older only by the time spent handling events.
+        self.now = Instant::now();
+        let deadline = self.timer.map(|t| self.now + t);
         self.last_gone = None;
         loop {
             // Write a connection's replies as soon as the application moves on to
@@ -565,7 +574,7 @@ impl Context {
                 // A burst grew it; do not keep that memory while idle.
                 self.pending.shrink_to(64);
             }
-            let now = Instant::now();
+            let now = self.now;
             let mut timeout = deadline.map(|d| d.saturating_duration_since(now));
             if !self.ready.is_empty() {
                 timeout = Some(Duration::ZERO);
@@ -614,7 +623,7 @@ impl Context {
             if self.pending.is_empty()
                 && self.ready.is_empty()
                 && self.dirty.is_empty()
-                && deadline.is_some_and(|d| Instant::now() >= d)
+                && deadline.is_some_and(|d| now >= d)
             {
                 return Ok(Event::Timer);
             }

@@ -297,7 +297,6 @@ impl Context {
             if let Some(c) = os.counter.as_deref_mut() {
                 c.count_out(data);
             }
-            let _in_conn = os.span.enter();
             let mut relay = Relay::new(&mut me.out, &mut other.out);
             (relay.service_fd, relay.network_fd) = (me_fd, other_fd);
             let r = t.on_service_data(data, &mut relay);

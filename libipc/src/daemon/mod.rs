@@ -573,7 +573,7 @@ impl Worker {
 
     /// Adds the traffic of open connections to the stats (once a second).
     fn report_traffic(&mut self) {
-        let now = Instant::now();
+        let now = self.ctx.last_wake();
         if now < self.next_stats {
             return;
         }

@@ -299,4 +299,111 @@ mod tests {
         t.refused("not allowed", &mut relay);
         assert_eq!(drain(&mut net), b"no: not allowed\n");
     }
+
+    /// `data` cut at the given points (taken modulo its length).
+    fn cut<'a>(data: &'a [u8], cuts: &[usize], from: usize) -> Vec<&'a [u8]> {
+        let mut at: Vec<usize> = cuts
+            .iter()
+            .map(|c| from + c % (data.len() - from + 1))
+            .collect();
+        at.extend([0, data.len()]);
+        at.sort_unstable();
+        at.windows(2).map(|w| &data[w[0]..w[1]]).collect()
+    }
+
+    mod props {
+        use super::*;
+        use crate::service::validate_name;
+        use proptest::prelude::*;
+
+        fn frames() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..4).prop_map(|ps| {
+                let mut v = Vec::new();
+                for p in ps {
+                    frame::encode(&p, &mut v).unwrap();
+                }
+                v
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, max_shrink_iters: 2048, ..ProptestConfig::default() })]
+
+            /// Any bytes, cut anywhere: no panic, and a request, if any, is exactly the
+            /// framed name or the leading run of name bytes (never a repaired name).
+            #[test]
+            fn any_input_is_handled(
+                data in prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..120),
+                    (prop::collection::vec(any::<u8>(), 0..70), frames()).prop_map(|(n, f)| {
+                        [framed(&n), f].concat()
+                    }),
+                    ("[a-z./\r\n-]{0,70}", frames()).prop_map(|(n, f)| [n.into_bytes(), f].concat()),
+                ],
+                cuts in prop::collection::vec(any::<usize>(), 0..6),
+            ) {
+                let chunks = cut(&data, &cuts, 0);
+                let (req, _, net, _) = run(&chunks);
+                let Some(req) = req else {
+                    // Refused (answered "no: ...") or still waiting for more bytes.
+                    prop_assert!(net.is_empty() || !net.ends_with(b"ok"));
+                    return Ok(());
+                };
+                if data[0] == 0 {
+                    let len = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+                    prop_assert_eq!(&req[..], &data[4..4 + len]);
+                } else {
+                    let is_name = |b: &u8| b.is_ascii_alphanumeric() || b"._-".contains(b);
+                    let run_len = data.iter().take_while(|b| is_name(b)).count();
+                    prop_assert!(!req.is_empty() && req.len() <= run_len && req.len() <= 64);
+                    prop_assert_eq!(&req[..], &data[..req.len()]);
+                    // Shorter than the run only when a read ended inside it.
+                    if req.len() < run_len {
+                        prop_assert_eq!(chunks.iter().find(|c| !c.is_empty()).map(|c| c.len()), Some(req.len()));
+                    }
+                }
+            }
+
+            /// A valid name in either form, then frames: cut anywhere after the raw
+            /// name's terminator (anywhere at all for a framed name), the name is
+            /// requested and the frames reach the service intact.
+            #[test]
+            fn valid_name_then_frames(
+                name in "[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}",
+                form in 0..4u8,
+                rest in frames(),
+                cuts in prop::collection::vec(any::<usize>(), 0..6),
+            ) {
+                prop_assert!(validate_name(name.as_bytes()).is_ok());
+                let (head, free_cuts_from) = match form {
+                    0 => (framed(name.as_bytes()), 0),
+                    1 => ([name.as_bytes(), b"\n"].concat(), name.len() + 1),
+                    2 => ([name.as_bytes(), b"\r\n"].concat(), name.len() + 2),
+                    // Glued to the first frame (or alone, ended by its read).
+                    _ => (name.as_bytes().to_vec(), name.len()),
+                };
+                let data = [head, rest.clone()].concat();
+                let chunks = cut(&data, &cuts, free_cuts_from);
+                let (req, svc, net, res) = run(&chunks);
+                prop_assert_eq!(req.as_deref(), Some(name.as_bytes()));
+                prop_assert_eq!(svc, rest);
+                prop_assert_eq!(net, if form == 0 { framed(b"ok") } else { b"ok".to_vec() });
+                prop_assert!(res.is_ok());
+            }
+
+            /// A framed name is requested exactly as sent, so a name that fails
+            /// validation is still one that fails it when the daemon judges it.
+            #[test]
+            fn invalid_framed_names_stay_invalid(
+                name in prop::collection::vec(any::<u8>(), 0..64),
+                rest in frames(),
+            ) {
+                prop_assume!(validate_name(&name).is_err());
+                let (req, _, _, _) = run(&[&[framed(&name), rest].concat()]);
+                let req = req.expect("a framed name of at most 64 bytes is requested");
+                prop_assert!(validate_name(&req).is_err());
+                prop_assert_eq!(req, name);
+            }
+        }
+    }
 }

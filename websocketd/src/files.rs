@@ -181,4 +181,99 @@ mod tests {
             );
         }
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        /// Every file inside holds "IN:" and its name; every file outside "OUT".
+        fn tree() -> (tempfile::TempDir, PathBuf) {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("www");
+            let out = dir.path().join("out");
+            std::fs::create_dir_all(root.join("sub")).unwrap();
+            std::fs::create_dir_all(&out).unwrap();
+            std::fs::write(root.join("index.html"), "IN:index").unwrap();
+            std::fs::write(root.join("sub/index.html"), "IN:sub").unwrap();
+            std::fs::write(root.join("sub/app.js"), "IN:app").unwrap();
+            std::fs::write(root.join(".hidden"), "IN:hidden").unwrap();
+            std::fs::write(dir.path().join("outside.txt"), "OUT").unwrap();
+            std::fs::write(out.join("index.html"), "OUT").unwrap();
+            std::fs::write(out.join("app.js"), "OUT").unwrap();
+            // Links out (a file, a directory) and one that stays inside.
+            std::os::unix::fs::symlink(dir.path().join("outside.txt"), root.join("out.txt"))
+                .unwrap();
+            std::os::unix::fs::symlink(&out, root.join("outdir")).unwrap();
+            std::os::unix::fs::symlink(root.join("sub/app.js"), root.join("in.js")).unwrap();
+            let root = root.canonicalize().unwrap();
+            (dir, root)
+        }
+
+        /// Paths made of traversal segments, encodings and the tree's own names.
+        fn path() -> impl Strategy<Value = String> {
+            let segment = prop::sample::select(vec![
+                "",
+                ".",
+                "..",
+                "%2e",
+                "%2e%2e",
+                "%2E%2e",
+                ".%2e",
+                "%2f",
+                "%2F",
+                "%5c",
+                "%00",
+                "..%2f..",
+                "%2e%2e%2f%2e%2e",
+                "sub",
+                "index.html",
+                "app.js",
+                "out.txt",
+                "outdir",
+                "in.js",
+                "outside.txt",
+                "www",
+                "out",
+                ".hidden",
+                "%",
+                "%zz",
+                "%+2",
+                "%2",
+                "a b",
+                "\u{e9}",
+            ]);
+            prop::collection::vec(segment, 0..7).prop_map(|s| format!("/{}", s.join("/")))
+        }
+
+        /// A 200 only ever carries a file inside the root, whatever the path.
+        #[test]
+        fn never_serves_outside_the_root() {
+            let (_d, root) = tree();
+            let mut runner = TestRunner::new(Config {
+                cases: 2048,
+                max_shrink_iters: 2048,
+                ..Config::default()
+            });
+            runner
+                .run(&path(), |p| {
+                    let (answer, refused) = serve(&root, &p, false);
+                    let text = String::from_utf8_lossy(&answer);
+                    if text.starts_with("HTTP/1.1 200 ") {
+                        prop_assert!(refused.is_none());
+                        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+                        prop_assert!(body.starts_with("IN:"), "{:?} served {:?}", p, body);
+                        prop_assert!(body != "IN:hidden", "{:?} served a hidden file", p);
+                    } else {
+                        prop_assert!(refused.is_some() && !text.contains("OUT"), "{:?}", p);
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            // The tree is as the property assumes: its files can be served.
+            for (p, body) in [("/", "IN:index"), ("/sub/", "IN:sub"), ("/in.js", "IN:app")] {
+                assert!(get(&root, p).ends_with(body), "{p}");
+            }
+        }
+    }
 }

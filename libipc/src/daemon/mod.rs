@@ -328,9 +328,23 @@ impl Worker {
                 let open = !self.conns.is_empty();
                 self.ctx.set_timer(open.then_some(STATS_INTERVAL));
             }
-            let event = self.ctx.wait_event()?;
-            self.handle(event);
-            self.report_traffic();
+            // A bug that panics while one client's event is handled (a
+            // transport meeting input nobody thought of) must not take the
+            // worker, and every other client on it, down: it is logged (the
+            // panic message is printed too) and the loop goes on.
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
+                let event = self.ctx.wait_event()?;
+                self.handle(event);
+                self.report_traffic();
+                Ok(())
+            }));
+            match step {
+                Ok(result) => result?,
+                Err(_) => tracing::error!(
+                    worker = self.n,
+                    "BUG: a panic while handling an event (message above); the worker carries on"
+                ),
+            }
         }
     }
 

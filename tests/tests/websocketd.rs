@@ -953,3 +953,137 @@ fn sigterm_sends_1001_to_every_client_and_exits_0() {
         run.report()
     );
 }
+
+// ---------------------------------------------------------------------------
+// Hostile input: each gets its documented answer, and memory stays flat.
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(d: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.proc.pid()))
+        .expect("the daemon's /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS")
+}
+
+/// A client frame (masked, as RFC 6455 wants) with `opcode` and a declared
+/// payload length `len` (`payload` may be shorter: the rest never comes).
+fn client_frame(opcode: u8, len: u64, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match len {
+        0..=125 => f.push(0x80 | len as u8),
+        126..=0xFFFF => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// An upgrade request for `path`, then `after` in the same write.
+fn upgrade_then(addr: std::net::SocketAddr, path: &str, after: &[u8]) -> Vec<u8> {
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend_from_slice(after);
+    req
+}
+
+/// The close code of the close frame at the end of `got` (after the 101).
+fn close_code_in(got: &[u8]) -> Option<u16> {
+    let body = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| &got[i + 4..])?;
+    (body.len() >= 4 && body[0] == 0x88).then(|| u16::from_be_bytes([body[2], body[3]]))
+}
+
+#[test]
+fn hostile_inputs_get_their_answers_and_memory_stays_flat() {
+    let s = echo_setup(&[]);
+    let addr = s.ws.addr;
+    let huge_header = [
+        &b"GET /echo HTTP/1.1\r\nX-Filler: "[..],
+        &vec![b'a'; 1 << 20],
+        b"\r\n\r\n",
+    ]
+    .concat();
+    let long_name = format!("/{}", "n".repeat(10 * 1024));
+    // (what, bytes sent, what the answer must start with, close code after a 101)
+    let cases: Vec<(&str, Vec<u8>, &str, Option<u16>)> = vec![
+        (
+            "a frame declaring 2^63 - 1 bytes",
+            upgrade_then(addr, "/echo", &client_frame(2, u64::MAX >> 1, b"abc")),
+            "HTTP/1.1 101 ",
+            Some(1009),
+        ),
+        (
+            "a text frame that is not UTF-8",
+            upgrade_then(addr, "/echo", &client_frame(1, 4, b"\xff\xfe\xfd\xfc")),
+            "HTTP/1.1 101 ",
+            Some(1007),
+        ),
+        ("1 MiB of headers", huge_header, "HTTP/1.1 431 ", None),
+        (
+            "a name with ../",
+            upgrade_then(addr, "/../etc/passwd", b""),
+            "HTTP/1.1 404 ",
+            None,
+        ),
+        (
+            "a name with %00",
+            upgrade_then(addr, "/echo%00x", b""),
+            "HTTP/1.1 404 ",
+            None,
+        ),
+        (
+            "a 10 KiB name",
+            upgrade_then(addr, &long_name, b""),
+            "HTTP/1.1 404 ",
+            None,
+        ),
+    ];
+    let mut first_rss = None;
+    for round in 0..30 {
+        for (what, sent, answer, code) in &cases {
+            let (got, _) = send_and_wait_for_close(addr, sent);
+            let text = String::from_utf8_lossy(&got[..got.len().min(200)]).into_owned();
+            assert!(text.starts_with(answer), "{what}: got {text:?}");
+            if code.is_some() {
+                assert_eq!(close_code_in(&got), *code, "{what}: got {got:?}");
+            }
+        }
+        if round == 4 {
+            // After the allocator has seen every case a few times.
+            first_rss = Some(rss_kib(&s.ws));
+        }
+    }
+    let (before, after) = (first_rss.expect("measured"), rss_kib(&s.ws));
+    println!("websocketd RSS after 5 rounds of hostile input: {before} KiB, after 30: {after} KiB");
+    assert!(
+        after < before + 4 * 1024,
+        "RSS grew from {before} KiB to {after} KiB over 25 rounds of hostile input"
+    );
+    // Still serving.
+    let (got, _) = send_and_wait_for_close(
+        addr,
+        &upgrade_then(addr, "/echo", &client_frame(8, 2, &1000u16.to_be_bytes())),
+    );
+    assert_eq!(
+        close_code_in(&got),
+        Some(1000),
+        "a clean close after all that"
+    );
+}

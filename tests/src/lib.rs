@@ -627,9 +627,20 @@ pub fn assert_pongd_done(pongd: Proc, clients: usize) {
     );
 }
 
-#[allow(missing_debug_implementations)] // Proc holds a child process
+/// Waits for `proc` to log `needle` and parses the address that follows it (up
+/// to whitespace or a `/`).
+fn logged_address(proc: &mut Proc, needle: &str) -> std::net::SocketAddr {
+    let line = proc.wait_for_stderr_line(needle, READY_TIMEOUT);
+    line.split(needle)
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| proc.fail(&format!("cannot parse the address in {line:?}")))
+}
+
 /// A daemon (tcpd, tlsd, websocketd) listening on a port it picked (`--listen 127.0.0.1:0`),
 /// and that port, read back from its `listening address=...` log line.
+#[allow(missing_debug_implementations)] // Proc holds a child process
 pub struct Daemon {
     /// The process.
     pub proc: Proc,
@@ -643,14 +654,14 @@ impl Daemon {
     /// its output in `<label>.stdout` / `.stderr`, and waits until it listens.
     pub fn start(world: &World, name: &'static str, label: &str, args: &[&str]) -> Daemon {
         let mut proc = spawn(Self::command(world, name, args), world.path(), label);
-        let line = proc.wait_for_stderr_line("listening address=", READY_TIMEOUT);
-        let addr = line
-            .split("listening address=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| proc.fail(&format!("cannot parse the address in {line:?}")));
+        let addr = logged_address(&mut proc, "listening address=");
         Daemon { proc, addr, name }
+    }
+
+    /// The address the daemon logged right after `needle` (e.g. `metrics at
+    /// http://`), once it has.
+    pub fn logged_address(&mut self, needle: &str) -> std::net::SocketAddr {
+        logged_address(&mut self.proc, needle)
     }
 
     /// The command [`Daemon::start`] runs (for tests that expect it to fail).

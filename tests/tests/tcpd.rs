@@ -1011,15 +1011,7 @@ fn metrics_count_connections_traffic_and_refusals() {
     let w = World::new();
     let _pongd = w.rust_pongd("pong");
     let mut tcpd = start_tcpd(&w, &["--metrics", "127.0.0.1:0"]);
-    let line = tcpd
-        .proc
-        .wait_for_stderr_line("metrics at http://", Duration::from_secs(10));
-    let metrics: SocketAddr = line
-        .split("metrics at http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no metrics address in {line:?}"));
+    let metrics = tcpd.logged_address("metrics at http://");
 
     let mut c = Client::raw(tcpd.addr, "pong");
     for i in 0..3 {

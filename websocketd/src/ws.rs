@@ -13,7 +13,7 @@ use ipc::frame::Decoder;
 use ipc::switch::{Relay, Transport};
 use ipc::{Error, Result};
 use tungstenite::Message;
-use tungstenite::error::{CapacityError, Error as WsError};
+use tungstenite::error::Error as WsError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 
@@ -90,21 +90,17 @@ impl WebSocket {
         };
         let searched = head.len();
         head.extend_from_slice(data);
-        let Some(end) = http::head_end(head, searched) else {
-            if head.len() > http::MAX_HEAD {
-                let why = format!("request head larger than {} bytes", http::MAX_HEAD);
-                relay.to_network(&http::error(431, &why, &[]));
-                self.state = State::Done;
-                relay.finish(Some(Error::Handshake(why)));
-            }
-            return;
-        };
-        if end > http::MAX_HEAD {
+        let end = http::head_end(head, searched);
+        // Too long whether or not its end has arrived.
+        if end.unwrap_or(head.len()) > http::MAX_HEAD {
             let why = format!("request head larger than {} bytes", http::MAX_HEAD);
             relay.to_network(&http::error(431, &why, &[]));
             self.state = State::Done;
             return relay.finish(Some(Error::Handshake(why)));
         }
+        let Some(end) = end else {
+            return;
+        };
         let early = head.split_off(end);
         match http::decide(head, &self.settings.policy) {
             Decision::Upgrade { service, response } => {
@@ -359,7 +355,6 @@ fn text_for(kind: MessageType, last_text: Option<bool>, payload: &[u8]) -> bool 
 /// The close code for a client's bad input.
 fn close_code(e: &WsError) -> CloseCode {
     match e {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => CloseCode::Size,
         WsError::Capacity(_) => CloseCode::Size,
         WsError::Utf8(_) => CloseCode::Invalid,
         WsError::Protocol(_) => CloseCode::Protocol,

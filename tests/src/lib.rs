@@ -153,7 +153,13 @@ pub fn build_binaries(profile_dir: &Path) -> PathBuf {
         "--profile",
         profile,
     ]);
-    if !target.join("CACHEDIR.TAG").is_file() {
+    // The target directory's root holds cargo's CACHEDIR.TAG and
+    // .rustc_info.json; CACHEDIR.TAG alone is not enough: cargo writes it only
+    // when it creates the directory, and tests/run may have made target/ first
+    // (the Python venv, playwright-core).
+    let is_root =
+        |d: &Path| d.join("CACHEDIR.TAG").is_file() || d.join(".rustc_info.json").is_file();
+    if !is_root(target) {
         // target/<triple>/<profile>, from `cargo test --target <triple>`.
         cmd.arg("--target")
             .arg(target.file_name().expect("target triple"));

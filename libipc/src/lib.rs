@@ -26,6 +26,7 @@
 //! names and sockets, [`network`] the `IPC_NETWORK` routes, [`Context`] the event
 //! loop, [`switch`] the transports that relay network clients to services (plain
 //! frames, the routed handshake, outbound dialling, TLS with the `tls` feature),
+//! [`proxy`] the PROXY protocol load balancers speak,
 //! [`daemon`] the engine the protocol daemons run, and [`capi`] the C API.
 
 #![warn(missing_docs)]
@@ -38,6 +39,7 @@ mod event;
 pub mod frame;
 pub mod network;
 mod pool;
+pub mod proxy;
 mod queue;
 pub mod service;
 mod slab;

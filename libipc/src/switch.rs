@@ -10,6 +10,7 @@
 //! it wraps (frames, or WebSocket), and encrypts what that one produces.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 
 use crate::error::{Error, Result};
@@ -17,10 +18,12 @@ use crate::frame::{self, Scanner};
 use crate::queue::OutQueue;
 
 mod dial;
+mod proxied;
 mod routed;
 #[cfg(feature = "tls")]
 mod tls;
 pub use dial::Dial;
+pub use proxied::Proxied;
 pub use routed::Routed;
 #[cfg(feature = "tls")]
 pub use tls::{PeerCheck, Tls};
@@ -201,6 +204,128 @@ pub trait Transport: Send + fmt::Debug {
     fn service_closed(&mut self, relay: &mut Relay<'_>, clean: bool) {
         let _ = (relay, clean);
     }
+
+    /// Adds what this layer knows about the client (the address a PROXY
+    /// header gave, the TLS session, the WebSocket request) to `info`, then
+    /// asks the layer it wraps. Called once the service is chosen.
+    fn describe(&self, info: &mut PeerInfo) {
+        let _ = info;
+    }
+}
+
+/// What a daemon knows about a network client once its handshakes are done:
+/// with `--peer-info`, the first message its service receives, as JSON (see
+/// [`PeerInfo::to_json`]), so that a service can decide what the client may
+/// do without speaking TLS or HTTP itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The client's address: the TCP peer, or the one a trusted balancer's
+    /// PROXY header gave.
+    pub address: Option<SocketAddr>,
+    /// The balancer the client came through (a trusted PROXY protocol peer).
+    pub via: Option<SocketAddr>,
+    /// The TLS session, for tlsd and wss clients.
+    pub tls: Option<TlsInfo>,
+    /// The upgrade request, for websocketd clients.
+    pub websocket: Option<WebSocketInfo>,
+}
+
+/// The TLS part of [`PeerInfo`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The protocol version (`TLSv1_3`).
+    pub version: Option<String>,
+    /// The server name the client asked for (SNI).
+    pub server_name: Option<String>,
+    /// The application protocol agreed with ALPN.
+    pub alpn: Option<String>,
+    /// The client certificate's identity, when one was required and accepted
+    /// (mutual TLS).
+    pub identity: Option<String>,
+}
+
+/// The WebSocket part of [`PeerInfo`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebSocketInfo {
+    /// The request target: the path and the query (`/chat?room=1`).
+    pub path: String,
+    /// The `Origin` header (browsers send it).
+    pub origin: Option<String>,
+    /// The subprotocol agreed on.
+    pub subprotocol: Option<String>,
+}
+
+impl PeerInfo {
+    /// One JSON object; absent facts are left out:
+    /// `{"address":"192.0.2.7:51234","via":"10.0.0.2:41000","tls":{"version":"TLSv1_3","server_name":"example.org","alpn":"h2","identity":"CN=alice"},"websocket":{"path":"/chat?room=1","origin":"https://example.org","subprotocol":"chat"}}`.
+    pub fn to_json(&self) -> String {
+        let mut top = JsonObject::default();
+        top.field("address", self.address.map(|a| a.to_string()).as_deref());
+        top.field("via", self.via.map(|a| a.to_string()).as_deref());
+        if let Some(t) = &self.tls {
+            let mut o = JsonObject::default();
+            o.field("version", t.version.as_deref());
+            o.field("server_name", t.server_name.as_deref());
+            o.field("alpn", t.alpn.as_deref());
+            o.field("identity", t.identity.as_deref());
+            top.raw("tls", &o.finish());
+        }
+        if let Some(w) = &self.websocket {
+            let mut o = JsonObject::default();
+            o.field("path", Some(&w.path));
+            o.field("origin", w.origin.as_deref());
+            o.field("subprotocol", w.subprotocol.as_deref());
+            top.raw("websocket", &o.finish());
+        }
+        top.finish()
+    }
+}
+
+/// A JSON object written field by field.
+#[derive(Default)]
+struct JsonObject(String);
+
+impl JsonObject {
+    fn raw(&mut self, key: &str, value: &str) {
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
+        json_string(&mut self.0, key);
+        self.0.push(':');
+        self.0.push_str(value);
+    }
+
+    fn field(&mut self, key: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            let mut s = String::with_capacity(v.len() + 2);
+            json_string(&mut s, v);
+            self.raw(key, &s);
+        }
+    }
+
+    fn finish(mut self) -> String {
+        if self.0.is_empty() {
+            self.0.push('{');
+        }
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// Appends `s` as a JSON string (RFC 8259: quotes, backslashes and control
+/// characters escaped; everything else as is, in UTF-8).
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// A boxed transport is a transport (so layers can wrap a choice made at run time).
@@ -237,6 +362,9 @@ impl Transport for Box<dyn Transport> {
     }
     fn service_closed(&mut self, relay: &mut Relay<'_>, clean: bool) {
         (**self).service_closed(relay, clean)
+    }
+    fn describe(&self, info: &mut PeerInfo) {
+        (**self).describe(info)
     }
 }
 

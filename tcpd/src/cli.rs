@@ -12,7 +12,8 @@ use nix::sys::signal::{SigSet, Signal};
 /// Flags every daemon takes (flattened into each binary's own).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {
-    /// Fixed mode: every client goes to this service, with no handshake.
+    /// Fixed mode: every client goes to this service without naming one (it is
+    /// connected once the client's TLS handshake or PROXY header, if any, is done).
     #[arg(long)]
     pub service: Option<String>,
 
@@ -66,6 +67,30 @@ pub struct Common {
     /// JSON object per line, for log collectors).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Behind a load balancer: clients from a --proxy-from network must start
+    /// with a PROXY protocol header (v1 or v2, as HAProxy's send-proxy and
+    /// send-proxy-v2 write it), and the client address it gives is the one
+    /// logged and passed on. Clients from elsewhere are served as they are; a
+    /// PROXY header from them is a bad handshake.
+    #[arg(long, requires = "proxy_from")]
+    pub proxy_protocol: bool,
+
+    /// A balancer's address or network (CIDR, e.g. 10.0.0.0/8 or
+    /// 2001:db8::/32) whose PROXY headers are believed (repeatable; needs
+    /// --proxy-protocol).
+    #[arg(long, value_name = "CIDR", requires = "proxy_protocol")]
+    pub proxy_from: Vec<ipc::proxy::Cidr>,
+
+    /// Send the service, as the first message of each connection, what the
+    /// daemon knows about the client, as one JSON object: {"address":
+    /// "IP:PORT"} (the real client's, behind a trusted balancer; then also
+    /// "via"), "tls" (version, server_name, alpn, identity: the client
+    /// certificate's, with mutual TLS) and "websocket" (path, origin,
+    /// subprotocol). Absent facts are left out. Off by default: a service
+    /// that does not expect it would take it for the client's first message.
+    #[arg(long)]
+    pub peer_info: bool,
 }
 
 /// How log lines are written (to stderr).
@@ -259,6 +284,8 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
         rundir: c.rundir.clone(),
         local_service: Some(plan.service_name.to_owned()),
         scheme: plan.scheme.to_owned(),
+        proxy_from: c.proxy_from.clone(),
+        peer_info: c.peer_info,
     };
     let outbound = if c.no_outbound { None } else { plan.outbound };
     let daemon = Daemon::new(config, listeners, workers, plan.inbound, outbound)?;

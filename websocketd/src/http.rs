@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::files;
+use ipc::switch::WebSocketInfo;
 
 /// Largest request head accepted (request line and headers).
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -41,8 +42,12 @@ pub struct Policy {
 #[derive(Debug)]
 pub enum Decision {
     /// A valid WebSocket upgrade: connect `service`; send `response` (101) once
-    /// it is attached.
-    Upgrade { service: String, response: Vec<u8> },
+    /// it is attached. `client`: the request, for `--peer-info`.
+    Upgrade {
+        service: String,
+        response: Vec<u8>,
+        client: WebSocketInfo,
+    },
     /// Answer and close. `refused` says why, when the client asked for something
     /// it may not have or sent a bad request (logged as a warning).
     Respond {
@@ -258,6 +263,11 @@ pub fn decide(head: &[u8], policy: &Policy) -> Decision {
     Decision::Upgrade {
         service,
         response: response.into_bytes(),
+        client: WebSocketInfo {
+            path: target.to_owned(),
+            origin: origin.map(str::to_owned),
+            subprotocol: chosen.cloned(),
+        },
     }
 }
 
@@ -356,7 +366,10 @@ mod tests {
     #[test]
     fn the_rfc_example_key_gets_the_rfc_accept_value_and_the_path_names_the_service() {
         let d = decide(&upgrade("/chat?room=1", ""), &policy());
-        let Decision::Upgrade { service, response } = d else {
+        let Decision::Upgrade {
+            service, response, ..
+        } = d
+        else {
             panic!("not an upgrade: {d:?}");
         };
         assert_eq!(service, "chat");
@@ -571,7 +584,9 @@ mod props {
             head in prop_oneof![head(), prop::collection::vec(any::<u8>(), 0..300)],
         ) {
             match decide(&head, &policy(None)) {
-                Decision::Upgrade { service, response } => {
+                Decision::Upgrade {
+                    service, response, ..
+                } => {
                     prop_assert!(!service.is_empty());
                     prop_assert!(head.starts_with(b"GET /"));
                     let text = String::from_utf8(response).unwrap();

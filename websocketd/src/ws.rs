@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use ipc::frame::Decoder;
-use ipc::switch::{Relay, Transport};
+use ipc::switch::{PeerInfo, Relay, Transport, WebSocketInfo};
 use ipc::{Error, Result};
 use tungstenite::Message;
 use tungstenite::error::Error as WsError;
@@ -71,6 +71,8 @@ pub struct WebSocket {
     /// The type of the client's last data message (true: text).
     last_text: Option<bool>,
     unanswered_pings: u32,
+    /// The upgrade request (for `--peer-info`).
+    request: Option<WebSocketInfo>,
 }
 
 impl WebSocket {
@@ -81,6 +83,7 @@ impl WebSocket {
             from_service: Decoder::new(u32::MAX as usize),
             last_text: None,
             unanswered_pings: 0,
+            request: None,
         }
     }
 
@@ -103,8 +106,13 @@ impl WebSocket {
         };
         let early = head.split_off(end);
         match http::decide(head, &self.settings.policy) {
-            Decision::Upgrade { service, response } => {
+            Decision::Upgrade {
+                service,
+                response,
+                client,
+            } => {
                 relay.request_service(service.as_bytes());
+                self.request = Some(client);
                 self.state = State::Upgrading { response, early };
             }
             Decision::Respond {
@@ -295,6 +303,10 @@ impl Transport for WebSocket {
 
     fn handshake_phase(&self) -> Option<&'static str> {
         matches!(self.state, State::Request { .. }).then_some("HTTP request")
+    }
+
+    fn describe(&self, info: &mut PeerInfo) {
+        info.websocket = self.request.clone();
     }
 
     fn keepalive(&mut self, relay: &mut Relay<'_>) -> Result<bool> {

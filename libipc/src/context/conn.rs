@@ -52,6 +52,21 @@ pub(super) struct Pending {
     pub(super) lingering: bool,
     /// Entered around the transport's calls (the daemon's span for the client).
     pub(super) span: tracing::Span,
+    /// The service this client goes to whatever it says (fixed mode): asked
+    /// for as soon as the transport's own handshake is done.
+    pub(super) fixed: Option<Vec<u8>>,
+}
+
+impl Pending {
+    /// The fixed service, once the transport's handshake no longer stands in
+    /// the way (taken: it is asked for once).
+    pub(super) fn fixed_request(&mut self) -> Option<Vec<u8>> {
+        if self.closing.is_none() && self.transport.handshake_phase().is_none() {
+            self.fixed.take()
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug)]

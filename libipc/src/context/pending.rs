@@ -34,6 +34,29 @@ impl Context {
     /// as [`Event::ServiceRequest`]. Set a deadline ([`Context::set_deadline`]) so
     /// that a client that never names one is timed out.
     pub fn add_network(&mut self, fd: OwnedFd, transport: Box<dyn Transport>) -> Result<ConnId> {
+        self.add_pending(fd, transport, None)
+    }
+
+    /// [`Context::add_network`] for a client that goes to service `name`
+    /// whatever it says (a daemon's fixed mode): [`Event::ServiceRequest`] for
+    /// `name` is reported as soon as the transport's own handshake (TLS, a
+    /// PROXY header) is done, at once if it has none. So the service sees the
+    /// client only once it is a client, its TLS handshake finished.
+    pub fn add_network_for(
+        &mut self,
+        fd: OwnedFd,
+        transport: Box<dyn Transport>,
+        name: &str,
+    ) -> Result<ConnId> {
+        self.add_pending(fd, transport, Some(name.as_bytes().to_vec()))
+    }
+
+    fn add_pending(
+        &mut self,
+        fd: OwnedFd,
+        transport: Box<dyn Transport>,
+        fixed: Option<Vec<u8>>,
+    ) -> Result<ConnId> {
         set_nonblocking(fd.as_fd())?;
         let pending = Pending {
             transport,
@@ -41,6 +64,7 @@ impl Context {
             closing: None,
             lingering: false,
             span: tracing::Span::none(),
+            fixed,
         };
         let id = self.insert(
             Io::Stream(fd),
@@ -52,9 +76,45 @@ impl Context {
         {
             let mut relay = Relay::new(&mut p.to_service, &mut c.out);
             p.transport.start(&mut relay);
+            if let Some(name) = p.fixed_request() {
+                c.paused = true;
+                self.pending.push_back(Event::ServiceRequest { id, name });
+            }
         }
         self.mark_dirty(id);
         Ok(id)
+    }
+
+    /// Adds what network connection `id` (waiting for its service) told its
+    /// transport about itself to `info`: the address a PROXY header gave, the
+    /// TLS session, the WebSocket request.
+    pub fn describe(&self, id: ConnId, info: &mut crate::switch::PeerInfo) {
+        if let Some(Role::Pending(p)) = self.conns.get(id).map(|c| &c.role) {
+            p.transport.describe(info);
+        }
+    }
+
+    /// [`Context::attach_service`], with `first` delivered to the service as a
+    /// message of its own before anything the client sent (`--peer-info`).
+    pub fn attach_service_with(
+        &mut self,
+        id: ConnId,
+        name: &str,
+        first: Option<&[u8]>,
+    ) -> Result<ConnId> {
+        self.pending_of(id)?;
+        let fd = service::connect_nonblocking(&self.rundir, name.as_bytes())?;
+        let svc = self.insert(Io::Stream(fd), Role::Ipc, Interest::READABLE)?;
+        if let (Some(first), Some(c)) = (first, self.conns.get_mut(svc)) {
+            // Straight into the service's queue: ahead of the client's data,
+            // and not counted as the client's traffic.
+            c.out.push_message(first);
+        }
+        if let Err(e) = self.attach(id, svc) {
+            self.remove(svc);
+            return Err(e);
+        }
+        Ok(svc)
     }
 
     /// Connects network connection `id` to local service `name` and switches them:
@@ -65,14 +125,7 @@ impl Context {
     /// `id` is not waiting for a service, the name is invalid, or the service
     /// cannot be reached.
     pub fn attach_service(&mut self, id: ConnId, name: &str) -> Result<ConnId> {
-        self.pending_of(id)?;
-        let fd = service::connect_nonblocking(&self.rundir, name.as_bytes())?;
-        let svc = self.insert(Io::Stream(fd), Role::Ipc, Interest::READABLE)?;
-        if let Err(e) = self.attach(id, svc) {
-            self.remove(svc);
-            return Err(e);
-        }
-        Ok(svc)
+        self.attach_service_with(id, name, None)
     }
 
     /// Switches network connection `id` (waiting for a service) with `local`, an
@@ -248,7 +301,7 @@ impl Context {
                 c.paused = true;
             }
             (Ok(()), None) => {
-                if let Some(name) = request {
+                if let Some(name) = request.or_else(|| p.fixed_request()) {
                     // Wait for the daemon's decision before reading more.
                     c.paused = true;
                     self.pending.push_back(Event::ServiceRequest { id, name });

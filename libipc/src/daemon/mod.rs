@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::network::parse_uri;
+use crate::proxy::Cidr;
 use crate::service::validate_name;
-use crate::switch::Transport;
+use crate::switch::{PeerInfo, Proxied, Transport};
 use crate::traffic::Traffic;
 use crate::{Config, ConnId, Context, Event};
 
@@ -71,6 +72,14 @@ pub struct DaemonConfig {
     pub local_service: Option<String>,
     /// The URI scheme outbound requests must use (`tcp`, `tls`).
     pub scheme: String,
+    /// Load balancers trusted to send a PROXY protocol header (v1 or v2)
+    /// first: clients from these networks must, and the address the header
+    /// gives is the client's. Clients from elsewhere are taken as they are
+    /// (a PROXY header from them is a bad handshake). Empty: no PROXY protocol.
+    pub proxy_from: Vec<Cidr>,
+    /// Send each service, as the first message of a connection, what the
+    /// daemon knows about the client ([`PeerInfo`] as JSON).
+    pub peer_info: bool,
 }
 
 /// A running daemon's stop switch: [`Shutdown::trigger`] makes every worker stop
@@ -220,14 +229,14 @@ impl Daemon {
 /// What a worker remembers about a network connection.
 #[derive(Debug)]
 struct NetConn {
+    /// The TCP peer (for a proxied client, the balancer).
+    peer: SocketAddr,
     service: Option<String>,
     since: Instant,
     /// The service connection, once attached.
     service_id: Option<ConnId>,
     /// For outbound connections: the local client waiting for it.
     local: Option<ConnId>,
-    /// Fixed mode: its deadline is the one for the transport's own handshake.
-    transport_deadline: bool,
     /// Traffic already added to the stats.
     reported: Traffic,
     /// Accepted past --max-connections: refused once it names its service.
@@ -238,22 +247,29 @@ struct NetConn {
 }
 
 impl NetConn {
-    fn new(peer: SocketAddr, service: Option<String>) -> Self {
+    /// A connection with `peer`; `proxied`: a trusted balancer, whose PROXY
+    /// header will name the client (recorded as the span's `peer` then).
+    fn new(peer: SocketAddr, service: Option<String>, proxied: bool) -> Self {
         let span = tracing::info_span!(
             "conn",
-            %peer,
+            peer = tracing::field::Empty,
+            via = tracing::field::Empty,
             service = tracing::field::Empty,
             identity = tracing::field::Empty
+        );
+        span.record(
+            if proxied { "via" } else { "peer" },
+            tracing::field::display(peer),
         );
         if let Some(s) = &service {
             span.record("service", tracing::field::display(s));
         }
         NetConn {
+            peer,
             service,
             since: Instant::now(),
             service_id: None,
             local: None,
-            transport_deadline: false,
             reported: Traffic::default(),
             overflow: false,
             span,
@@ -390,7 +406,23 @@ impl Worker {
             }
             let _ = stream.set_nodelay(true);
             self.stats.accepted();
-            let id = match self.ctx.add_network(stream.into(), (self.inbound)()) {
+            let proxied = self
+                .config
+                .proxy_from
+                .iter()
+                .any(|net| net.contains(peer.ip()));
+            let mut transport = (self.inbound)();
+            if proxied {
+                transport = Box::new(Proxied::new(transport, peer));
+            }
+            // Fixed mode: the service is asked for once the transport's own
+            // handshake (TLS, the PROXY header) is done, so it never sees a
+            // client that does not finish one.
+            let added = match &self.config.fixed_service {
+                Some(name) => self.ctx.add_network_for(stream.into(), transport, name),
+                None => self.ctx.add_network(stream.into(), transport),
+            };
+            let id = match added {
                 Ok(id) => id,
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "cannot add connection");
@@ -402,33 +434,20 @@ impl Worker {
             } else {
                 self.stats.open.fetch_add(1, Ordering::Relaxed);
             }
-            let mut conn = NetConn::new(peer, None);
+            let mut conn = NetConn::new(peer, None, proxied);
             conn.overflow = overflow;
             self.ctx.set_span(id, conn.span.clone());
             self.conns.insert(id, conn);
             tracing::debug!(conn = %id, "accepted");
-            match self.config.fixed_service.clone() {
-                Some(name) => {
-                    self.route(id, name.as_bytes());
-                    // Attached at once, but its transport's handshake still has
-                    // to finish in time.
-                    if let Some(t) = self.config.transport_handshake_timeout
-                        && let Some(c) = self.conns.get_mut(&id)
-                    {
-                        c.transport_deadline = true;
-                        let _ = self.ctx.set_deadline(id, Some(Instant::now() + t));
-                    }
-                }
-                None => {
-                    let first = self
-                        .config
-                        .transport_handshake_timeout
-                        .map_or(self.config.handshake_timeout, |t| {
-                            t.min(self.config.handshake_timeout)
-                        });
-                    let _ = self.ctx.set_deadline(id, Some(Instant::now() + first));
-                }
-            }
+            // The first deadline: the transport's own handshake, or naming the
+            // service, whichever is due first (see `timeout`).
+            let first = self
+                .config
+                .transport_handshake_timeout
+                .map_or(self.config.handshake_timeout, |t| {
+                    t.min(self.config.handshake_timeout)
+                });
+            let _ = self.ctx.set_deadline(id, Some(Instant::now() + first));
         }
     }
 
@@ -463,16 +482,27 @@ impl Worker {
         conn.span.record("service", tracing::field::display(&shown));
         let span = conn.span.clone();
         let _in_conn = span.enter();
+        let peer_info = self.config.peer_info.then(|| {
+            let mut info = PeerInfo {
+                address: Some(conn.peer),
+                ..PeerInfo::default()
+            };
+            self.ctx.describe(id, &mut info);
+            info.to_json()
+        });
         let result = match refusal {
             Some(r) => Err(r),
-            None => self.ctx.attach_service(id, &shown).map_err(|e| match e {
-                Error::Connect { source, .. } => match source.kind() {
-                    io::ErrorKind::NotFound => "unknown service",
-                    io::ErrorKind::WouldBlock => "service busy",
+            None => self
+                .ctx
+                .attach_service_with(id, &shown, peer_info.as_deref().map(str::as_bytes))
+                .map_err(|e| match e {
+                    Error::Connect { source, .. } => match source.kind() {
+                        io::ErrorKind::NotFound => "unknown service",
+                        io::ErrorKind::WouldBlock => "service busy",
+                        _ => "service down",
+                    },
                     _ => "service down",
-                },
-                _ => "service down",
-            }),
+                }),
         };
         match result {
             Ok(svc) => {
@@ -516,18 +546,6 @@ impl Worker {
             self.stats.refused(why);
             if self.ctx.refuse(id, why).is_err() {
                 self.close_net(id, why);
-            }
-            return;
-        }
-        if std::mem::take(&mut conn.transport_deadline) {
-            // Fixed mode's deadline for the transport's own handshake.
-            if let Some(phase) = self.ctx.transport_handshake(id) {
-                let why = format!("{phase} timeout");
-                tracing::warn!(parent: &conn.span, "closed: {why}");
-                self.close_net(id, &why);
-            } else {
-                // Finished in time: from now on only the idle timeout applies.
-                let _ = self.ctx.set_idle_timeout(id, self.quiet_timeout());
             }
             return;
         }
@@ -615,6 +633,9 @@ impl Worker {
                 match &reason {
                     Some(Error::Denied(_)) => {}
                     Some(Error::Tls(_)) => self.stats.refused("TLS handshake failed"),
+                    Some(Error::Handshake(m)) if m.starts_with("bad PROXY") => {
+                        self.stats.refused("bad PROXY header")
+                    }
                     Some(Error::Handshake(_)) => self.stats.refused("bad handshake"),
                     _ => self.stats.refused("closed during the handshake"),
                 }
@@ -720,7 +741,7 @@ impl Worker {
         let _ = self
             .ctx
             .set_deadline(net, Some(Instant::now() + self.config.handshake_timeout));
-        let conn = NetConn::new(addr, Some(service.to_owned()));
+        let conn = NetConn::new(addr, Some(service.to_owned()), false);
         self.ctx.set_span(net, conn.span.clone());
         self.conns.insert(net, conn);
         tracing::debug!(%uri, conn = %net, "dialing");

@@ -16,7 +16,7 @@
 use crate::error::{Error, Result};
 use crate::frame::{self, HEADER_LEN};
 use crate::service::MAX_NAME_LEN;
-use crate::switch::{Relay, Transport};
+use crate::switch::{PeerInfo, Relay, Transport};
 
 /// The handshake's two forms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +108,12 @@ impl<T: Transport> Routed<T> {
             ));
         }
         let rest = &buf[len..];
+        if &buf[..len] == b"PROXY" && rest.starts_with(b" ") {
+            return Err(bad(
+                "a PROXY protocol header from a client not trusted to send one \
+                 (see --proxy-protocol and --proxy-from)",
+            ));
+        }
         let skip = if rest.starts_with(b"\r\n") {
             2
         } else if rest.starts_with(b"\n") {
@@ -189,6 +195,10 @@ impl<T: Transport> Transport for Routed<T> {
 
     fn service_closed(&mut self, relay: &mut Relay<'_>, clean: bool) {
         self.inner.service_closed(relay, clean);
+    }
+
+    fn describe(&self, info: &mut PeerInfo) {
+        self.inner.describe(info);
     }
 }
 

@@ -11,7 +11,7 @@ use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerCon
 
 use crate::error::{Error, Result};
 use crate::queue::OutQueue;
-use crate::switch::{Relay, Transport};
+use crate::switch::{PeerInfo, Relay, TlsInfo, Transport};
 
 /// Plaintext rustls may hold before it is encrypted: what a service sends before
 /// the handshake is done waits there (bounded), later writes drain at once.
@@ -30,6 +30,8 @@ pub struct Tls<T> {
     peer_closed: bool,
     /// Run once, when the handshake completes.
     check: Option<PeerCheck>,
+    /// What the check said about the peer's certificate.
+    identity: Option<String>,
 }
 
 impl<T: std::fmt::Debug> std::fmt::Debug for Tls<T> {
@@ -39,6 +41,7 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Tls<T> {
             .field("inner", &self.inner)
             .field("peer_closed", &self.peer_closed)
             .field("check", &self.check.is_some())
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -68,6 +71,7 @@ impl<T: Transport> Tls<T> {
             inner,
             peer_closed: false,
             check: None,
+            identity: None,
         }
     }
 
@@ -200,6 +204,7 @@ impl<T: Transport> Transport for Tls<T> {
                         tracing::Span::current()
                             .record("identity", tracing::field::display(&identity));
                         tracing::info!(%identity, "TLS peer identity");
+                        self.identity = Some(identity);
                     }
                     Err(reason) => {
                         self.conn.send_close_notify();
@@ -287,5 +292,22 @@ impl<T: Transport> Transport for Tls<T> {
         self.quietly(relay, |inner, r| inner.service_closed(r, clean));
         self.conn.send_close_notify();
         self.flush_tls(relay);
+    }
+
+    fn describe(&self, info: &mut PeerInfo) {
+        let server_name = match &self.conn {
+            Connection::Server(s) => s.server_name().map(str::to_owned),
+            Connection::Client(_) => None,
+        };
+        info.tls = Some(TlsInfo {
+            version: self.conn.protocol_version().map(|v| format!("{v:?}")),
+            server_name,
+            alpn: self
+                .conn
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            identity: self.identity.clone(),
+        });
+        self.inner.describe(info);
     }
 }

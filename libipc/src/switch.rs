@@ -443,3 +443,31 @@ pub trait SwitchHooks: Send + fmt::Debug {
     /// Write one complete LibIPC frame (header and payload) to the descriptor.
     fn write(&mut self, fd: std::os::fd::RawFd, frame: &[u8]) -> HookStatus;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_info_json_escapes_what_clients_control_and_leaves_out_the_unknown() {
+        assert_eq!(PeerInfo::default().to_json(), "{}");
+        let info = PeerInfo {
+            address: Some("[2001:db8::7]:40002".parse().unwrap()),
+            via: None,
+            tls: Some(TlsInfo {
+                version: Some("TLSv1_3".into()),
+                identity: Some("CN=[\"a\\b\"] é\u{1}".into()),
+                ..TlsInfo::default()
+            }),
+            websocket: Some(WebSocketInfo {
+                path: "/chat?q=\"x\"\n".into(),
+                origin: None,
+                subprotocol: Some("chat".into()),
+            }),
+        };
+        assert_eq!(
+            info.to_json(),
+            r#"{"address":"[2001:db8::7]:40002","tls":{"version":"TLSv1_3","identity":"CN=[\"a\\b\"] é\u0001"},"websocket":{"path":"/chat?q=\"x\"\n","subprotocol":"chat"}}"#
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use ipc::switch::{Frames, Routed};
+use ipc::switch::{Frames, Relay, Routed, Transport};
 use ipc::{Config, ConnId, Context, Error, Event};
 
 mod common;
@@ -154,4 +154,103 @@ fn a_client_leaving_before_naming_a_service_is_reported() {
             break;
         }
     }
+}
+
+/// Routed frames, except that input containing `boom` panics: a stand-in for
+/// a transport bug that some input triggers.
+#[derive(Debug)]
+struct Fragile(Routed<Frames>);
+
+impl Transport for Fragile {
+    fn name(&self) -> &'static str {
+        "fragile"
+    }
+    fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> ipc::Result<()> {
+        assert!(
+            !data.windows(4).any(|w| w == b"boom"),
+            "boom in the transport"
+        );
+        self.0.on_network_data(data, relay)
+    }
+    fn on_service_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> ipc::Result<()> {
+        self.0.on_service_data(data, relay)
+    }
+    fn accepted(&mut self, relay: &mut Relay<'_>) {
+        self.0.accepted(relay)
+    }
+}
+
+/// Waits for the DISCONNECTION of `id`; returns its reason.
+fn disconnection(ctx: &mut Context, id: ConnId) -> String {
+    loop {
+        match ctx.wait_event().unwrap() {
+            Event::Disconnection { id: gone, reason } if gone == id => {
+                return reason.map(|e| e.to_string()).unwrap_or_default();
+            }
+            Event::Timer => panic!("{id} still open after {LIMIT:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_transport_panic_closes_only_its_connection_at_once() {
+    let (_tmp, dir) = rundir();
+    let _seen = echo_service(&dir, "echo", Config::default(), 2);
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut ctx = Context::new().unwrap();
+    ctx.set_rundir(&dir);
+    let add = |ctx: &mut Context| {
+        let client = TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
+        client.set_read_timeout(Some(LIMIT)).unwrap();
+        let (stream, _) = tcp.accept().unwrap();
+        let transport = Fragile(Routed::new(Frames::new(1 << 20)));
+        (
+            ctx.add_network(stream.into(), Box::new(transport)).unwrap(),
+            client,
+        )
+    };
+    let (calm, mut calm_client) = add(&mut ctx);
+    let (switched, mut switched_client) = add(&mut ctx);
+    let (pending, mut pending_client) = add(&mut ctx);
+    ctx.set_timer(Some(LIMIT));
+    for (id, client) in [(calm, &mut calm_client), (switched, &mut switched_client)] {
+        client.write_all(b"echo\n").unwrap();
+        assert_eq!(next_request(&mut ctx).0, id);
+        ctx.attach_service(id, "echo").unwrap();
+    }
+    // Mid-handshake, and in the middle of a relayed conversation. Each client
+    // sees its connection closed at once (it then closes its own side).
+    let until_eof = |mut client: TcpStream| {
+        std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            let _ = client.read_to_end(&mut rest);
+        })
+    };
+    pending_client.write_all(b"boom\n").unwrap();
+    let pending_eof = until_eof(pending_client);
+    let reason = disconnection(&mut ctx, pending);
+    assert_eq!(
+        reason,
+        "transport: internal error (a bug): boom in the transport"
+    );
+    switched_client.write_all(&frame(b"boom")).unwrap();
+    let switched_eof = until_eof(switched_client);
+    let reason = disconnection(&mut ctx, switched);
+    assert!(reason.contains("internal error (a bug)"), "{reason}");
+    pending_eof.join().unwrap();
+    switched_eof.join().unwrap();
+    // The other client goes on as if nothing happened.
+    let reader = std::thread::spawn(move || {
+        let mut ok = [0; 2];
+        calm_client.read_exact(&mut ok).unwrap();
+        calm_client.write_all(&frame(b"still here")).unwrap();
+        assert_eq!(read_frame(&mut calm_client).unwrap(), b"still here");
+    });
+    let deadline = Instant::now() + LIMIT;
+    while !reader.is_finished() && Instant::now() < deadline {
+        ctx.set_timer(Some(Duration::from_millis(20)));
+        ctx.wait_event().unwrap();
+    }
+    reader.join().unwrap();
 }

@@ -286,7 +286,8 @@ impl Context {
         };
         let _in_conn = p.span.clone().entered();
         let mut relay = Relay::new(&mut p.to_service, &mut c.out);
-        let result = p.transport.on_network_data(&self.scratch[..n], &mut relay);
+        let data = &self.scratch[..n];
+        let result = super::relay::guarded(|| p.transport.on_network_data(data, &mut relay));
         let request = relay.request.take();
         let finished = relay.finished.take();
         match (result, finished) {

@@ -74,9 +74,11 @@ impl Context {
             Start::Accepted => transport.accepted(&mut relay),
         }
         relay.frames_to_service(&held);
-        let fed = transport
-            .on_network_data(&from_net, &mut relay)
-            .and_then(|()| transport.on_service_data(&from_svc, &mut relay));
+        let fed = guarded(|| {
+            transport
+                .on_network_data(&from_net, &mut relay)
+                .and_then(|()| transport.on_service_data(&from_svc, &mut relay))
+        });
         let finished = relay.finished.take();
         let sides = [
             (net, service, Some(transport), Some(counter)),
@@ -158,7 +160,7 @@ impl Context {
         let _in_conn = ns.span.clone().entered();
         let mut relay = Relay::new(&mut svc.out, &mut net.out);
         relay.traffic = ns.counter.as_deref_mut();
-        let result = f(t.as_mut(), &mut relay);
+        let result = guarded(|| f(t.as_mut(), &mut relay));
         let finished = relay.finished.take();
         match (result, finished) {
             (Err(e), _) => {
@@ -290,7 +292,7 @@ impl Context {
             let mut relay = Relay::new(&mut other.out, &mut me.out);
             (relay.service_fd, relay.network_fd) = (other_fd, me_fd);
             relay.traffic = ms.counter.as_deref_mut();
-            let r = t.on_network_data(data, &mut relay);
+            let r = guarded(|| t.on_network_data(data, &mut relay));
             (r, relay.failed, relay.finished)
         } else if let Some(t) = os.transport.as_mut() {
             // Service side: wrap for the network (peer).
@@ -299,7 +301,7 @@ impl Context {
             }
             let mut relay = Relay::new(&mut me.out, &mut other.out);
             (relay.service_fd, relay.network_fd) = (me_fd, other_fd);
-            let r = t.on_service_data(data, &mut relay);
+            let r = guarded(|| t.on_service_data(data, &mut relay));
             (r, relay.failed, relay.finished)
         } else {
             (Ok(()), None, None)
@@ -509,4 +511,20 @@ pub(super) fn write_with_hooks(
             Err(io::Error::other("switch write callback failed"))
         }
     }
+}
+
+/// Runs a transport's handling of input: a panic in it (a bug meeting input
+/// nobody thought of) becomes an error that closes that one connection, at
+/// once and with its reason logged, instead of unwinding through the event
+/// loop and leaving the client behind.
+pub(super) fn guarded<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "BUG: a transport panicked; closing its connection");
+        Err(Error::Transport(format!("internal error (a bug): {what}")))
+    })
 }

@@ -13,7 +13,9 @@
 //! - SIGTERM while 500 connections are busy: nothing accepted is lost, the
 //!   daemon finishes open conversations, then exits 0;
 //! - a daemon restarted under a running service, and a service restarted under
-//!   running daemons.
+//!   running daemons;
+//! - SIGHUP (a new certificate) while 500 wss connections of websocketd are
+//!   busy: nothing lost, new connections get the new certificate.
 //!
 //!     cargo nextest run -p libipc-tests --test faults
 //!
@@ -52,6 +54,8 @@ enum Kind {
     Tcp,
     Tls,
     Ws,
+    /// websocketd with TLS.
+    Wss,
 }
 
 impl Kind {
@@ -60,7 +64,7 @@ impl Kind {
         match self {
             Kind::Tcp => "tcpd",
             Kind::Tls => "tlsd",
-            Kind::Ws => "websocketd",
+            Kind::Ws | Kind::Wss => "websocketd",
         }
     }
 
@@ -70,6 +74,7 @@ impl Kind {
             Kind::Tcp => "tcp",
             Kind::Tls => "tls",
             Kind::Ws => "ws",
+            Kind::Wss => "wss",
         }
     }
 
@@ -80,7 +85,7 @@ impl Kind {
             // still sending gets a reset instead of the FIN.
             Kind::Tcp => "eof|reset",
             Kind::Tls => "close_notify",
-            Kind::Ws => "close 1011",
+            Kind::Ws | Kind::Wss => "close 1011",
         }
     }
 }
@@ -94,14 +99,14 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let w = World::new();
-        let pki = certs::generate(w.path(), false);
+        let pki = certs::generate(w.path(), true);
         Setup { pki, w }
     }
 
-    /// `args` for daemon `kind`, with tlsd's certificate and key first.
+    /// `args` for daemon `kind`, with the certificate and key first (TLS).
     fn args(&self, kind: Kind, args: &[&str]) -> Vec<String> {
         let mut all = Vec::new();
-        if kind == Kind::Tls {
+        if matches!(kind, Kind::Tls | Kind::Wss) {
             for (flag, path) in [
                 ("--cert", &self.pki.server.cert),
                 ("--key", &self.pki.server.key),
@@ -138,6 +143,19 @@ impl Setup {
     /// the venv's Python with the protocol of `kind`, `port`, the CA, `limit`
     /// (seconds) and `args`.
     fn python(&self, kind: Kind, port: u16, label: &str, body: &str, args: &[&str]) -> Proc {
+        self.python_trusting(&self.pki.ca.cert, kind, port, label, body, args)
+    }
+
+    /// [`Setup::python`], verifying TLS daemons against `ca`.
+    fn python_trusting(
+        &self,
+        ca: &std::path::Path,
+        kind: Kind,
+        port: u16,
+        label: &str,
+        body: &str,
+        args: &[&str],
+    ) -> Proc {
         let script = self.w.path().join(format!("client-{label}.py"));
         std::fs::write(&script, format!("{PYTHON_FRAMES}{PYTHON_CONNS}{body}")).unwrap();
         let mut cmd = Command::new(venv_bin("python"));
@@ -145,7 +163,7 @@ impl Setup {
             .arg(&script)
             .arg(kind.mode())
             .arg(port.to_string())
-            .arg(&self.pki.ca.cert)
+            .arg(ca)
             .arg(LOAD_LIMIT.as_secs().to_string())
             .args(args);
         spawn_with_stdin(cmd, self.w.path(), label, Stdio::piped())
@@ -326,10 +344,14 @@ class Tls(Framed):
         return self.after_close()
 
 class Ws:
-    """websocketd: the websockets library's client protocol on a plain socket."""
+    """websocketd: the websockets library's client protocol on a plain socket
+    (wss: on TLS, verifying websocketd against the CA)."""
     def __init__(self, service):
         self.s = tcp_connection()
-        self.p = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/{service}"), max_size=None)
+        if mode == "wss":
+            ctx = ssl.create_default_context(cafile=ca)
+            self.s = ctx.wrap_socket(self.s, server_hostname="localhost")
+        self.p = ClientProtocol(parse_uri(f"{mode}://localhost:{port}/{service}"), max_size=None)
         self.p.send_request(self.p.connect())
         self.flush()
         self.events, self.parts, self.eof = [], [], False
@@ -395,7 +417,7 @@ class Ws:
 
     after_close = Framed.after_close
 
-connect = {"tcp": Framed, "tls": Tls, "ws": Ws}[mode]
+connect = {"tcp": Framed, "tls": Tls, "ws": Ws, "wss": Ws}[mode]
 
 # A descriptor a connection, and then some: raise the soft limit if need be.
 import resource
@@ -424,7 +446,7 @@ const PYTHON_LOAD: &str = r#"
 groups, after, end = args[0], int(args[1]), args[2]
 WINDOW = 4
 MAX_BEFORE = 100_000
-CLEAN = {"tcp": "eof", "tls": "close_notify", "ws": "close 1000"}[mode]
+CLEAN = {"tcp": "eof", "tls": "close_notify", "ws": "close 1000", "wss": "close 1000"}[mode]
 
 plan = []
 for g in groups.split(","):
@@ -708,7 +730,7 @@ fn sigterm_under_load(kind: Kind) {
     let args = ["--workers", "2", "--drain-timeout", "60s"];
     let mut d = s.daemon(kind, kind.bin(), &args);
     let (role, end) = match kind {
-        Kind::Ws => ("drained", "close 1001"),
+        Kind::Ws | Kind::Wss => ("drained", "close 1001"),
         Kind::Tcp | Kind::Tls => ("steady", "-"),
     };
     let groups = format!("pong:{DRAIN_CONNECTIONS}:{role}");
@@ -1106,4 +1128,46 @@ fn out_of_descriptors_tcpd_neither_spins_nor_dies_and_serves_the_backlog_later()
     }
     echo(&mut tcp_client(tcpd.addr, "pong"), b"a new client");
     tcpd.assert_running("after running out of descriptors");
+}
+
+// ---------------------------------------------------------------------------
+// SIGHUP under load, websocketd with TLS.
+
+#[test]
+fn sighup_under_load_of_500_wss_connections_loses_no_message() {
+    raise_nofile_limit(4096);
+    let s = Setup::new();
+    let _pongd = s.w.rust_pongd("pong");
+    let mut d = s.daemon(Kind::Wss, "websocketd", &["--workers", "2"]);
+    let groups = format!("pong:{DRAIN_CONNECTIONS}:steady");
+    let mut load = s.load(Kind::Wss, d.addr.port(), &groups, 20, "-");
+    wait_busy(&mut load);
+
+    // While every connection is busy: a certificate of another CA.
+    let ca2 = s.pki.second_ca.as_ref().expect("CA 2");
+    let pair2 = ca2.server(s.w.path(), "server2");
+    for (from, to) in [
+        (&pair2.cert, &s.pki.server.cert),
+        (&pair2.key, &s.pki.server.key),
+    ] {
+        let tmp = to.with_extension("tmp");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+    d.proc.signal(Signal::SIGHUP);
+    let line = d.proc.wait_for_stderr_line("SIGHUP: ", READY_TIMEOUT);
+    assert!(line.contains("reloaded"), "{line}\n{}", d.log());
+    go_and_finish(load, "load-wss");
+
+    // A new connection gets the new certificate.
+    let once = s.python_trusting(
+        &ca2.cert,
+        Kind::Wss,
+        d.addr.port(),
+        "once-wss",
+        PYTHON_ONCE,
+        &["pong", "hello"],
+    );
+    finish(once, "once-wss").assert_lines(&["hello", "closed: close 1000"]);
+    d.assert_running("after the reload under load");
 }

@@ -129,7 +129,8 @@ pub struct Context {
     /// Connection deadlines, earliest first; entries are checked against the
     /// connection when they come due, so moving a deadline costs nothing.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
-    /// Listeners that hit the descriptor limit, retried after a pause.
+    /// Listeners that hit the descriptor limit (and externals the application
+    /// said it could not serve), retried after a pause.
     accept_retry: Option<(Instant, Vec<ConnId>)>,
     scratch: Vec<u8>,
     /// The connection of the last event returned.
@@ -308,6 +309,29 @@ impl Context {
     /// (closing the connection closes it) but leaves its blocking mode alone.
     pub fn add_external(&mut self, fd: OwnedFd) -> Result<ConnId> {
         self.insert(Io::Stream(fd), Role::External, Interest::READABLE)
+    }
+
+    /// Stops reporting external `id` for `delay` (or until it becomes readable
+    /// anew), for a descriptor the application cannot serve now: a listener
+    /// out of descriptors (EMFILE) stays readable, and the level-triggered
+    /// check would report it again at once, making the loop spin.
+    pub fn retry_external_in(&mut self, id: ConnId, delay: Duration) -> Result<()> {
+        let c = self.live_mut(id)?;
+        if !matches!(c.role, Role::External) {
+            return Err(Error::WrongKind {
+                id,
+                what: "not an external descriptor",
+            });
+        }
+        // Still readable as far as anyone knows: reported again at the retry.
+        c.readable = true;
+        self.recheck.retain(|&r| r != id);
+        let at = Instant::now() + delay;
+        let retry = self.accept_retry.get_or_insert_with(|| (at, Vec::new()));
+        if !retry.1.contains(&id) {
+            retry.1.push(id);
+        }
+        Ok(())
     }
 
     /// When the loop last woke up (read once per wake-up; cheaper than the clock

@@ -309,6 +309,37 @@ fn external_fds_are_reported_while_readable() {
     assert!(ctx.is_empty());
 }
 
+/// An external the application cannot serve now (a listener out of
+/// descriptors) is held back for the delay asked, then reported again while
+/// still readable: no spinning meanwhile.
+#[test]
+fn external_held_back_is_reported_again_after_the_delay() {
+    let (r, mut w) = std::io::pipe().unwrap();
+    let mut ctx = Context::new().unwrap();
+    let ext = ctx.add_external(r.into()).unwrap();
+    w.write_all(b"abc").unwrap();
+    ctx.set_timer(Some(Duration::from_millis(20)));
+    assert!(matches!(ctx.wait_event().unwrap(), Event::External { id } if id == ext));
+    let held = Instant::now();
+    ctx.retry_external_in(ext, Duration::from_millis(150))
+        .unwrap();
+    // Still readable, yet only timers until the delay has passed.
+    let again = loop {
+        match ctx.wait_event().unwrap() {
+            Event::Timer => assert!(held.elapsed() < Duration::from_secs(5)),
+            Event::External { id } if id == ext => break held.elapsed(),
+            e => panic!("{e:?}"),
+        }
+    };
+    assert!(
+        again >= Duration::from_millis(150),
+        "reported after {again:?}"
+    );
+    // Not drained: level-triggered again from then on.
+    assert!(matches!(ctx.wait_event().unwrap(), Event::External { id } if id == ext));
+    ctx.close(ext).unwrap();
+}
+
 /// A TCP client reaches a unix service through a switched pair with the plain
 /// frames transport, as tcpd does.
 #[test]

@@ -380,6 +380,8 @@ impl Worker {
     }
 
     fn accept(&mut self, listener: ConnId) {
+        /// How long a listener out of descriptors waits before the next try.
+        const ACCEPT_RETRY: Duration = Duration::from_millis(100);
         for _ in 0..64 {
             let Some(l) = self.listeners.get(&listener) else {
                 return;
@@ -389,8 +391,14 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of descriptors: the client waits in the backlog.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors (EMFILE, ENFILE) or memory: the client
+                    // waits in the backlog. The listener stays readable, and the
+                    // loop reports a readable external again at once: without a
+                    // pause this worker would spin, logging this, until a
+                    // descriptor frees up. Try again shortly; the backlog is
+                    // served then, with no new connection needed to wake us.
+                    tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+                    let _ = self.ctx.retry_external_in(listener, ACCEPT_RETRY);
                     return;
                 }
             };

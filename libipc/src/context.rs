@@ -376,7 +376,7 @@ impl Context {
                 continue;
             };
             match c.expiry() {
-                Some(due) if due <= now && matches!(&c.role, Role::Pending(p) if p.lingering) => {
+                Some(due) if due <= now && c.lingering => {
                     self.end_linger(id);
                 }
                 Some(due) if due <= now => {
@@ -537,7 +537,7 @@ impl Context {
 
     fn remove(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.remove(id) {
-            if matches!(&conn.role, Role::Pending(p) if p.lingering) {
+            if conn.lingering {
                 self.lingering -= 1;
             }
             let raw = conn.io.fd().as_raw_fd();
@@ -684,6 +684,10 @@ impl Context {
             };
             c.in_ready = false;
             if c.dead || !c.readable || c.paused {
+                continue;
+            }
+            if c.lingering {
+                self.read_lingering(id);
                 continue;
             }
             match c.role {
@@ -913,7 +917,7 @@ impl Context {
             Role::Pending(p) => {
                 // Paused while the daemon decides: stays paused here.
                 if flushed.drained && p.closing.is_some() {
-                    self.close_pending(id);
+                    self.linger(id);
                 }
             }
             _ => {

@@ -48,6 +48,9 @@ pub struct Relay<'a> {
     /// The transport ended the conversation ([`Relay::finish`]), with the reason
     /// when it was the peer's fault.
     pub(crate) finished: Option<Option<Error>>,
+    /// The network peer ended its side within the transport's protocol
+    /// ([`Relay::network_ended`]).
+    pub(crate) ended: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -61,6 +64,7 @@ impl<'a> Relay<'a> {
             failed: None,
             traffic: None,
             finished: None,
+            ended: false,
         }
     }
 
@@ -121,6 +125,14 @@ impl<'a> Relay<'a> {
     /// reported in the DISCONNECTION); `None` is a clean end.
     pub fn finish(&mut self, error: Option<Error>) {
         self.finished.get_or_insert(error);
+    }
+
+    /// The network peer ended its side inside the transport's protocol (a TLS
+    /// close_notify) while the connection stays open: as on EOF, the service
+    /// gets everything already accepted, then EOF, and its replies still flow
+    /// back until it closes.
+    pub fn network_ended(&mut self) {
+        self.ended = true;
     }
 
     /// Bytes already waiting for the service.

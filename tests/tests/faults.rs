@@ -2,9 +2,9 @@
 //! them fails, as a user would check it.
 //!
 //! - a service killed (SIGKILL) under load: its clients are closed the way each
-//!   protocol says "it ended" (tcpd: an EOF, or a reset for a client still
-//!   sending; tlsd: a TLS close_notify, not a ragged EOF; websocketd: close code
-//!   1011), while the clients of another
+//!   protocol says "it ended" (tcpd: an EOF, also for a client still sending:
+//!   the daemon lingers; tlsd: a TLS close_notify, not a ragged EOF;
+//!   websocketd: close code 1011), while the clients of another
 //!   service, busy at the same moment, lose nothing;
 //! - a slow service and a fast client: backpressure slows the client down, the
 //!   daemon's memory stays bounded, and every message arrives once, in order;
@@ -81,9 +81,9 @@ impl Kind {
     /// How a client's connection ends when its service is killed.
     fn killed_end(self) -> &'static str {
         match self {
-            // tcpd closes at once, with the client's input unread: a client
-            // still sending gets a reset instead of the FIN.
-            Kind::Tcp => "eof|reset",
+            // tcpd shuts its side and drains the client's input before it
+            // closes (a lingering close): a FIN, never a reset.
+            Kind::Tcp => "eof",
             Kind::Tls => "close_notify",
             Kind::Ws | Kind::Wss => "close 1011",
         }
@@ -229,7 +229,7 @@ fn raise_nofile_limit(want: u64) {
 /// daemon answered).
 ///
 /// - tcp: routed, the framed name answered with a framed `ok`; the daemon's
-///   end is `eof` (or `reset`).
+///   end is `eof` (`reset` if it closed with the client's input unread).
 /// - tls: the same inside TLS, with ragged EOFs reported rather than taken for
 ///   an end: `close_notify` is a clean end, `ragged eof` a TCP close without it.
 /// - ws: the `websockets` library's protocol on a plain socket, the service in
@@ -1049,6 +1049,9 @@ fn out_of_descriptors_tcpd_neither_spins_nor_dies_and_serves_the_backlog_later()
     let _pongd = w.rust_pongd("pong");
     let mut tcpd = Daemon::start(&w, "tcpd", "tcpd", &["--workers", "1"]);
     let pid = tcpd.proc.pid();
+    // It logs its address before its workers are set up (their descriptors
+    // open); "ready" comes after.
+    tcpd.proc.wait_for_stderr_line("tcpd ready", READY_TIMEOUT);
     // A first client, so that whatever tcpd opens once is open; then what it
     // had open before, once that client's descriptors are closed.
     let idle = open_fds(pid).len();

@@ -424,6 +424,48 @@ fn python_ssl_client_messages_of_64k_and_more() {
     tlsd.assert_running("after large messages");
 }
 
+/// A client that ends its conversation with close_notify and keeps the TCP
+/// connection open for the answer (Python's `SSLSocket.unwrap()`): the
+/// service must see the end, and tlsd answer with its own close_notify.
+const PYTHON_CLOSE_NOTIFY: &str = r#"
+for version, name in VERSIONS:
+    s = conn(context(ca, version))
+    s.sendall(b"pong\n" + frame(b"one") + frame(b"two"))
+    check(f"{name}: answer", recv_exact(s, 2), b"ok")
+    check(f"{name}: echo 1", recv_frame(s), b"one")
+    check(f"{name}: echo 2", recv_frame(s), b"two")
+    raw = s.unwrap()  # our close_notify, then theirs
+    check(f"{name}: after close_notify", recv_all(raw), b"")
+    raw.close()
+print("close-notify: ok")
+"#;
+
+#[test]
+fn close_notify_with_the_tcp_connection_still_open_ends_the_conversation() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    let _pongd = w.rust_pongd("pong");
+    let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
+    run_python(
+        &w,
+        "close-notify",
+        PYTHON_CLOSE_NOTIFY,
+        &tlsd,
+        &pki.ca.cert,
+        &[],
+        "close-notify: ok",
+    );
+    tlsd.assert_running("after the client");
+    // Each conversation ended cleanly, not at a timeout.
+    let log = tlsd.log();
+    let closed = log
+        .lines()
+        .filter(|l| l.contains("connection closed"))
+        .count();
+    assert_eq!(closed, 2, "{log}");
+    assert!(!log.contains("timeout"), "{log}");
+}
+
 // ---------------------------------------------------------------------------
 // Refusals.
 

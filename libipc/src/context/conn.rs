@@ -47,9 +47,6 @@ pub(super) struct Pending {
     pub(super) to_service: OutQueue,
     /// Refused or broken: close once the answer is written, with this reason.
     pub(super) closing: Option<Option<crate::Error>>,
-    /// The answer is written and our side shut down: what the client still
-    /// sends is read and dropped until it closes (a lingering close).
-    pub(super) lingering: bool,
     /// Entered around the transport's calls (the daemon's span for the client).
     pub(super) span: tracing::Span,
     /// The service this client goes to whatever it says (fixed mode): asked
@@ -117,6 +114,10 @@ pub(super) struct Conn {
     pub(super) idle: Option<Duration>,
     /// Last time bytes moved on this connection.
     pub(super) last_active: Instant,
+    /// A network client whose last answer is written and our side shut down:
+    /// what it still sends is read and dropped until it closes (a lingering
+    /// close, see `Context::linger`).
+    pub(super) lingering: bool,
 }
 
 impl Conn {
@@ -136,6 +137,7 @@ impl Conn {
             deadline: None,
             idle: None,
             last_active: Instant::now(),
+            lingering: false,
         }
     }
 

@@ -62,7 +62,6 @@ impl Context {
             transport,
             to_service: OutQueue::default(),
             closing: None,
-            lingering: false,
             span: tracing::Span::none(),
             fixed,
         };
@@ -216,56 +215,55 @@ impl Context {
         }
     }
 
-    /// A refused or failed client whose answer is written: shut down our side,
+    /// A network client whose last answer is written (a refusal, or the end
+    /// of its conversation when the service left first): shut down our side,
     /// then read and drop what it still sends until it closes, for at most
     /// [`LINGER`]. Closing at once with its input unread would reset the
     /// connection, and a client still sending (an HTTP request after an early
-    /// 503, frames after its service name) could lose the answer.
-    pub(super) fn close_pending(&mut self, id: ConnId) {
+    /// 503, frames after its service name, messages to a service that just
+    /// died) could lose the answer, or the reason it was closed.
+    pub(super) fn linger(&mut self, id: ConnId) {
         let lingering_now = self.lingering;
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
-        let Role::Pending(p) = &mut c.role else {
-            return;
-        };
-        if p.lingering {
+        if c.lingering {
             return;
         }
         let fd = c.io.fd().as_raw_fd();
         if lingering_now >= MAX_LINGERING || shutdown(fd, Shutdown::Write).is_err() {
-            let reason = p.closing.take().flatten();
-            return self.disconnect(id, reason);
+            return self.end_linger(id);
         }
-        p.lingering = true;
+        c.lingering = true;
         self.lingering += 1;
         c.paused = false;
+        c.idle = None;
         c.deadline = Some(self.now + LINGER);
         self.arm(id);
         self.mark_ready(id);
     }
 
-    /// Ends a lingering close (the client closed, or [`LINGER`] passed).
+    /// Ends a lingering close (the client closed, or [`LINGER`] passed), with
+    /// the reason the connection was ending for.
     pub(super) fn end_linger(&mut self, id: ConnId) {
-        let Some(Role::Pending(p)) = self.conns.get_mut(id).map(|c| &mut c.role) else {
-            return;
+        let reason = match self.conns.get_mut(id).map(|c| &mut c.role) {
+            Some(Role::Pending(p)) => p.closing.take().flatten(),
+            Some(Role::Switched(s)) => s.end_reason.take(),
+            _ => None,
         };
-        let reason = p.closing.take().flatten();
         self.disconnect(id, reason);
     }
 
-    fn is_lingering(&self, id: ConnId) -> bool {
-        matches!(self.conns.get(id).map(|c| &c.role), Some(Role::Pending(p)) if p.lingering)
+    /// One read from a lingering connection: dropped, up to its EOF.
+    pub(super) fn read_lingering(&mut self, id: ConnId) {
+        match self.read_chunk(id) {
+            Chunk::Data(_) | Chunk::Blocked => {}
+            Chunk::Eof | Chunk::Failed(_) => self.end_linger(id),
+        }
     }
 
     /// One read from a network connection in its handshake.
     pub(super) fn read_pending(&mut self, id: ConnId) {
-        if self.is_lingering(id) {
-            return match self.read_chunk(id) {
-                Chunk::Data(_) | Chunk::Blocked => {}
-                Chunk::Eof | Chunk::Failed(_) => self.end_linger(id),
-            };
-        }
         let n = match self.read_chunk(id) {
             Chunk::Data(n) => n,
             Chunk::Blocked => return,

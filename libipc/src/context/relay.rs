@@ -286,14 +286,14 @@ impl Context {
         // Written straight to a socket unless the application's hooks write it.
         let me_fd = ms.hooks.is_none().then(|| me.io.fd());
         let other_fd = os.hooks.is_none().then(|| other.io.fd());
-        let (result, failed, finished) = if let Some(t) = ms.transport.as_mut() {
+        let (result, failed, finished, ended) = if let Some(t) = ms.transport.as_mut() {
             // Network side: unwrap for the service (peer).
             let _in_conn = ms.span.enter();
             let mut relay = Relay::new(&mut other.out, &mut me.out);
             (relay.service_fd, relay.network_fd) = (other_fd, me_fd);
             relay.traffic = ms.counter.as_deref_mut();
             let r = guarded(|| t.on_network_data(data, &mut relay));
-            (r, relay.failed, relay.finished)
+            (r, relay.failed, relay.finished, relay.ended)
         } else if let Some(t) = os.transport.as_mut() {
             // Service side: wrap for the network (peer).
             if let Some(c) = os.counter.as_deref_mut() {
@@ -302,9 +302,9 @@ impl Context {
             let mut relay = Relay::new(&mut me.out, &mut other.out);
             (relay.service_fd, relay.network_fd) = (me_fd, other_fd);
             let r = guarded(|| t.on_service_data(data, &mut relay));
-            (r, relay.failed, relay.finished)
+            (r, relay.failed, relay.finished, false)
         } else {
-            (Ok(()), None, None)
+            (Ok(()), None, None, false)
         };
         // Traffic on a pair is activity for both sides (idle timeouts).
         other.last_active = self.now;
@@ -329,6 +329,9 @@ impl Context {
         if me_dirty {
             self.mark_dirty(id);
         }
+        if ended {
+            self.network_eof(id, peer);
+        }
     }
 
     /// The network side `id` of a pair sent EOF: the service gets everything
@@ -339,7 +342,10 @@ impl Context {
         };
         c.readable = false;
         let Some(s) = c.switched() else { return };
-        s.read_eof = true;
+        if std::mem::replace(&mut s.read_eof, true) {
+            // Ended already (a TLS close_notify, then the TCP FIN).
+            return;
+        }
         if let Some(Err(e)) = s.transport.as_mut().map(|t| t.network_closed()) {
             tracing::info!(conn = %id, error = %e, "network peer closed uncleanly");
         }
@@ -387,7 +393,7 @@ impl Context {
                 let after = s.after_flush;
                 self.after_flush(id, after);
             }
-            Role::Pending(p) if p.closing.is_some() => self.close_pending(id),
+            Role::Pending(p) if p.closing.is_some() => self.linger(id),
             _ => {}
         }
     }
@@ -404,10 +410,16 @@ impl Context {
                     s.after_flush = AfterFlush::Nothing;
                 }
             }
-            AfterFlush::Close => {
-                let reason = c.switched().and_then(|s| s.end_reason.take());
-                self.disconnect(id, reason)
-            }
+            AfterFlush::Close => match c.switched() {
+                // The network side, while its peer may still be sending:
+                // a lingering close, so that what it sends does not reset
+                // the connection and destroy our last words.
+                Some(s) if s.transport.is_some() && !s.read_eof => self.linger(id),
+                s => {
+                    let reason = s.and_then(|s| s.end_reason.take());
+                    self.disconnect(id, reason)
+                }
+            },
         }
     }
 

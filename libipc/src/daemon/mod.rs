@@ -507,6 +507,14 @@ impl Worker {
                     Error::Connect { source, .. } => match source.kind() {
                         io::ErrorKind::NotFound => "unknown service",
                         io::ErrorKind::WouldBlock => "service busy",
+                        // Out of descriptors: the daemon is full, not the service.
+                        _ if matches!(
+                            source.raw_os_error().map(nix::errno::Errno::from_raw),
+                            Some(nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)
+                        ) =>
+                        {
+                            "too many connections"
+                        }
                         _ => "service down",
                     },
                     _ => "service down",

@@ -238,6 +238,11 @@ impl<T: Transport> Transport for Tls<T> {
                 inner.on_network_data(&plain, r)
             }
         });
+        if self.peer_closed {
+            // close_notify: the client's end of the conversation, even if it
+            // keeps the TCP connection open for our answer.
+            relay.network_ended();
+        }
         result.and(written)
     }
 

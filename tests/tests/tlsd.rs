@@ -406,22 +406,23 @@ for version, name in VERSIONS:
 print("python-large: ok")
 "#;
 
-#[test]
-fn python_ssl_client_messages_of_64k_and_more() {
+/// Runs Python client `body` (`PYTHON_COMMON` first), which must print
+/// `LABEL: ok`, against a tlsd in front of pongd `pong`; returns the world
+/// (pongd runs until it is dropped) and the tlsd, still running.
+fn python_against_pong(label: &str, body: &str) -> (World, Proc, Tlsd) {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
-    let _pongd = w.rust_pongd("pong");
+    let pongd = w.rust_pongd("pong");
     let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
-    run_python(
-        &w,
-        "python-large",
-        PYTHON_LARGE,
-        &tlsd,
-        &pki.ca.cert,
-        &[],
-        "python-large: ok",
-    );
-    tlsd.assert_running("after large messages");
+    let ok = format!("{label}: ok");
+    run_python(&w, label, body, &tlsd, &pki.ca.cert, &[], &ok);
+    tlsd.assert_running(&format!("after {label}"));
+    (w, pongd, tlsd)
+}
+
+#[test]
+fn python_ssl_client_messages_of_64k_and_more() {
+    python_against_pong("python-large", PYTHON_LARGE);
 }
 
 /// A client that ends its conversation with close_notify and keeps the TCP
@@ -442,20 +443,7 @@ print("close-notify: ok")
 
 #[test]
 fn close_notify_with_the_tcp_connection_still_open_ends_the_conversation() {
-    let w = World::new();
-    let pki = certs::generate(w.path(), false);
-    let _pongd = w.rust_pongd("pong");
-    let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
-    run_python(
-        &w,
-        "close-notify",
-        PYTHON_CLOSE_NOTIFY,
-        &tlsd,
-        &pki.ca.cert,
-        &[],
-        "close-notify: ok",
-    );
-    tlsd.assert_running("after the client");
+    let (_w, _pongd, tlsd) = python_against_pong("close-notify", PYTHON_CLOSE_NOTIFY);
     // Each conversation ended cleanly, not at a timeout.
     let log = tlsd.log();
     let closed = log

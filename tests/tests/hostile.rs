@@ -33,7 +33,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use libipc_tests::certs;
-use libipc_tests::{Daemon, READY_TIMEOUT, World};
+use libipc_tests::{Daemon, Proc, READY_TIMEOUT, World};
 use mio::{Events, Interest, Poll, Token};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -57,10 +57,6 @@ const EARLY_MARGIN: Duration = Duration::from_millis(50);
 fn frame(payload: &[u8]) -> Vec<u8> {
     let len = u32::try_from(payload.len()).expect("payload under 4 GiB");
     [&len.to_be_bytes()[..], payload].concat()
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Bytes for a failure message: text where they are text.
@@ -552,8 +548,11 @@ fn slowloris_wave(s: &mut Slowloris<'_>, wave: usize) -> (u64, u64) {
         .map(|m| m.lasted().expect("ended"))
         .collect();
     let (shortest, longest) = (lasted.iter().min().unwrap(), lasted.iter().max().unwrap());
+    let got = &crowd.members[0].got;
     println!(
-        "wave {wave}: slow clients closed after {shortest:?} to {longest:?} (timeout {SLOW_TIMEOUT:?})"
+        "wave {wave}: slow clients closed after {shortest:?} to {longest:?} (timeout \
+         {SLOW_TIMEOUT:?}); the first one got {:?}",
+        &got[..got.len().min(40)]
     );
     assert_none(
         &crowd.misjudged(|m| {
@@ -572,6 +571,13 @@ fn slowloris_wave(s: &mut Slowloris<'_>, wave: usize) -> (u64, u64) {
     (peak, rss(s.d))
 }
 
+/// A world with pongd serving `echo` (dropped after the daemons of a test).
+fn with_echo() -> (World, Proc) {
+    let w = World::new();
+    let echo = w.rust_pongd("echo");
+    (w, echo)
+}
+
 /// Judges a slow tcpd client (framed): the framed `no: handshake timeout`.
 fn tcpd_slow_answer(got: &[u8]) -> Result<(), String> {
     let want = frame(b"no: handshake timeout");
@@ -582,8 +588,7 @@ fn tcpd_slow_answer(got: &[u8]) -> Result<(), String> {
 
 #[test]
 fn slowloris_on_tcpd_service_name_handshake() {
-    let w = World::new();
-    let _echo = w.rust_pongd("echo");
+    let (w, _echo) = with_echo();
     let mut d = Daemon::start(&w, "tcpd", "tcpd", &["--handshake-timeout", "4s"]);
     let addr = d.addr;
     slowloris(Slowloris {
@@ -609,22 +614,19 @@ fn tlsd_slow_answer(got: &[u8]) -> Result<(), String> {
         .ok_or_else(|| format!("not only TLS alerts: {got:?}"))
 }
 
+/// Starts tlsd in `w` with the server certificate and key of `pki`, and `args`.
+fn start_tlsd(w: &World, pki: &certs::Pki, args: &[&str]) -> Daemon {
+    let cert = pki.server.cert.to_str().expect("a UTF-8 path");
+    let key = pki.server.key.to_str().expect("a UTF-8 path");
+    let args = [&["--cert", cert, "--key", key][..], args].concat();
+    Daemon::start(w, "tlsd", "tlsd", &args)
+}
+
 #[test]
 fn slowloris_on_tlsd_tls_handshake() {
-    let w = World::new();
+    let (w, _echo) = with_echo();
     let pki = certs::generate(w.path(), false);
-    let _echo = w.rust_pongd("echo");
-    let cert = pki.server.cert.to_str().unwrap();
-    let key = pki.server.key.to_str().unwrap();
-    let args = [
-        "--cert",
-        cert,
-        "--key",
-        key,
-        "--tls-handshake-timeout",
-        "4s",
-    ];
-    let mut d = Daemon::start(&w, "tlsd", "tlsd", &args);
+    let mut d = start_tlsd(&w, &pki, &["--tls-handshake-timeout", "4s"]);
     let config = tls_config(&pki.ca.cert);
     let addr = d.addr;
     let script = client_hello(&config);
@@ -637,6 +639,15 @@ fn slowloris_on_tlsd_tls_handshake() {
     });
 }
 
+/// A WebSocket upgrade request for `/echo` at websocketd on `addr`.
+fn upgrade_request(addr: SocketAddr) -> Vec<u8> {
+    format!(
+        "GET /echo HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 /// Judges a slow websocketd client: an HTTP 408.
 fn websocketd_slow_answer(got: &[u8]) -> Result<(), String> {
     got.starts_with(b"HTTP/1.1 408 ")
@@ -646,17 +657,12 @@ fn websocketd_slow_answer(got: &[u8]) -> Result<(), String> {
 
 #[test]
 fn slowloris_on_websocketd_http_upgrade() {
-    let w = World::new();
-    let _echo = w.rust_pongd("echo");
+    let (w, _echo) = with_echo();
     let mut d = Daemon::start(&w, "websocketd", "websocketd", &["--header-timeout", "4s"]);
     let addr = d.addr;
-    let script = format!(
-        "GET /echo HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
     slowloris(Slowloris {
         d: &mut d,
-        script: script.into_bytes(),
+        script: upgrade_request(addr),
         answer: websocketd_slow_answer,
         logged: "refused: HTTP request timeout",
         regular: Arc::new(move |i| {
@@ -710,10 +716,13 @@ impl Traps {
     }
 }
 
-/// A hostile conversation: what it is, and its steps, each what the client
-/// sends in one write and all the daemon answers to it; after the last
-/// answer, the daemon closes the connection.
-type Case = (&'static str, Vec<(Vec<u8>, Vec<u8>)>);
+/// A step of a conversation: what the client sends in one write, and all the
+/// daemon answers to it.
+type Step = (Vec<u8>, Vec<u8>);
+
+/// A hostile conversation: what it is, and its steps; after the last answer,
+/// the daemon closes the connection.
+type Case = (&'static str, Vec<Step>);
 
 /// Hostile conversations of a routed-mode client of tcpd (or of tlsd, inside
 /// TLS), with `--max-message-size 1K`.
@@ -808,7 +817,7 @@ fn hostile_cases(traps: &Traps) -> Vec<Case> {
 /// answer, and after the last one reads until the daemon closes the
 /// connection (cleanly, by a TCP close without close_notify for TLS, or by a
 /// reset). Returns everything that came.
-fn exchange(mut s: impl Read + Write, steps: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+fn exchange(mut s: impl Read + Write, steps: &[Step]) -> Vec<u8> {
     let mut got = Vec::new();
     let (last, before) = steps.split_last().expect("a step");
     for (sent, answer) in before {
@@ -842,7 +851,7 @@ fn exchange(mut s: impl Read + Write, steps: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
 
 /// What every hostile conversation must get: exactly the answers of its
 /// steps.
-fn exact(steps: &[(Vec<u8>, Vec<u8>)], got: &[u8]) -> Result<(), String> {
+fn exact(steps: &[Step], got: &[u8]) -> Result<(), String> {
     let answer: Vec<u8> = steps.iter().flat_map(|(_, a)| a.clone()).collect();
     (got == answer)
         .then_some(())
@@ -857,8 +866,8 @@ fn hostile_rounds(
     d: &mut Daemon,
     rounds: usize,
     cases: &[Case],
-    client: impl Fn(&[(Vec<u8>, Vec<u8>)]) -> Vec<u8>,
-    judge: fn(&[(Vec<u8>, Vec<u8>)], &[u8]) -> Result<(), String>,
+    client: impl Fn(&[Step]) -> Vec<u8>,
+    judge: fn(&[Step], &[u8]) -> Result<(), String>,
 ) {
     let mut fifth = None;
     for round in 0..rounds {
@@ -887,8 +896,7 @@ fn hostile_rounds(
 
 #[test]
 fn tcpd_hostile_bytes_get_their_answers_in_the_clients_form() {
-    let w = World::new();
-    let _echo = w.rust_pongd("echo");
+    let (w, _echo) = with_echo();
     let traps = Traps::set(&w);
     let mut d = Daemon::start(&w, "tcpd", "tcpd", &["--max-message-size", "1K"]);
     let addr = d.addr;
@@ -918,19 +926,12 @@ fn tcpd_hostile_bytes_get_their_answers_in_the_clients_form() {
 
 #[test]
 fn tlsd_hostile_bytes_get_their_answers_inside_and_outside_tls() {
-    let w = World::new();
+    let (w, _echo) = with_echo();
     let pki = certs::generate(w.path(), false);
-    let _echo = w.rust_pongd("echo");
     let traps = Traps::set(&w);
-    let cert = pki.server.cert.to_str().unwrap();
-    let key = pki.server.key.to_str().unwrap();
     // Timeouts far longer than any refusal may take: what is closed here was
     // refused, not timed out.
     let args = [
-        "--cert",
-        cert,
-        "--key",
-        key,
         "--max-message-size",
         "1K",
         "--tls-handshake-timeout",
@@ -938,7 +939,7 @@ fn tlsd_hostile_bytes_get_their_answers_inside_and_outside_tls() {
         "--handshake-timeout",
         "30s",
     ];
-    let mut d = Daemon::start(&w, "tlsd", "tlsd", &args);
+    let mut d = start_tlsd(&w, &pki, &args);
     let addr = d.addr;
     let config = tls_config(&pki.ca.cert);
 
@@ -969,7 +970,7 @@ fn tlsd_hostile_bytes_get_their_answers_inside_and_outside_tls() {
             handshake([0xFF, 0xFF, 0xFF], &hello[9..]),
         ),
     ];
-    let alerts = |_: &[(Vec<u8>, Vec<u8>)], got: &[u8]| tlsd_slow_answer(got);
+    let alerts = |_: &[Step], got: &[u8]| tlsd_slow_answer(got);
     hostile_rounds(&mut d, 20, &not_tls, |c| exchange(tcp(addr), c), alerts);
     assert_eq!(d.connected(None), 0, "{}", d.log());
 
@@ -984,4 +985,309 @@ fn tlsd_hostile_bytes_get_their_answers_inside_and_outside_tls() {
     );
     traps.assert_untouched();
     framed_echo(tls(addr, &config), 0);
+}
+
+// ---------------------------------------------------------------------------
+// A flood of connections past --max-connections.
+
+/// Clients the daemon may serve at once in the flood tests.
+const LIMIT: usize = 50;
+/// Connections the flood opens, all at once.
+const FLOOD: usize = 500;
+
+/// An echo service written here (a thread per client, echoing the bytes, so
+/// the frames) that counts its clients: connected now, at most at once, in
+/// all.
+struct CountingEcho {
+    now: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    accepting: Option<JoinHandle<()>>,
+}
+
+impl CountingEcho {
+    /// Listens at `$RUNDIR/<name>` (ready on return).
+    fn start(w: &World, name: &str) -> CountingEcho {
+        let listener = UnixListener::bind(w.rundir.join(name)).expect("bind the service");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let total = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (n, m, t, s) = (now.clone(), most.clone(), total.clone(), stop.clone());
+        let accepting = thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let mut c = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                    Err(e) => panic!("service accept: {e}"),
+                };
+                c.set_nonblocking(false).expect("blocking");
+                t.fetch_add(1, Ordering::SeqCst);
+                m.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                let n = n.clone();
+                thread::spawn(move || {
+                    let mut buf = [0; 65536];
+                    while let Ok(k @ 1..) = c.read(&mut buf) {
+                        if c.write_all(&buf[..k]).is_err() {
+                            break;
+                        }
+                    }
+                    n.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        CountingEcho {
+            now,
+            most,
+            total,
+            stop,
+            accepting: Some(accepting),
+        }
+    }
+
+    /// Clients connected now.
+    fn now(&self) -> usize {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    /// Waits until exactly `n` clients are connected (the daemon closes the
+    /// service side of a client that left soon, not at once).
+    fn wait_for(&self, n: usize) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while self.now() != n {
+            assert!(
+                Instant::now() < deadline,
+                "the service has {} clients, not {n}, after {READY_TIMEOUT:?}",
+                self.now()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// (clients at most at once, clients in all).
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.most.load(Ordering::SeqCst),
+            self.total.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl Drop for CountingEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.accepting.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A client admitted by the daemon, that keeps its connection.
+trait Keeper {
+    /// Has a message echoed (panics saying why if it is not).
+    fn echo(&mut self, i: usize);
+}
+
+/// tcpd's client after its `ok`.
+impl Keeper for TcpStream {
+    fn echo(&mut self, i: usize) {
+        let message = format!("kept client {i}");
+        self.write_all(&frame(message.as_bytes()))
+            .unwrap_or_else(|e| panic!("kept client {i}: write: {e}"));
+        let mut got = vec![0; 4 + message.len()];
+        self.read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("kept client {i}: read: {e}"));
+        assert_eq!(
+            shown(&got),
+            shown(&frame(message.as_bytes())),
+            "kept client {i}"
+        );
+    }
+}
+
+impl Keeper for tungstenite::WebSocket<TcpStream> {
+    fn echo(&mut self, i: usize) {
+        ws_echo_on(self, i);
+    }
+}
+
+/// A flood: how clients are admitted, what the flood sends, and what a refused
+/// member of it may get.
+struct Flood<K> {
+    /// Connects client `i` and has it admitted: `Err(why)` if refused.
+    admit: fn(SocketAddr, usize) -> Result<K, String>,
+    /// What the members of the flood send to the daemon on this address (each
+    /// one of these, in turn).
+    scripts: fn(SocketAddr) -> Vec<Vec<u8>>,
+    /// Judges what a member got, given what it sent.
+    refusal: fn(&[u8], &[u8]) -> Result<(), String>,
+}
+
+/// Daemon `name` with `--max-connections` [`LIMIT`] and `timeout_flag 30s` in
+/// front of a [`CountingEcho`] `echo`: [`LIMIT`] clients admitted, then [`FLOOD`] connections at once; each of
+/// those is refused (its answer judged) long before the handshake timeout, no
+/// more than [`LIMIT`] clients ever reach the service, those admitted keep
+/// working, and once some leave as many new ones get in.
+fn flood<K: Keeper>(name: &'static str, timeout_flag: &str, f: Flood<K>) {
+    raise_own_fd_limit(4 * FLOOD as u64);
+    let w = World::new();
+    let echo = CountingEcho::start(&w, "echo");
+    let limit = LIMIT.to_string();
+    let args = ["--max-connections", &limit, timeout_flag, "30s"];
+    let mut d = Daemon::start(&w, name, name, &args);
+    let addr = d.addr;
+    let mut kept: Vec<K> = (0..LIMIT)
+        .map(|i| (f.admit)(addr, i).unwrap_or_else(|why| panic!("client {i}: {why}")))
+        .collect();
+    for (i, k) in kept.iter_mut().enumerate() {
+        k.echo(i);
+    }
+    echo.wait_for(LIMIT);
+
+    let scripts: Vec<Arc<[u8]>> = (f.scripts)(addr).into_iter().map(Into::into).collect();
+    let mut crowd = Crowd::new();
+    let started = Instant::now();
+    for i in 0..FLOOD {
+        crowd.open(addr, &scripts[i % scripts.len()], Pace::Burst);
+    }
+    let opened = started.elapsed();
+    crowd.until_all_ended(started + Duration::from_secs(20), |_| {});
+    let longest = crowd
+        .members
+        .iter()
+        .filter_map(Member::lasted)
+        .max()
+        .expect("ended");
+    let answered = crowd.members.iter().filter(|m| !m.got.is_empty()).count();
+    println!(
+        "{FLOOD} connections past the limit opened in {opened:?}, all closed within \
+         {longest:?} of their connect; {answered} answered, {} closed without an answer",
+        FLOOD - answered
+    );
+    assert_none(
+        &crowd.misjudged(|m| (f.refusal)(&m.script, &m.got)),
+        "connections past the limit were not refused as documented",
+    );
+    assert!(
+        answered > 0,
+        "no connection past the limit was answered in its own form"
+    );
+    d.assert_running("after the flood");
+    let (most, total) = echo.counts();
+    assert_eq!(
+        (most, total),
+        (LIMIT, LIMIT),
+        "the service had {most} clients at most at once, {total} in all"
+    );
+    for (i, k) in kept.iter_mut().enumerate() {
+        k.echo(i);
+    }
+
+    // Ten leave: ten new clients get in (once the daemon has seen them go).
+    kept.truncate(LIMIT - 10);
+    echo.wait_for(LIMIT - 10);
+    for i in LIMIT..LIMIT + 10 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut k = loop {
+            match (f.admit)(addr, i) {
+                Ok(k) => break k,
+                Err(why) => assert!(
+                    Instant::now() < deadline,
+                    "client {i}, after ten left: still refused after 5 s: {why}"
+                ),
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        k.echo(i);
+        kept.push(k);
+    }
+    for (i, k) in kept.iter_mut().enumerate() {
+        k.echo(i);
+    }
+    let (most, total) = echo.counts();
+    assert_eq!(
+        (most, total),
+        (LIMIT, LIMIT + 10),
+        "the service had {most} clients at most at once, {total} in all"
+    );
+}
+
+/// tcpd's answer to a client past the limit: `no: too many connections` in
+/// the form it named its service, or a close at once.
+fn tcpd_refusal(sent: &[u8], got: &[u8]) -> Result<(), String> {
+    let answer = if sent.first() == Some(&0) {
+        frame(b"no: too many connections")
+    } else {
+        b"no: too many connections\n".to_vec()
+    };
+    (got.is_empty() || got == answer)
+        .then_some(())
+        .ok_or_else(|| format!("got {}, want {} or nothing", shown(got), shown(&answer)))
+}
+
+/// A tcpd client naming `echo` raw (even `i`) or framed (odd `i`).
+fn tcpd_admit(addr: SocketAddr, i: usize) -> Result<TcpStream, String> {
+    let mut s = tcp(addr);
+    let (name, ok) = if i.is_multiple_of(2) {
+        (b"echo\n".to_vec(), b"ok".to_vec())
+    } else {
+        (frame(b"echo"), frame(b"ok"))
+    };
+    s.write_all(&name).map_err(|e| e.to_string())?;
+    let mut got = vec![0; ok.len()];
+    // A refused client may be reset before it reads its answer.
+    match s.read_exact(&mut got) {
+        Ok(()) if got == ok => Ok(s),
+        Ok(()) => Err(format!("answered {}", shown(&got))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn flood_past_max_connections_on_tcpd() {
+    flood(
+        "tcpd",
+        "--handshake-timeout",
+        Flood {
+            admit: tcpd_admit,
+            scripts: |_| vec![b"echo\n".to_vec(), frame(b"echo")],
+            refusal: tcpd_refusal,
+        },
+    );
+}
+
+/// websocketd's answer to a client past the limit: an HTTP 503, or a close at
+/// once.
+fn websocketd_refusal(_: &[u8], got: &[u8]) -> Result<(), String> {
+    (got.is_empty() || got.starts_with(b"HTTP/1.1 503 "))
+        .then_some(())
+        .ok_or_else(|| format!("got {}, want an HTTP 503 or nothing", shown(got)))
+}
+
+/// A WebSocket client of `/echo`, by tungstenite.
+fn websocketd_admit(
+    addr: SocketAddr,
+    _: usize,
+) -> Result<tungstenite::WebSocket<TcpStream>, String> {
+    tungstenite::client::client(format!("ws://{addr}/echo"), tcp(addr))
+        .map(|(ws, _)| ws)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn flood_past_max_connections_on_websocketd() {
+    flood(
+        "websocketd",
+        "--header-timeout",
+        Flood {
+            admit: websocketd_admit,
+            scripts: |addr| vec![upgrade_request(addr)],
+            refusal: websocketd_refusal,
+        },
+    );
 }

@@ -74,6 +74,16 @@ impl<T: Transport> Routed<T> {
         }
     }
 
+    /// The form of a handshake that starts with `buf`: its first byte tells
+    /// (a frame's length prefix starts with 0x00, a name never does).
+    fn form_of(buf: &[u8]) -> Form {
+        if buf.first() == Some(&0) {
+            Form::Framed
+        } else {
+            Form::Raw
+        }
+    }
+
     /// Parses what came so far. Returns the name and the offset of what follows it,
     /// `Ok(None)` if more bytes are needed.
     fn parse(buf: &[u8], end_of_read: bool) -> Result<Option<(Form, Vec<u8>, usize)>> {
@@ -153,11 +163,7 @@ impl<T: Transport> Transport for Routed<T> {
                         Ok(())
                     }
                     Err(e) => {
-                        self.form = Some(if buf.first() == Some(&0) {
-                            Form::Framed
-                        } else {
-                            Form::Raw
-                        });
+                        self.form = Some(Self::form_of(&buf));
                         self.answer(&format!("no: {e}"), relay);
                         self.phase = Phase::Done;
                         Err(e)
@@ -178,6 +184,11 @@ impl<T: Transport> Transport for Routed<T> {
     }
 
     fn refused(&mut self, reason: &str, relay: &mut Relay<'_>) {
+        if let Phase::Name(buf) = &self.phase {
+            // Refused before the name is whole (a handshake timeout): a client
+            // halfway through a framed name still gets a framed answer.
+            self.form = Some(Self::form_of(buf));
+        }
         if !matches!(self.phase, Phase::Done) {
             self.answer(&format!("no: {reason}"), relay);
         }
@@ -308,6 +319,22 @@ mod tests {
         t.on_network_data(b"nope\n", &mut relay).unwrap();
         t.refused("not allowed", &mut relay);
         assert_eq!(drain(&mut net), b"no: not allowed\n");
+    }
+
+    #[test]
+    fn refusal_before_the_name_is_whole_comes_in_the_form_begun() {
+        for (begun, answer) in [
+            (&[0, 0][..], framed(b"no: handshake timeout")),
+            (&[0, 0, 0, 4, b'p'][..], framed(b"no: handshake timeout")),
+            (&[][..], b"no: handshake timeout\n".to_vec()),
+        ] {
+            let mut t = Routed::new(Frames::new(1000));
+            let (mut svc, mut net) = (OutQueue::default(), OutQueue::default());
+            let mut relay = Relay::new(&mut svc, &mut net);
+            t.on_network_data(begun, &mut relay).unwrap();
+            t.refused("handshake timeout", &mut relay);
+            assert_eq!(drain(&mut net), answer, "after {begun:?}");
+        }
     }
 
     /// `data` cut at the given points (taken modulo its length).

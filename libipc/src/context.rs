@@ -936,8 +936,9 @@ impl Context {
         if let Some(c) = self.conns.get_mut(id)
             && c.paused
             && !c.dead
-            // A side that is ending reads nothing more.
-            && !matches!(&c.role, Role::Switched(s) if s.after_flush == AfterFlush::Close)
+            // A side that is ending reads nothing more; one held for its
+            // goodbye not yet.
+            && !matches!(&c.role, Role::Switched(s) if s.after_flush == AfterFlush::Close || s.held)
         {
             c.paused = false;
             self.mark_ready(id);

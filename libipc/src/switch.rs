@@ -204,6 +204,11 @@ pub trait Transport: Send + fmt::Debug {
         false
     }
 
+    /// Whether [`Transport::going_away`] would ask the peer to leave now.
+    fn can_go_away(&self) -> bool {
+        false
+    }
+
     /// The network peer closed its side. Fails if it did so in the middle of a
     /// message (the partial message is not forwarded).
     fn network_closed(&mut self) -> Result<()> {
@@ -368,6 +373,9 @@ impl Transport for Box<dyn Transport> {
     }
     fn going_away(&mut self, relay: &mut Relay<'_>) -> bool {
         (**self).going_away(relay)
+    }
+    fn can_go_away(&self) -> bool {
+        (**self).can_go_away()
     }
     fn network_closed(&mut self) -> Result<()> {
         (**self).network_closed()

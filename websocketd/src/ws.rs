@@ -161,8 +161,14 @@ impl WebSocket {
             output: &mut to_client,
         };
         let mut end = None;
+        let mut after_our_close = 0;
         loop {
             match ws.read(&mut pipe) {
+                // We sent our close (going away): the service's answer could
+                // not be sent back, so the message is not taken.
+                Ok(Message::Text(_) | Message::Binary(_)) if !ws.can_write() => {
+                    after_our_close += 1;
+                }
                 Ok(Message::Text(t)) => {
                     push_frame(&mut to_service, t.as_bytes());
                     self.last_text = Some(true);
@@ -195,6 +201,12 @@ impl WebSocket {
                     break;
                 }
             }
+        }
+        if after_our_close > 0 {
+            tracing::debug!(
+                messages = after_our_close,
+                "messages after our close not taken"
+            );
         }
         // The reply to a close, queued pongs.
         let _ = ws.flush(&mut pipe);
@@ -331,6 +343,10 @@ impl Transport for WebSocket {
 
     fn going_away(&mut self, relay: &mut Relay<'_>) -> bool {
         self.close_with(relay, CloseCode::Away, "server shutting down")
+    }
+
+    fn can_go_away(&self) -> bool {
+        matches!(&self.state, State::Open { ws, .. } if ws.can_write())
     }
 
     fn network_closed(&mut self) -> Result<()> {

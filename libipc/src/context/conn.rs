@@ -84,6 +84,9 @@ pub(super) struct Switched {
     /// Application-driven reads and writes (C callbacks), with the decoder that
     /// cuts outgoing bytes into the whole frames the write hook expects.
     pub(super) hooks: Option<Box<(Box<dyn SwitchHooks>, Decoder)>>,
+    /// Network side held for a goodbye (`Context::hold_for_goodbye`): not
+    /// read, whatever the backpressure says, until the goodbye is sent.
+    pub(super) held: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -94,6 +94,7 @@ impl Context {
                 counter,
                 span: tracing::Span::none(),
                 hooks: None,
+                held: false,
             }));
             // Data may already wait in the socket: its edge may be consumed.
             c.readable = true;
@@ -208,8 +209,37 @@ impl Context {
     /// the daemon is going away (a WebSocket close with 1001); see
     /// [`Transport::going_away`]. False when it has no way to.
     pub fn going_away(&mut self, id: ConnId) -> bool {
-        self.with_transport(id, |t, relay| Ok(t.going_away(relay)))
-            .unwrap_or(false)
+        let asked = self
+            .with_transport(id, |t, relay| Ok(t.going_away(relay)))
+            .unwrap_or(false);
+        // Read again: the peer's answer to the goodbye.
+        if let Some(s) = self.conns.get_mut(id).and_then(Conn::switched)
+            && std::mem::take(&mut s.held)
+        {
+            self.resume(id);
+        }
+        asked
+    }
+
+    /// Gets switched network connection `id` ready for its goodbye when the
+    /// daemon shuts down, if its transport has one (a WebSocket close 1001,
+    /// see [`Transport::can_go_away`]): nothing more is read from the client,
+    /// so that the service can answer everything it was already given, and the
+    /// goodbye ([`Context::going_away`]) then follows the last answer. What
+    /// the client sends meanwhile is not taken (the goodbye tells it why).
+    /// False when the transport has no goodbye: such a conversation finishes
+    /// on its own.
+    pub fn hold_for_goodbye(&mut self, id: ConnId) -> bool {
+        let Some(c) = self.conns.get_mut(id) else {
+            return false;
+        };
+        let Some(s) = c.switched() else { return false };
+        if !s.transport.as_ref().is_some_and(|t| t.can_go_away()) {
+            return false;
+        }
+        s.held = true;
+        c.paused = true;
+        true
     }
 
     /// Lets the application read and write switched connection `id` itself: `hooks`

@@ -36,6 +36,11 @@ const MAX_OVERFLOW: usize = 64;
 /// How often workers add the traffic of open connections to [`Stats`].
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// On shutdown, how long a client held for its goodbye (a WebSocket close
+/// 1001) waits with its service quiet before the goodbye is sent: time for
+/// the service's answers to what it was given.
+const QUIET_BEFORE_GOODBYE: Duration = Duration::from_millis(250);
+
 /// Makes the transport for a new inbound client (routed or fixed mode).
 pub type InboundFactory = Arc<dyn Fn() -> Box<dyn Transport> + Send + Sync>;
 /// Makes the transport for an outbound connection asking for `service` at the
@@ -241,6 +246,8 @@ struct NetConn {
     reported: Traffic,
     /// Accepted past --max-connections: refused once it names its service.
     overflow: bool,
+    /// Shutting down: held for its goodbye, sent once its service is quiet.
+    leaving: bool,
     /// Log lines about this connection are in this span (peer, service, and the
     /// TLS identity when there is one).
     span: tracing::Span,
@@ -272,6 +279,7 @@ impl NetConn {
             local: None,
             reported: Traffic::default(),
             overflow: false,
+            leaving: false,
             span,
         }
     }
@@ -544,6 +552,16 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        if std::mem::take(&mut conn.leaving) {
+            // Its service was quiet long enough (or half the drain time is
+            // gone): the goodbye; the drain deadline covers the rest.
+            let _ = self.ctx.set_deadline(id, None);
+            let _ = self.ctx.set_idle_timeout(id, None);
+            if self.ctx.going_away(id) {
+                tracing::debug!(parent: &conn.span, "asked to leave");
+            }
+            return;
+        }
         if conn.service_id.is_none() && conn.local.is_none() {
             let in_transport = self.ctx.transport_handshake(id);
             let service_deadline = conn.since + self.config.handshake_timeout;
@@ -694,20 +712,30 @@ impl Worker {
         if let Some(id) = self.local_service.take() {
             let _ = self.ctx.close(id);
         }
-        // Transports that can ask their peer to leave (WebSocket: close 1001) do.
-        let asked = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.service_id.is_some())
-            .map(|(id, _)| *id)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .filter(|&id| self.ctx.going_away(id))
-            .count();
-        if asked > 0 {
-            tracing::info!(worker = self.n, asked, "asked clients to leave");
+        // Transports that can ask their peer to leave (WebSocket: close 1001)
+        // do, once the service has answered what it was given: their clients
+        // are no longer read, and the goodbye follows a quiet moment of the
+        // service (at the latest half way through the drain time).
+        let now = Instant::now();
+        let mut held = 0;
+        for (&id, conn) in self.conns.iter_mut() {
+            if conn.service_id.is_some() && conn.local.is_none() && self.ctx.hold_for_goodbye(id) {
+                conn.leaving = true;
+                held += 1;
+                let _ = self.ctx.set_idle_timeout(id, Some(QUIET_BEFORE_GOODBYE));
+                let _ = self
+                    .ctx
+                    .set_deadline(id, Some(now + self.config.drain_timeout / 2));
+            }
         }
-        self.draining = Some(Instant::now() + self.config.drain_timeout);
+        if held > 0 {
+            tracing::info!(
+                worker = self.n,
+                clients = held,
+                "asking clients to leave once their services are quiet"
+            );
+        }
+        self.draining = Some(now + self.config.drain_timeout);
     }
 
     /// A local client of our service asks for `SCHEME://HOST:PORT/SERVICE`.

@@ -116,6 +116,10 @@ impl<T: Transport> Transport for Proxied<T> {
         self.inner.going_away(relay)
     }
 
+    fn can_go_away(&self) -> bool {
+        self.inner.can_go_away()
+    }
+
     fn network_closed(&mut self) -> Result<()> {
         if self.head.is_some() {
             return Err(Error::Handshake(

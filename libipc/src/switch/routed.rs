@@ -211,6 +211,18 @@ impl<T: Transport> Transport for Routed<T> {
     fn describe(&self, info: &mut PeerInfo) {
         self.inner.describe(info);
     }
+
+    fn keepalive(&mut self, relay: &mut Relay<'_>) -> Result<bool> {
+        self.inner.keepalive(relay)
+    }
+
+    fn going_away(&mut self, relay: &mut Relay<'_>) -> bool {
+        self.inner.going_away(relay)
+    }
+
+    fn can_go_away(&self) -> bool {
+        self.inner.can_go_away()
+    }
 }
 
 #[cfg(test)]

@@ -280,6 +280,10 @@ impl<T: Transport> Transport for Tls<T> {
         asked && written.is_ok()
     }
 
+    fn can_go_away(&self) -> bool {
+        self.inner.can_go_away()
+    }
+
     fn network_closed(&mut self) -> Result<()> {
         if self.conn.is_handshaking() {
             return Err(Error::Handshake("closed during the TLS handshake".into()));

@@ -1066,7 +1066,16 @@ fn drive(plan: &Plan, shared: &Mutex<Stats>) -> Result<()> {
 /// Runs the soak; true if nothing was lost, corrupted or reordered and no
 /// unexpected error happened.
 pub fn run(args: SoakArgs) -> Result<bool> {
-    let cmd = crate::repro();
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    // With the seed, the same sessions, sizes and pauses (not the same timing).
+    let mut cmd = crate::repro();
+    if args.seed.is_none() {
+        let _ = write!(cmd, " --seed {seed}");
+    }
     let build = "cargo build --release -p tcpd -p tlsd -p websocketd -p libipc-tests";
     println!("reproduce: {build} && {cmd}");
     let nofile = crate::raise_nofile()?;
@@ -1081,11 +1090,6 @@ pub fn run(args: SoakArgs) -> Result<bool> {
     if args.duration.is_zero() || args.report_every.is_zero() {
         bail!("--duration and --report-every must be more than 0");
     }
-    let seed = args.seed.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-    });
     let tools = Tools::find(args.daemons.given())?;
     let ours = ["tcpd", "tlsd", "websocketd"];
     let versions = tools.versions();
@@ -1441,7 +1445,10 @@ fn log_summary(name: &str, log: &Path) -> String {
     let mut levels: BTreeMap<String, u64> = BTreeMap::new();
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     for line in text.lines() {
-        if let Some(r) = line.split(" reason=").nth(1) {
+        // The reason is also on the refusal's warning: counted once, on the close.
+        if line.contains("connection closed")
+            && let Some(r) = line.split(" reason=").nth(1)
+        {
             let r = r.strip_prefix('"').map_or_else(
                 || r.split_whitespace().next().unwrap_or_default(),
                 |q| q.split('"').next().unwrap_or_default(),
@@ -1495,6 +1502,27 @@ mod tests {
         assert_eq!(parse_size("1000"), Ok(1000));
         assert!(parse_size("1G").is_err());
         assert_eq!(per_daemon(64), [22, 21, 21]);
+    }
+
+    #[test]
+    fn log_summary_counts_each_close_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("tlsd.log");
+        let lines = [
+            r#"2026-11-26T14:43:34Z  WARN conn{peer=127.0.0.1:1 service=soak-b}: ipc::daemon: refused reason="service down""#,
+            r#"2026-11-26T14:43:34Z  INFO conn{peer=127.0.0.1:1 service=soak-b}: ipc::daemon: connection closed duration_ms=4 bytes_in=0 reason="service down""#,
+            r#"2026-11-26T14:43:35Z  INFO conn{peer=127.0.0.1:2 service=soak-a}: ipc::daemon: connection closed duration_ms=4 bytes_in=9 reason="closed""#,
+            r#"2026-11-26T14:43:36Z  WARN ipc::context::relay: relay refused data; closing the pair conn=#8.1 error=Broken pipe"#,
+        ];
+        std::fs::write(&log, lines.join("\n")).unwrap();
+        let s = log_summary("tlsd", &log);
+        assert!(s.contains("4 lines"), "{s}");
+        assert!(s.contains("1 x WARN refused\n"), "{s}");
+        assert!(
+            s.contains("1 x WARN relay refused data; closing the pair"),
+            "{s}"
+        );
+        assert!(s.contains("by reason: closed: 1, service down: 1"), "{s}");
     }
 
     #[test]

@@ -1144,6 +1144,7 @@ pub fn run(args: SoakArgs) -> Result<bool> {
     );
 
     let pids: Vec<u32> = daemons.iter().map(Daemon::pid).collect();
+    hold_still(&pids);
     let start = pids.iter().map(|&p| sample(p)).collect::<Vec<_>>();
     let svc_start = services.iter().map(|s| sample(s.pid())).collect::<Vec<_>>();
     let t0 = Instant::now();
@@ -1329,6 +1330,22 @@ pub fn run(args: SoakArgs) -> Result<bool> {
         println!("PASSED: no loss, corruption or reordering; no unexpected error");
     }
     Ok(!failed)
+}
+
+/// Waits (5 s at most) until the daemons' descriptor counts have held still
+/// for half a second: a daemon logs its address before its workers are up,
+/// and the start figures are of a daemon ready to serve.
+fn hold_still(pids: &[u32]) {
+    let counts = || pids.iter().map(|&p| procs::fd_count(p)).collect::<Vec<_>>();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut last, mut since) = (counts(), Instant::now());
+    while Instant::now() < deadline && since.elapsed() < Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = counts();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
 }
 
 /// `clients` spread over the three daemons.

@@ -16,7 +16,9 @@
 //! the libipc echo service and drives each with the same client over TCP;
 //! `ipc-bench tls` does the same for tlsd, HAProxy (`ssl crt`) and stunnel, with
 //! handshake workloads (tls.rs); `ipc-bench ws` for websocketd, websocat and
-//! websockify, the client speaking WebSocket (ws.rs).
+//! websockify, the client speaking WebSocket (ws.rs). `ipc-bench soak` runs
+//! tcpd, tlsd and websocketd together under a mixed load for minutes, for
+//! leaks, loss and reordering (soak.rs).
 
 mod client;
 mod hist;
@@ -24,6 +26,7 @@ mod procs;
 mod relay;
 mod relays;
 mod server;
+mod soak;
 mod stream;
 mod tls;
 mod ws;
@@ -108,6 +111,12 @@ enum Cmd {
     /// the same echo service, the client speaking WebSocket: throughput,
     /// latency, message rate, idle memory; see relays.rs and ws.rs.
     Ws(relays::RelayArgs),
+    /// tcpd, tlsd and websocketd at once in front of two echo services, for
+    /// --duration (default 10 min) under a mixed load (connects, disconnects,
+    /// random sizes up to the limit, slow readers, abrupt closes): memory and
+    /// descriptors at the start and end, traffic, and any loss, corruption or
+    /// reordering (which fail the run); see soak.rs.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -198,6 +207,7 @@ fn main() -> ExitCode {
         Some(Cmd::Relays(args)) => relays::run(args, relays::Suite::Plain),
         Some(Cmd::Tls(args)) => relays::run(args, relays::Suite::Tls),
         Some(Cmd::Ws(args)) => relays::run(args, relays::Suite::Ws),
+        Some(Cmd::Soak(args)) => soak::run(args),
         None => bench(cli),
     };
     match result {

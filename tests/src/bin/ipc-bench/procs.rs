@@ -67,7 +67,7 @@ pub struct Memory {
 pub fn tree_memory(root: u32) -> Memory {
     let mut m = Memory::default();
     for pid in tree(root) {
-        let rss = kib_field(&format!("/proc/{pid}/status"), "VmRSS:");
+        let rss = status_kib(pid, "VmRSS:");
         let pss = kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:");
         if let (Some(rss), Some(pss)) = (rss, pss) {
             m.rss += rss * 1024;
@@ -76,6 +76,16 @@ pub fn tree_memory(root: u32) -> Memory {
         }
     }
     m
+}
+
+/// A `Name:   1234 kB` field of /proc/`pid`/status (`VmRSS:`, `VmHWM:`), KiB.
+pub fn status_kib(pid: u32, name: &str) -> Option<u64> {
+    kib_field(&format!("/proc/{pid}/status"), name)
+}
+
+/// The number of descriptors process `pid` has open.
+pub fn fd_count(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
 /// The value of a `Name:   1234 kB` line.
@@ -96,5 +106,7 @@ mod tests {
         assert!(tree_cpu(me).is_some());
         let m = tree_memory(me);
         assert!(m.processes >= 1 && m.rss > 0 && m.pss > 0, "{m:?}");
+        assert!(status_kib(me, "VmHWM:").is_some_and(|k| k > 0));
+        assert!(fd_count(me).is_some_and(|n| n >= 3));
     }
 }

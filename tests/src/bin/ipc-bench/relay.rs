@@ -205,6 +205,33 @@ impl RelayKind {
     }
 }
 
+/// Where our daemons' binaries are: the flags every bench that runs them takes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DaemonPaths {
+    /// The tcpd binary (default: `tcpd` next to this executable, i.e.
+    /// target/release/tcpd for a release build).
+    #[arg(long)]
+    pub tcpd: Option<PathBuf>,
+    /// The tlsd binary (default: `tlsd` next to this executable).
+    #[arg(long)]
+    pub tlsd: Option<PathBuf>,
+    /// The websocketd binary (default: `websocketd` next to this executable).
+    #[arg(long)]
+    pub websocketd: Option<PathBuf>,
+}
+
+impl DaemonPaths {
+    /// The paths given, for [`Tools::find`] (the other tools `None`).
+    pub fn given(&self) -> Tools {
+        Tools {
+            tcpd: self.tcpd.clone(),
+            tlsd: self.tlsd.clone(),
+            websocketd: self.websocketd.clone(),
+            ..Tools::default()
+        }
+    }
+}
+
 /// The relay programs found on this machine.
 #[derive(Debug, Default)]
 pub struct Tools {
@@ -433,19 +460,9 @@ impl Relay {
             SocketAddr::from(([127, 0, 0, 1], port))
         } else {
             // tcpd, tlsd: the port it picked is in its log line `listening address=...`.
-            let mut child = cmd.stderr(Stdio::piped()).spawn().context("spawn tcpd")?;
-            let stderr = child.stderr.take().context("tcpd stderr")?;
+            let (child, addr) = spawn_listening(&mut cmd, &log, deadline, &kind.label())?;
             relay.child = Some(child);
-            let rx = copy_log(stderr, std::fs::File::create(&log)?);
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(a) => a,
-                Err(_) => bail!(
-                    "{} logged no listening address:\n{}",
-                    kind.label(),
-                    relay.log_tail()
-                ),
-            }
+            addr
         };
         relay.addr = Some(addr);
         relay.wait_ready(deadline)?;
@@ -475,9 +492,7 @@ impl Relay {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(10)..].join("\n")
+        log_tail(&self.log)
     }
 
     /// Polls TCP connects until one carries a message to the service and back.
@@ -518,6 +533,41 @@ impl Drop for Relay {
         if let Some(child) = self.child.as_mut() {
             let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             let _ = child.wait();
+        }
+    }
+}
+
+/// The last lines of a relay's log.
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+/// Spawns one of our daemons (tcpd, tlsd, websocketd) in a process group of
+/// its own, its stderr copied to `log`, and waits until it logs the address it
+/// listens on (port 0: it picks one). If it does not by `deadline`, it is
+/// killed with its process group.
+pub fn spawn_listening(
+    cmd: &mut Command,
+    log: &Path,
+    deadline: Instant,
+    what: &str,
+) -> Result<(Child, SocketAddr)> {
+    let mut child = cmd
+        .process_group(0)
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawn {what}"))?;
+    let stderr = child.stderr.take().context("its stderr")?;
+    let rx = copy_log(stderr, std::fs::File::create(log)?);
+    let left = deadline.saturating_duration_since(Instant::now());
+    match rx.recv_timeout(left) {
+        Ok(addr) => Ok((child, addr)),
+        Err(_) => {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+            bail!("{what} logged no listening address:\n{}", log_tail(log))
         }
     }
 }

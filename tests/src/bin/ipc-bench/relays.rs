@@ -26,7 +26,7 @@ use clap::{Args, ValueEnum};
 
 use crate::client::{self, Load};
 use crate::procs::{self, Memory};
-use crate::relay::{Relay, RelayKind, Tools};
+use crate::relay::{DaemonPaths, Relay, RelayKind, Tools};
 use crate::server::{Kind, Server};
 use crate::tls::{self, Cycles};
 use crate::{Figures, RunDir};
@@ -61,16 +61,8 @@ pub struct RelayArgs {
     /// Cap on the connections of one handshake run (warm-up included).
     #[arg(long, default_value_t = 200_000)]
     hs_max: u64,
-    /// The tcpd binary (default: `tcpd` next to this executable, i.e.
-    /// target/release/tcpd for a release build).
-    #[arg(long)]
-    tcpd: Option<PathBuf>,
-    /// The tlsd binary (default: `tlsd` next to this executable).
-    #[arg(long)]
-    tlsd: Option<PathBuf>,
-    /// The websocketd binary (default: `websocketd` next to this executable).
-    #[arg(long)]
-    websocketd: Option<PathBuf>,
+    #[command(flatten)]
+    daemons: DaemonPaths,
     /// The websocat binary (default: in $PATH, or ~/.cargo/bin/websocat).
     #[arg(long)]
     websocat: Option<PathBuf>,
@@ -218,12 +210,9 @@ pub fn run(args: RelayArgs, suite: Suite) -> Result<bool> {
         bail!("--seconds must be > 0 and --warmup >= 0");
     }
     let tools = Tools::find(Tools {
-        tcpd: args.tcpd.clone(),
-        tlsd: args.tlsd.clone(),
-        websocketd: args.websocketd.clone(),
         websocat: args.websocat.clone(),
         websockify: args.websockify.clone(),
-        ..Tools::default()
+        ..args.daemons.given()
     })?;
     println!("tools:\n{}", tools.versions().trim_end());
     let mut relays = match (args.relays.is_empty(), suite) {

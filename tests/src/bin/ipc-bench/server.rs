@@ -5,6 +5,7 @@
 //! 10,000 descriptors on each side and the hard limit is 20,000 per process; it
 //! also keeps the client's and the service's CPU time apart.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
-use ipc::{Context, Event};
+use ipc::{ConnId, Context, Event};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 /// Which echo service to run.
@@ -24,6 +25,11 @@ pub enum Kind {
     Libipc,
     /// Reference: a blocking thread per connection, plain reads and writes.
     Reference,
+    /// libipc's loop, echoing every message whatever the client's pace: a reply
+    /// the connection's queue refuses (`Error::Backpressure`) is kept and
+    /// scheduled again after the next MESSAGE_TX (the soak's slow readers).
+    #[value(name = "libipc-queued")]
+    Queued,
 }
 
 impl Kind {
@@ -31,6 +37,7 @@ impl Kind {
         match self {
             Kind::Libipc => "libipc",
             Kind::Reference => "reference",
+            Kind::Queued => "libipc-queued",
         }
     }
 }
@@ -43,6 +50,7 @@ pub fn serve(kind: Kind, rundir: &Path, name: &str) -> Result<()> {
     match kind {
         Kind::Libipc => serve_libipc(rundir, name),
         Kind::Reference => serve_reference(&rundir.join(name)),
+        Kind::Queued => serve_queued(rundir, name),
     }
 }
 
@@ -70,6 +78,56 @@ fn serve_libipc(rundir: &Path, name: &str) -> Result<()> {
             }
             Event::Error { id, error } => eprintln!("libipc echo: error on {id:?}: {error}"),
             _ => {}
+        }
+    }
+}
+
+/// The echo service of the soak: no reply is ever dropped. `schedule` copies
+/// the payload so that a refused one is still ours to keep; what a connection's
+/// queue refuses waits, in order, with every later message for it, until a
+/// MESSAGE_TX says its queue moved.
+fn serve_queued(rundir: &Path, name: &str) -> Result<()> {
+    let mut ctx = Context::new()?;
+    ctx.set_rundir(rundir);
+    ctx.service_init(name)?;
+    announce_ready()?;
+    let mut held: HashMap<ConnId, VecDeque<Vec<u8>>> = HashMap::new();
+    loop {
+        match ctx.wait_event()? {
+            Event::Message { id, payload } => {
+                let waiting = held.get(&id).is_some_and(|q| !q.is_empty());
+                if waiting || !try_schedule(&mut ctx, id, &payload) {
+                    held.entry(id).or_default().push_back(payload);
+                }
+            }
+            Event::MessageTx { id } => {
+                if let Some(q) = held.get_mut(&id) {
+                    while q.front().is_some_and(|p| try_schedule(&mut ctx, id, p)) {
+                        q.pop_front();
+                    }
+                    if q.is_empty() {
+                        held.remove(&id);
+                    }
+                }
+            }
+            Event::Disconnection { id, .. } => {
+                held.remove(&id);
+            }
+            Event::Error { id, error } => eprintln!("libipc-queued echo: error on {id:?}: {error}"),
+            _ => {}
+        }
+    }
+}
+
+/// Schedules a copy of `payload`; false if the queue is full (try again later).
+fn try_schedule(ctx: &mut Context, id: ConnId, payload: &[u8]) -> bool {
+    match ctx.schedule(id, payload) {
+        Ok(()) => true,
+        Err(ipc::Error::Backpressure { .. }) => false,
+        Err(e) => {
+            // The connection is going away: its echoes are not wanted any more.
+            eprintln!("libipc-queued echo: schedule on {id}: {e}");
+            true
         }
     }
 }

@@ -53,10 +53,16 @@ const OP_PONG: u8 = 0xA;
 /// Connects to `addr` and upgrades to WebSocket (blocking, with timeouts).
 /// Returns the socket and the bytes that came after the 101 response.
 pub fn handshake(addr: SocketAddr) -> Result<(TcpStream, Vec<u8>)> {
+    handshake_path(addr, "/")
+}
+
+/// [`handshake`] with the request path `path` (websocketd's routed mode:
+/// `/NAME` reaches the service NAME).
+pub fn handshake_path(addr: SocketAddr, path: &str) -> Result<(TcpStream, Vec<u8>)> {
     let mut s = tls::tcp(addr)?;
     let key = generate_key();
     let request = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     s.write_all(request.as_bytes())?;

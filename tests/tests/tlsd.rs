@@ -454,6 +454,29 @@ fn close_notify_with_the_tcp_connection_still_open_ends_the_conversation() {
     assert!(!log.contains("timeout"), "{log}");
 }
 
+/// Clients that name their service, send part of a big message and reset
+/// the connection (SO_LINGER 0), while the daemon is attaching the service.
+const PYTHON_RESETS: &str = r#"
+for i in range(100):
+    s = conn(context(ca))
+    s.sendall(frame(b"pong") + struct.pack(">I", 200_000) + b"x" * 100_000)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+print("resets: ok")
+"#;
+
+#[test]
+fn clients_that_reset_while_their_service_is_attached_are_not_blamed_on_it() {
+    let (_w, _pongd, mut tlsd) = python_against_pong("resets", PYTHON_RESETS);
+    tlsd.proc
+        .wait_for_stderr_lines("connection closed", 100, READY_TIMEOUT);
+    // Found by the soak: a client gone before its service was attached was
+    // logged and counted as "service down", though the service was fine.
+    let log = tlsd.log();
+    assert!(!log.contains("service down"), "{log}");
+    assert!(!log.contains("refused"), "{log}");
+}
+
 // ---------------------------------------------------------------------------
 // Refusals.
 

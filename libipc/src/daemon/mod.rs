@@ -507,12 +507,12 @@ impl Worker {
             info.to_json()
         });
         let result = match refusal {
-            Some(r) => Err(r),
+            Some(r) => Err(Some(r)),
             None => self
                 .ctx
                 .attach_service_with(id, &shown, peer_info.as_deref().map(str::as_bytes))
                 .map_err(|e| match e {
-                    Error::Connect { source, .. } => match source.kind() {
+                    Error::Connect { source, .. } => Some(match source.kind() {
                         io::ErrorKind::NotFound => "unknown service",
                         io::ErrorKind::WouldBlock => "service busy",
                         // Out of descriptors: the daemon is full, not the service.
@@ -524,8 +524,12 @@ impl Worker {
                             "too many connections"
                         }
                         _ => "service down",
-                    },
-                    _ => "service down",
+                    }),
+                    // The client is gone already (it reset the connection
+                    // while the request waited): its DISCONNECTION, queued,
+                    // says so. Not the service's fault.
+                    Error::NoSuchConnection(_) | Error::WrongKind { .. } => None,
+                    _ => Some("service down"),
                 }),
         };
         match result {
@@ -538,7 +542,8 @@ impl Worker {
                 let _ = self.ctx.set_deadline(id, None);
                 let _ = self.ctx.set_idle_timeout(id, self.quiet_timeout());
             }
-            Err(reason) => {
+            Err(None) => tracing::debug!("the client left before its service was attached"),
+            Err(Some(reason)) => {
                 tracing::warn!(reason, "refused");
                 self.stats.refused(reason);
                 if self.ctx.refuse(id, reason).is_err() {

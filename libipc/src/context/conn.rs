@@ -52,6 +52,10 @@ pub(super) struct Pending {
     /// The service this client goes to whatever it says (fixed mode): asked
     /// for as soon as the transport's own handshake is done.
     pub(super) fixed: Option<Vec<u8>>,
+    /// The client already ended its side inside the transport's protocol (a
+    /// TLS close_notify with its last data): the service gets EOF once
+    /// attached.
+    pub(super) ended: bool,
 }
 
 impl Pending {

@@ -64,6 +64,7 @@ impl Context {
             closing: None,
             span: tracing::Span::none(),
             fixed,
+            ended: false,
         };
         let id = self.insert(
             Io::Stream(fd),
@@ -148,6 +149,7 @@ impl Context {
             transport,
             mut to_service,
             span,
+            ended,
             ..
         } = *p;
         let held = to_service.take_bytes();
@@ -155,6 +157,11 @@ impl Context {
         self.pair(id, local, transport, held, Start::Accepted)?;
         if let Some(s) = self.conns.get_mut(id).and_then(|c| c.switched()) {
             s.span = span.clone();
+        }
+        if ended {
+            // What came before the client's end is queued for the service:
+            // now the end itself.
+            self.network_eof(id, local);
         }
         Ok(())
     }
@@ -288,6 +295,7 @@ impl Context {
         let result = super::relay::guarded(|| p.transport.on_network_data(data, &mut relay));
         let request = relay.request.take();
         let finished = relay.finished.take();
+        p.ended |= relay.ended;
         match (result, finished) {
             (Err(e), _) => {
                 tracing::debug!(conn = %id, error = %e, "handshake failed");

@@ -80,6 +80,7 @@ impl Context {
                 .and_then(|()| transport.on_service_data(&from_svc, &mut relay))
         });
         let finished = relay.finished.take();
+        let ended = relay.ended;
         let sides = [
             (net, service, Some(transport), Some(counter)),
             (svc, network, None, None),
@@ -107,6 +108,7 @@ impl Context {
         match (fed, finished) {
             (Err(e), _) => self.fail_pair(network, e),
             (Ok(()), Some(reason)) => self.finish_pair(network, service, reason),
+            (Ok(()), None) if ended => self.network_eof(network, service),
             (Ok(()), None) => {}
         }
         Ok(())
@@ -366,7 +368,7 @@ impl Context {
 
     /// The network side `id` of a pair sent EOF: the service gets everything
     /// already accepted, then EOF; its replies still flow back until it closes.
-    fn network_eof(&mut self, id: ConnId, peer: ConnId) {
+    pub(super) fn network_eof(&mut self, id: ConnId, peer: ConnId) {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };

@@ -30,6 +30,9 @@ pub struct Header {
     /// LOCAL health check) or of an unknown kind (v1 `UNKNOWN`, v2 `UNSPEC` or
     /// unix sockets): the connection's own peer is then the client.
     pub addresses: Option<(SocketAddr, SocketAddr)>,
+    /// A v2 LOCAL header: the balancer's own connection (a health check),
+    /// not a client's.
+    pub local: bool,
 }
 
 impl Header {
@@ -69,7 +72,8 @@ impl Header {
                         body.extend_from_slice(&d.port().to_be_bytes());
                         (0x21, 0x21)
                     }
-                    None => (0x20, 0x00),
+                    None if self.local => (0x20, 0x00),
+                    None => (0x21, 0x00),
                 };
                 out.push(command);
                 out.push(family);
@@ -156,7 +160,8 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(Header, usize)>, BadHeader> {
                 let ip = if family == "TCP4" {
                     Ipv4Addr::from_str(s).map(IpAddr::V4)
                 } else {
-                    Ipv6Addr::from_str(s).map(IpAddr::V6)
+                    // `::ffff:a.b.c.d` is the IPv4 client it stands for, as in v2.
+                    Ipv6Addr::from_str(s).map(|a| a.to_canonical())
                 };
                 ip.map_err(|_| BadHeader("v1 address does not match its family"))
             };
@@ -181,6 +186,7 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(Header, usize)>, BadHeader> {
         Header {
             version: 1,
             addresses,
+            local: false,
         },
         cr + 2,
     )))
@@ -243,6 +249,7 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(Header, usize)>, BadHeader> {
         Header {
             version: 2,
             addresses,
+            local,
         },
         V2_FIXED + len,
     )))
@@ -375,6 +382,7 @@ mod tests {
         let h = Header {
             version: 2,
             addresses: Some((addr("192.0.2.7:56324"), addr("10.0.0.1:443"))),
+            local: false,
         };
         let mut wire = h.encode();
         // A TLV (type 0x05, unique id) after the addresses: skipped.
@@ -386,12 +394,14 @@ mod tests {
         let local = Header {
             version: 2,
             addresses: None,
+            local: true,
         };
         assert_eq!(parse(&local.encode()), Ok(Some((local, 16))));
         // An IPv4-mapped IPv6 source is the IPv4 address.
         let mapped = Header {
             version: 2,
             addresses: Some((addr("[::ffff:192.0.2.7]:1"), addr("[::1]:2"))),
+            local: false,
         };
         let (got, _) = parse(&mapped.encode()).unwrap().unwrap();
         assert_eq!(got.source(), Some(addr("192.0.2.7:1")));
@@ -402,6 +412,7 @@ mod tests {
         let good = Header {
             version: 2,
             addresses: Some((addr("192.0.2.7:1"), addr("10.0.0.1:2"))),
+            local: false,
         }
         .encode();
         let with = |at: usize, byte: u8| {
@@ -451,8 +462,14 @@ mod tests {
                     .then(|| (SocketAddr::new(s, sp), SocketAddr::new(d, dp)))
             },
         );
-        (1u8..=2, proptest::option::of(pair))
-            .prop_map(|(version, addresses)| Header { version, addresses })
+        (1u8..=2, proptest::option::of(pair), any::<bool>()).prop_map(
+            |(version, addresses, local)| Header {
+                version,
+                addresses,
+                // Only a v2 header without addresses can say LOCAL.
+                local: local && version == 2 && addresses.is_none(),
+            },
+        )
     }
 
     proptest! {

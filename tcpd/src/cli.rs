@@ -71,8 +71,9 @@ pub struct Common {
     /// Behind a load balancer: clients from a --proxy-from network must start
     /// with a PROXY protocol header (v1 or v2, as HAProxy's send-proxy and
     /// send-proxy-v2 write it), and the client address it gives is the one
-    /// logged and passed on. Clients from elsewhere are served as they are; a
-    /// PROXY header from them is a bad handshake.
+    /// logged and passed on; its health checks (LOCAL) are not clients.
+    /// Clients from elsewhere are served as they are; a PROXY header from them
+    /// is bad input.
     #[arg(long, requires = "proxy_from")]
     pub proxy_protocol: bool,
 

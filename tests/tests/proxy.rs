@@ -210,6 +210,62 @@ fn tcpd_believes_proxy_headers_only_from_trusted_balancers() {
     assert!(out.contains("untrusted: ok"), "{out}");
 }
 
+/// Fixed mode behind a balancer: its health checks (v2 LOCAL, then a close
+/// or a reset) never reach the service; a client does, described.
+const FIXED_CLIENTS: &str = r#"
+port = int(sys.argv[1])
+for how in ["close", "reset"]:
+    s = connect(port)
+    s.sendall(V2_LOCAL)
+    if how == "reset":
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+s = connect(port)
+s.sendall(v1("192.0.2.99", 4242) + frame(b"fixed"))
+peer_info("fixed", recv_frame(s), address="192.0.2.99:4242")
+check("fixed echo", recv_frame(s), b"fixed")
+s.close()
+print("fixed: ok")
+"#;
+
+#[test]
+fn health_checks_of_a_balancer_never_reach_a_fixed_service() {
+    let w = World::new();
+    let _pongd = w.rust_pongd("echo");
+    let mut tcpd = Daemon::start(
+        &w,
+        "tcpd",
+        "tcpd-fixed",
+        &[
+            "--service",
+            "echo",
+            "--proxy-protocol",
+            "--proxy-from",
+            "127.0.0.1",
+            "--peer-info",
+            "--log-level",
+            "info,ipc::daemon=debug",
+        ],
+    );
+    let port = tcpd.addr.port().to_string();
+    let out = python(
+        &w,
+        "fixed",
+        &format!("{PYTHON_PROXY}{FIXED_CLIENTS}"),
+        &[&port],
+    );
+    assert!(out.contains("fixed: ok"), "{out}");
+    tcpd.proc
+        .wait_for_stderr_lines("balancer health check", 2, READY_TIMEOUT);
+    tcpd.proc
+        .wait_for_stderr_line("connection closed", READY_TIMEOUT);
+    // One client reached the service; the checks are neither connections to
+    // it nor failures.
+    assert_eq!(tcpd.connected(Some("echo")), 1, "{}", tcpd.log());
+    let log = tcpd.log();
+    assert!(!log.contains("WARN"), "{log}");
+}
+
 #[test]
 fn proxy_flags_are_checked_at_startup() {
     let w = World::new();
@@ -455,12 +511,15 @@ print("done", flush=True)
 fn haproxy_balances_two_tcpd_and_the_survivor_loses_nothing() {
     let w = World::new();
     let _pongd = w.rust_pongd("echo");
-    // Two tcpd on one RUNDIR: only one may offer the outbound service.
+    // Two tcpd on one RUNDIR: only one may offer the outbound service. Health
+    // checks are logged at debug level.
     let args = [
         "--no-outbound",
         "--proxy-protocol",
         "--proxy-from",
         "127.0.0.1",
+        "--log-level",
+        "info,ipc::daemon=debug",
     ];
     let mut a = Daemon::start(&w, "tcpd", "tcpd-a", &args);
     let mut b = Daemon::start(&w, "tcpd", "tcpd-b", &args);
@@ -486,11 +545,11 @@ fn haproxy_balances_two_tcpd_and_the_survivor_loses_nothing() {
     cmd.arg("-db").arg("-f").arg(&cfg);
     let listener = Stdio::from(OwnedFd::from(front));
     let mut haproxy = spawn_with_stdin(cmd, w.path(), "haproxy", listener);
-    // Ready once HAProxy checked both servers (tcpd logs each check: a
-    // PROXY header saying LOCAL, then a close).
+    // Ready once HAProxy checked both servers (a PROXY header saying LOCAL,
+    // then a close).
     for d in [&mut a, &mut b] {
         d.proc
-            .wait_for_stderr_line("connection closed", READY_TIMEOUT);
+            .wait_for_stderr_line("balancer health check", READY_TIMEOUT);
     }
     assert!(haproxy.running(), "HAProxy exited");
 

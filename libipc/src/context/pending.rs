@@ -75,7 +75,10 @@ impl Context {
             && let Role::Pending(p) = &mut c.role
         {
             let mut relay = Relay::new(&mut p.to_service, &mut c.out);
-            p.transport.start(&mut relay);
+            let _ = super::relay::guarded(|| {
+                p.transport.start(&mut relay);
+                Ok(())
+            });
             if let Some(name) = p.fixed_request() {
                 c.paused = true;
                 self.pending.push_back(Event::ServiceRequest { id, name });
@@ -90,7 +93,10 @@ impl Context {
     /// TLS session, the WebSocket request.
     pub fn describe(&self, id: ConnId, info: &mut crate::switch::PeerInfo) {
         if let Some(Role::Pending(p)) = self.conns.get(id).map(|c| &c.role) {
-            p.transport.describe(info);
+            let _ = super::relay::guarded(|| {
+                p.transport.describe(info);
+                Ok(())
+            });
         }
     }
 
@@ -183,7 +189,10 @@ impl Context {
         };
         let _in_conn = p.span.clone().entered();
         let mut relay = Relay::new(&mut p.to_service, &mut c.out);
-        p.transport.refused(reason, &mut relay);
+        let _ = super::relay::guarded(|| {
+            p.transport.refused(reason, &mut relay);
+            Ok(())
+        });
         p.closing = Some(Some(Error::Denied(reason.to_owned())));
         c.paused = true;
         self.flush_or_finish(id);
@@ -274,10 +283,23 @@ impl Context {
         let n = match self.read_chunk(id) {
             Chunk::Data(n) => n,
             Chunk::Blocked => return,
-            Chunk::Failed(e) => return self.disconnect(id, Some(e.into())),
+            Chunk::Failed(e) => {
+                // A reset is an end like EOF: an error only if the transport
+                // says the client was in the middle of something (a balancer's
+                // health check resets its connections).
+                let clean = match self.conns.get_mut(id).map(|c| &mut c.role) {
+                    Some(Role::Pending(p)) => {
+                        super::relay::guarded(|| p.transport.network_closed()).is_ok()
+                    }
+                    _ => false,
+                };
+                return self.disconnect(id, (!clean).then(|| e.into()));
+            }
             Chunk::Eof => {
                 let reason = match self.conns.get_mut(id).map(|c| &mut c.role) {
-                    Some(Role::Pending(p)) => p.transport.network_closed().err(),
+                    Some(Role::Pending(p)) => {
+                        super::relay::guarded(|| p.transport.network_closed()).err()
+                    }
                     _ => None,
                 };
                 return self.disconnect(id, reason);

@@ -69,10 +69,13 @@ impl Context {
         relay.traffic = Some(&mut counter);
         // The answer first (to whichever side the transport gives it), then what
         // the network peer already sent.
-        match start {
-            Start::Opening => transport.start(&mut relay),
-            Start::Accepted => transport.accepted(&mut relay),
-        }
+        let _ = guarded(|| {
+            match start {
+                Start::Opening => transport.start(&mut relay),
+                Start::Accepted => transport.accepted(&mut relay),
+            }
+            Ok(())
+        });
         relay.frames_to_service(&held);
         let fed = guarded(|| {
             transport
@@ -378,7 +381,7 @@ impl Context {
             // Ended already (a TLS close_notify, then the TCP FIN).
             return;
         }
-        if let Some(Err(e)) = s.transport.as_mut().map(|t| t.network_closed()) {
+        if let Some(Err(e)) = s.transport.as_mut().map(|t| guarded(|| t.network_closed())) {
             tracing::info!(conn = %id, error = %e, "network peer closed uncleanly");
         }
         if let Some(ps) = self.conns.get_mut(peer).and_then(Conn::switched) {
@@ -402,7 +405,10 @@ impl Context {
         {
             if let Some(t) = os.transport.as_mut() {
                 let mut relay = Relay::new(&mut me.out, &mut other.out);
-                t.service_closed(&mut relay, clean);
+                let _ = guarded(|| {
+                    t.service_closed(&mut relay, clean);
+                    Ok(())
+                });
             }
             os.after_flush = AfterFlush::Close;
             // Nobody is left to deliver the network peer's data to.
@@ -476,7 +482,11 @@ impl Context {
                 && let Some(t) = ns.transport.as_mut()
             {
                 let mut relay = Relay::new(&mut svc.out, &mut net.out);
-                t.service_closed(&mut relay, false);
+                // Maybe the transport that just panicked: guarded again.
+                let _ = guarded(|| {
+                    t.service_closed(&mut relay, false);
+                    Ok(())
+                });
             }
             let _ = net.out.flush(net.io.fd());
         }

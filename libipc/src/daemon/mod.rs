@@ -193,6 +193,8 @@ impl Daemon {
                 stats: self.stats.clone(),
                 next_stats: Instant::now() + STATS_INTERVAL,
                 overflow: 0,
+                accept_failures: 0,
+                next_accept_warning: Instant::now(),
                 ctx: Context::with_config(
                     Config::default().max_message_size(self.config.max_message_size),
                 )?,
@@ -248,6 +250,8 @@ struct NetConn {
     overflow: bool,
     /// Shutting down: held for its goodbye, sent once its service is quiet.
     leaving: bool,
+    /// From a trusted balancer (PROXY protocol).
+    proxied: bool,
     /// Log lines about this connection are in this span (peer, service, and the
     /// TLS identity when there is one).
     span: tracing::Span,
@@ -280,6 +284,7 @@ impl NetConn {
             reported: Traffic::default(),
             overflow: false,
             leaving: false,
+            proxied,
             span,
         }
     }
@@ -295,6 +300,10 @@ struct Worker {
     next_stats: Instant,
     /// Connections accepted past the limit, waiting to be refused.
     overflow: usize,
+    /// Failed accepts (out of descriptors) since the last warning, and when
+    /// the next may be logged.
+    accept_failures: u64,
+    next_accept_warning: Instant,
     ctx: Context,
     listeners: HashMap<ConnId, TcpListener>,
     wake: Option<(ConnId, std::os::unix::net::UnixStream)>,
@@ -405,7 +414,18 @@ impl Worker {
                     // pause this worker would spin, logging this, until a
                     // descriptor frees up. Try again shortly; the backlog is
                     // served then, with no new connection needed to wake us.
-                    tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+                    // Each new client wakes us again: one line a second at most.
+                    self.accept_failures += 1;
+                    let now = self.ctx.last_wake();
+                    if self.next_accept_warning <= now {
+                        tracing::warn!(
+                            error = %e,
+                            failures = self.accept_failures,
+                            "accept failed; retrying in 100 ms"
+                        );
+                        self.accept_failures = 0;
+                        self.next_accept_warning = now + Duration::from_secs(1);
+                    }
                     let _ = self.ctx.retry_external_in(listener, ACCEPT_RETRY);
                     return;
                 }
@@ -541,6 +561,11 @@ impl Worker {
                 }
                 let _ = self.ctx.set_deadline(id, None);
                 let _ = self.ctx.set_idle_timeout(id, self.quiet_timeout());
+                // Attached while draining (its upgrade was under way): it
+                // gets its goodbye too, rather than waiting for the timeout.
+                if self.draining.is_some() {
+                    self.leave_when_quiet(id);
+                }
             }
             Err(None) => tracing::debug!("the client left before its service was attached"),
             Err(Some(reason)) => {
@@ -630,8 +655,14 @@ impl Worker {
             self.stats.open.fetch_sub(1, Ordering::Relaxed);
         }
         let traffic = self.ctx.traffic(id).unwrap_or_default();
-        // The line first: whoever sees the counters move can find it.
-        log_closed(&conn, why, &traffic);
+        if conn.proxied && conn.service_id.is_none() && why.is_none() {
+            // A balancer's health check (a clean close before any client
+            // spoke): no line at the default level.
+            tracing::debug!(parent: &conn.span, "balancer health check");
+        } else {
+            // The line first: whoever sees the counters move can find it.
+            log_closed(&conn, why, &traffic);
+        }
         if conn.service_id.is_some()
             && conn.local.is_none()
             && let Some(service) = &conn.service
@@ -671,6 +702,8 @@ impl Worker {
                 // Gone before reaching a service (refusals were counted already).
                 match &reason {
                     Some(Error::Denied(_)) => {}
+                    // A balancer's health check, not a failed client.
+                    None if conn.proxied => {}
                     Some(Error::Tls(_)) => self.stats.refused("TLS handshake failed"),
                     Some(Error::Handshake(m)) if m.starts_with("bad PROXY") => {
                         self.stats.refused("bad PROXY header")
@@ -722,17 +755,17 @@ impl Worker {
         // are no longer read, and the goodbye follows a quiet moment of the
         // service (at the latest half way through the drain time).
         let now = Instant::now();
-        let mut held = 0;
-        for (&id, conn) in self.conns.iter_mut() {
-            if conn.service_id.is_some() && conn.local.is_none() && self.ctx.hold_for_goodbye(id) {
-                conn.leaving = true;
-                held += 1;
-                let _ = self.ctx.set_idle_timeout(id, Some(QUIET_BEFORE_GOODBYE));
-                let _ = self
-                    .ctx
-                    .set_deadline(id, Some(now + self.config.drain_timeout / 2));
-            }
-        }
+        self.draining = Some(now + self.config.drain_timeout);
+        let attached: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.service_id.is_some() && c.local.is_none())
+            .map(|(&id, _)| id)
+            .collect();
+        let held = attached
+            .into_iter()
+            .filter(|&id| self.leave_when_quiet(id))
+            .count();
         if held > 0 {
             tracing::info!(
                 worker = self.n,
@@ -740,7 +773,23 @@ impl Worker {
                 "asking clients to leave once their services are quiet"
             );
         }
-        self.draining = Some(now + self.config.drain_timeout);
+    }
+
+    /// Draining: holds client `id` for its goodbye if its transport has one
+    /// (see `Context::hold_for_goodbye`), sent once its service has been quiet
+    /// for QUIET_BEFORE_GOODBYE, or half way through the drain time.
+    fn leave_when_quiet(&mut self, id: ConnId) -> bool {
+        let (Some(drained), Some(conn)) = (self.draining, self.conns.get_mut(&id)) else {
+            return false;
+        };
+        if !self.ctx.hold_for_goodbye(id) {
+            return false;
+        }
+        conn.leaving = true;
+        let _ = self.ctx.set_idle_timeout(id, Some(QUIET_BEFORE_GOODBYE));
+        let halfway = drained - self.config.drain_timeout / 2;
+        let _ = self.ctx.set_deadline(id, Some(halfway));
+        true
     }
 
     /// A local client of our service asks for `SCHEME://HOST:PORT/SERVICE`.

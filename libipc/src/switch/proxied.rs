@@ -35,6 +35,11 @@ impl<T: Transport> Proxied<T> {
         }
     }
 
+    /// A LOCAL header and nothing after it so far: the balancer probing.
+    fn health_check(&self) -> bool {
+        !self.fed && self.header.is_some_and(|h| h.local)
+    }
+
     /// The client's address: the one the header gave, or the balancer's for
     /// a connection it made on its own behalf (a health check).
     fn client(&self) -> SocketAddr {
@@ -103,6 +108,10 @@ impl<T: Transport> Transport for Proxied<T> {
     fn handshake_phase(&self) -> Option<&'static str> {
         if self.head.is_some() {
             Some("PROXY header")
+        } else if self.health_check() {
+            // Not a client (yet): in fixed mode the service is not connected
+            // for the balancer's own probes.
+            Some("balancer health check")
         } else {
             self.inner.handshake_phase()
         }
@@ -126,7 +135,7 @@ impl<T: Transport> Transport for Proxied<T> {
                 "closed before the end of the PROXY header".into(),
             ));
         }
-        if !self.fed && self.header.is_some_and(|h| h.addresses.is_none()) {
+        if self.health_check() {
             // The balancer's health check (a LOCAL header, then a close):
             // not a client that broke its handshake.
             return Ok(());
@@ -198,11 +207,14 @@ mod tests {
         let local = Header {
             version: 2,
             addresses: None,
+            local: true,
         }
         .encode();
         let (mut t, request, r) = feed(&[&local]);
         r.unwrap();
         assert_eq!(request, None);
+        // Not a client: a fixed service waits (and the timeout names it).
+        assert_eq!(t.handshake_phase(), Some("balancer health check"));
         // Then it closes: a clean end, not a bad handshake.
         assert!(t.network_closed().is_ok());
         let mut info = PeerInfo::default();

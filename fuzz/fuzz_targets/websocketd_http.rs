@@ -26,16 +26,23 @@ const INSIDE: &[u8] = b"served from the static directory\n";
 const OUTSIDE: &[u8] = b"SECRET outside the static directory\n";
 
 /// A static directory (`www/index.html`, `www/sub/page.txt`, a link out to
-/// `../secret.txt`) next to a file that must never be served.
+/// `../secret.txt`) next to a file that must never be served. Made once in
+/// the temporary directory and reused by later runs (written only when
+/// missing, so that runs side by side do not see a file half written).
 fn static_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let base = std::env::temp_dir().join(format!("libipc-fuzz-www-{}", std::process::id()));
+        let base = std::env::temp_dir().join("libipc-fuzz-www");
         let www = base.join("www");
         std::fs::create_dir_all(www.join("sub")).unwrap();
-        std::fs::write(base.join("secret.txt"), OUTSIDE).unwrap();
-        std::fs::write(www.join("index.html"), INSIDE).unwrap();
-        std::fs::write(www.join("sub/page.txt"), INSIDE).unwrap();
+        let put = |path: PathBuf, content: &[u8]| {
+            if std::fs::read(&path).ok().as_deref() != Some(content) {
+                std::fs::write(path, content).unwrap();
+            }
+        };
+        put(base.join("secret.txt"), OUTSIDE);
+        put(www.join("index.html"), INSIDE);
+        put(www.join("sub/page.txt"), INSIDE);
         let _ = std::os::unix::fs::symlink("../secret.txt", www.join("link.txt"));
         www.canonicalize().unwrap()
     })

@@ -37,6 +37,9 @@ pub mod daemon;
 mod error;
 mod event;
 pub mod frame;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod network;
 mod pool;
 pub mod proxy;

@@ -688,6 +688,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.proc.pid())
+    }
+
     /// Everything the daemon logged so far.
     pub fn log(&self) -> String {
         self.proc.output(None).stderr
@@ -703,6 +708,20 @@ impl Daemon {
             .filter(|l| in_span.as_ref().is_none_or(|s| l.contains(s.as_str())))
             .count()
     }
+}
+
+/// One LibIPC frame: 4-byte big-endian length, then the payload.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("payload under 4 GiB");
+    [&len.to_be_bytes()[..], payload].concat()
+}
+
+/// The resident memory of process `pid`, in KiB (`VmRSS` in /proc).
+pub fn rss_kib(pid: Pid) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"));
+    let kib = line.and_then(|l| l.split_whitespace().next()?.parse().ok());
+    kib.unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 /// The program `name` (`python`, `kosoku`) of the Python virtual environment

@@ -37,6 +37,7 @@ use libipc_tests::{
     CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, Proc, READY_TIMEOUT, Run, World, run_cmd, spawn,
     spawn_with_stdin, venv_bin,
 };
+use libipc_tests::{frame, rss_kib};
 use nix::sys::signal::Signal;
 
 /// Longest any single socket read or write of the test itself may block.
@@ -908,20 +909,6 @@ fn numbered(n: usize) -> Vec<u8> {
     let mut payload = (n as u64).to_be_bytes().to_vec();
     payload.resize(SLOW_MESSAGE, (n % 251) as u8);
     frame(&payload)
-}
-
-/// One LibIPC frame.
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("payload under 4 GiB");
-    [&len.to_be_bytes()[..], payload].concat()
-}
-
-/// The resident memory of process `pid`, in KiB (`VmRSS`).
-fn rss_kib(pid: nix::unistd::Pid) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"));
-    let kib = line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
-    kib.unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
 /// A TCP client of a tcpd at `addr` that named `service` (raw) and got `ok`.

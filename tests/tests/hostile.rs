@@ -33,6 +33,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use libipc_tests::certs;
+use libipc_tests::frame;
 use libipc_tests::{Daemon, Proc, READY_TIMEOUT, World};
 use mio::{Events, Interest, Poll, Token};
 use rustls::pki_types::pem::PemObject;
@@ -60,12 +61,6 @@ fn slow_timeout() -> String {
 /// How much earlier than its timeout a daemon may close a slow connection
 /// (timer granularity); it never should by more.
 const EARLY_MARGIN: Duration = Duration::from_millis(50);
-
-/// One LibIPC frame: 4-byte big-endian length, then the payload.
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("payload under 4 GiB");
-    [&len.to_be_bytes()[..], payload].concat()
-}
 
 /// Bytes for a failure message: text where they are text.
 fn shown(b: &[u8]) -> String {
@@ -97,13 +92,6 @@ fn proc_field(pid: nix::unistd::Pid, file: &str, key: &str) -> Vec<String> {
         .find_map(|l| l.strip_prefix(key))
         .unwrap_or_else(|| panic!("no {key:?} in /proc/{pid}/{file}"));
     line.split_whitespace().map(str::to_owned).collect()
-}
-
-/// The daemon's resident memory, in KiB.
-fn rss(d: &Daemon) -> u64 {
-    proc_field(d.proc.pid(), "status", "VmRSS:")[0]
-        .parse()
-        .expect("VmRSS in KiB")
 }
 
 /// The daemon's soft limit on open descriptors (it raises it to the hard one).
@@ -474,7 +462,7 @@ fn slowloris(mut s: Slowloris<'_>) {
         "the daemon may open {limit} descriptors, fewer than {SLOW} clients need"
     );
     (s.regular)(0);
-    let before = rss(s.d);
+    let before = s.d.rss_kib();
     let (peak1, after1) = slowloris_wave(&mut s, 1);
     let (peak2, after2) = slowloris_wave(&mut s, 2);
     println!(
@@ -521,11 +509,11 @@ fn slowloris_wave(s: &mut Slowloris<'_>, wave: usize) -> (u64, u64) {
     );
 
     let regulars = Regulars::start(s.regular.clone());
-    let mut peak = rss(s.d);
+    let mut peak = s.d.rss_kib();
     let mut sampled = Instant::now();
     crowd.until_all_ended(all_open + SLOW_TIMEOUT + Duration::from_secs(20), |_| {
         if sampled.elapsed() > Duration::from_millis(100) {
-            peak = peak.max(rss(s.d));
+            peak = peak.max(s.d.rss_kib());
             sampled = Instant::now();
         }
     });
@@ -587,7 +575,7 @@ fn slowloris_wave(s: &mut Slowloris<'_>, wave: usize) -> (u64, u64) {
         .wait_for_stderr_lines(s.logged, wave * SLOW, READY_TIMEOUT);
     s.d.assert_running(&format!("after wave {wave} of slow clients"));
     (s.regular)(wave);
-    (peak, rss(s.d))
+    (peak, s.d.rss_kib())
 }
 
 /// A world with pongd serving `echo` (dropped after the daemons of a test).
@@ -907,10 +895,10 @@ fn hostile_rounds(
         }
         if round == 4 {
             // After the allocator has seen every case a few times.
-            fifth = Some(rss(d));
+            fifth = Some(d.rss_kib());
         }
     }
-    let (before, after) = (fifth.expect("measured"), rss(d));
+    let (before, after) = (fifth.expect("measured"), d.rss_kib());
     println!(
         "RSS after 5 rounds of {} hostile inputs: {before} KiB, after {rounds}: {after} KiB",
         cases.len()

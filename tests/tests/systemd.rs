@@ -37,6 +37,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use libipc_tests::certs;
+use libipc_tests::frame;
 use libipc_tests::{
     CHILD_TIMEOUT, PYTHON_FRAMES, Proc, READY_TIMEOUT, World, artifacts, run_cmd, spawn, workspace,
 };
@@ -532,12 +533,6 @@ impl Notify {
 fn monotonic_usec() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
     t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000
-}
-
-/// One LibIPC frame.
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap();
-    [&len.to_be_bytes()[..], payload].concat()
 }
 
 /// A plain TCP client (of tcpd, or of websocketd, speaking WebSocket by hand).

@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use libipc_tests::frame;
 use libipc_tests::{
     CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, Proc, World, assert_pongd_done, echoes, run_cmd,
     spawn_with_stdin,
@@ -29,12 +30,6 @@ use nix::sys::signal::Signal;
 
 /// Longest any single socket read or write of a test client may block.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One LibIPC frame: 4-byte big-endian length, then the payload.
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("payload under 4 GiB");
-    [&len.to_be_bytes()[..], payload].concat()
-}
 
 /// A running tcpd and the address it listens on.
 type Tcpd = Daemon;

@@ -26,6 +26,7 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libipc_tests::certs::{self, Ca, ServerPair};
+use libipc_tests::frame;
 use libipc_tests::{
     CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, Proc, READY_TIMEOUT, Run, World, echoes, run_cmd,
     spawn_with_stdin,
@@ -34,12 +35,6 @@ use nix::sys::signal::Signal;
 
 /// Longest any single socket read or write of the test itself may block.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One LibIPC frame: 4-byte big-endian length, then the payload.
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("payload under 4 GiB");
-    [&len.to_be_bytes()[..], payload].concat()
-}
 
 /// A payload of `len` bytes, every byte value included (binary-safe check).
 fn pattern(seed: usize, len: usize) -> Vec<u8> {

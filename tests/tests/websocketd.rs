@@ -957,18 +957,6 @@ fn sigterm_sends_1001_to_every_client_and_exits_0() {
 // ---------------------------------------------------------------------------
 // Hostile input: each gets its documented answer, and memory stays flat.
 
-/// The daemon's resident memory, in KiB.
-fn rss_kib(d: &Daemon) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.proc.pid()))
-        .expect("the daemon's /proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .expect("VmRSS")
-}
-
 /// A client frame (masked, as RFC 6455 wants) with `opcode` and a declared
 /// payload length `len` (`payload` may be shorter: the rest never comes).
 fn client_frame(opcode: u8, len: u64, payload: &[u8]) -> Vec<u8> {
@@ -1067,10 +1055,10 @@ fn hostile_inputs_get_their_answers_and_memory_stays_flat() {
         }
         if round == 4 {
             // After the allocator has seen every case a few times.
-            first_rss = Some(rss_kib(&s.ws));
+            first_rss = Some(s.ws.rss_kib());
         }
     }
-    let (before, after) = (first_rss.expect("measured"), rss_kib(&s.ws));
+    let (before, after) = (first_rss.expect("measured"), s.ws.rss_kib());
     println!("websocketd RSS after 5 rounds of hostile input: {before} KiB, after 30: {after} KiB");
     assert!(
         after < before + 4 * 1024,

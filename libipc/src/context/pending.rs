@@ -283,24 +283,20 @@ impl Context {
         let n = match self.read_chunk(id) {
             Chunk::Data(n) => n,
             Chunk::Blocked => return,
-            Chunk::Failed(e) => {
-                // A reset is an end like EOF: an error only if the transport
-                // says the client was in the middle of something (a balancer's
-                // health check resets its connections).
-                let clean = match self.conns.get_mut(id).map(|c| &mut c.role) {
+            end @ (Chunk::Eof | Chunk::Failed(_)) => {
+                // The transport judges the end, EOF or reset alike: an error
+                // only if the client was in the middle of something (a
+                // balancer's health check resets its connections).
+                let judged = match self.conns.get_mut(id).map(|c| &mut c.role) {
                     Some(Role::Pending(p)) => {
-                        super::relay::guarded(|| p.transport.network_closed()).is_ok()
-                    }
-                    _ => false,
-                };
-                return self.disconnect(id, (!clean).then(|| e.into()));
-            }
-            Chunk::Eof => {
-                let reason = match self.conns.get_mut(id).map(|c| &mut c.role) {
-                    Some(Role::Pending(p)) => {
-                        super::relay::guarded(|| p.transport.network_closed()).err()
+                        Some(super::relay::guarded(|| p.transport.network_closed()))
                     }
                     _ => None,
+                };
+                let reason = match (end, judged) {
+                    (_, Some(Ok(()))) => None,
+                    (Chunk::Failed(e), _) => Some(e.into()),
+                    (_, judged) => judged.and_then(Result::err),
                 };
                 return self.disconnect(id, reason);
             }

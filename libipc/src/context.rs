@@ -270,6 +270,16 @@ impl Context {
         self.insert(Io::Listener(listener), Role::Listener, Interest::READABLE)
     }
 
+    /// Creates a protocol daemon's outbound service `name`:
+    /// `$RUNDIR/.outbound/name` ([`service::OUTBOUND_DIR`]), where `IPC_NETWORK`
+    /// clients find it and no network client of a daemon can name it. Otherwise
+    /// as [`Context::service_init`].
+    pub fn outbound_service_init(&mut self, name: &str) -> Result<ConnId> {
+        let listener = ServiceListener::bind_outbound(&self.rundir, name.as_bytes())?;
+        tracing::debug!(path = %listener.path().display(), "outbound service listening");
+        self.insert(Io::Listener(listener), Role::Listener, Interest::READABLE)
+    }
+
     /// Connects to service `name` and adds the connection.
     ///
     /// If `IPC_NETWORK` (or [`Context::set_network`]) routes `name` elsewhere, the
@@ -285,7 +295,7 @@ impl Context {
         let stream = match network::route(&network, name)? {
             Route::Local(local) => service::connect(&self.rundir, local.as_bytes())?,
             Route::Daemon { daemon, uri } => {
-                let stream = service::connect(&self.rundir, daemon.as_bytes())?;
+                let stream = service::connect_outbound(&self.rundir, daemon.as_bytes())?;
                 network::ask_daemon(stream, daemon, uri, self.config.connect_timeout)?
             }
         };

@@ -5,8 +5,9 @@
 //! a program connects to a service named in it (the last matching entry wins):
 //!
 //! - `unix://NAME` connects to local service `NAME` instead;
-//! - `SCHEME://REST` connects to the local service named `SCHEME` (the protocol
-//!   daemon: `tcp`, `tls`, ...), sends it the URI as one message, and waits for a
+//! - `SCHEME://REST` connects to the outbound service named `SCHEME` (the protocol
+//!   daemon's: `tcp`, `tls`, ..., at `$RUNDIR/.outbound/SCHEME`, see
+//!   [`crate::service::OUTBOUND_DIR`]), sends it the URI as one message, and waits for a
 //!   one-message answer: `ok` means the connection now leads to the remote
 //!   service; anything else is the daemon's error, reported to the caller.
 //!
@@ -31,7 +32,8 @@ pub const IPC_NETWORK: &str = "IPC_NETWORK";
 pub enum Route<'a> {
     /// Connect directly to the local service of this name.
     Local(&'a str),
-    /// Connect to the protocol daemon `daemon` and ask it for `uri`.
+    /// Connect to the outbound service `daemon` (a protocol daemon's) and ask it
+    /// for `uri`.
     Daemon {
         /// The daemon's service name (the URI scheme).
         daemon: &'a str,

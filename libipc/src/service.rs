@@ -9,6 +9,12 @@
 //!
 //! `$RUNDIR/<name>.lock`, held with an exclusive `flock`, stops a second instance of
 //! the same service; a socket left behind by a crashed instance is replaced.
+//!
+//! A protocol daemon's outbound service (`tcp`, `tls`: the one that dials remote
+//! daemons for `IPC_NETWORK`) listens in a directory of its own, `$RUNDIR/.outbound/`
+//! ([`OUTBOUND_DIR`]). No service name starts with `.`, so no name a network client
+//! sends to a daemon can lead there: only local programs, through `IPC_NETWORK`
+//! ([`connect_outbound`]), reach an outbound service.
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions, TryLockError};
 use std::io;
@@ -24,8 +30,15 @@ pub const DEFAULT_RUNDIR: &str = "/tmp/.libipc-run";
 /// Longest service name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
 
+/// The directory under the run directory that holds the protocol daemons'
+/// outbound services. It starts with `.`, so it is not a valid service name:
+/// nothing a network client names can reach it.
+pub const OUTBOUND_DIR: &str = ".outbound";
+
 const DIR_MODE: u32 = 0o770;
 const SOCKET_MODE: u32 = 0o660;
+/// A directory's set-group-ID bit: files created in it take its group.
+const SETGID: u32 = 0o2000;
 
 /// Checks a service name before it is used to build a path.
 ///
@@ -71,13 +84,18 @@ pub fn rundir_from_env() -> PathBuf {
 ///
 /// An existing directory is left as the operator made it.
 pub fn ensure_rundir(dir: &Path) -> Result<()> {
+    ensure_dir(dir, DIR_MODE)
+}
+
+/// Creates `dir` (one level) with exactly `mode`, or accepts it as it is.
+fn ensure_dir(dir: &Path, mode: u32) -> Result<()> {
     let rundir_err = |source| Error::RunDir {
         path: dir.to_path_buf(),
         source,
     };
-    match DirBuilder::new().mode(DIR_MODE).create(dir) {
+    match DirBuilder::new().mode(mode).create(dir) {
         // mkdir's mode is filtered by the umask: set it exactly.
-        Ok(()) => fs::set_permissions(dir, Permissions::from_mode(DIR_MODE)).map_err(rundir_err),
+        Ok(()) => fs::set_permissions(dir, Permissions::from_mode(mode)).map_err(rundir_err),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             if dir.is_dir() {
                 Ok(())
@@ -97,6 +115,26 @@ pub fn socket_path(rundir: &Path, name: &[u8]) -> Result<PathBuf> {
     Ok(rundir.join(validate_name(name)?))
 }
 
+/// `$RUNDIR/.outbound`: where protocol daemons' outbound services listen.
+pub fn outbound_dir(rundir: &Path) -> PathBuf {
+    rundir.join(OUTBOUND_DIR)
+}
+
+/// Creates the run directory and its outbound directory if they do not exist.
+///
+/// The outbound directory gets mode 0770 and keeps the run directory's
+/// set-group-ID bit (an explicit chmod would drop the one it inherits), so that
+/// outbound sockets belong to the run directory's group as services' do.
+pub fn ensure_outbound_dir(rundir: &Path) -> Result<PathBuf> {
+    ensure_rundir(rundir)?;
+    let dir = outbound_dir(rundir);
+    let setgid = fs::metadata(rundir)
+        .map(|m| m.permissions().mode() & SETGID)
+        .unwrap_or(0);
+    ensure_dir(&dir, DIR_MODE | setgid)?;
+    Ok(dir)
+}
+
 /// A listening service socket. Dropping it removes the socket file and releases the lock.
 #[derive(Debug)]
 pub struct ServiceListener {
@@ -112,8 +150,20 @@ impl ServiceListener {
     pub fn bind(rundir: &Path, name: &[u8]) -> Result<Self> {
         let name = validate_name(name)?;
         ensure_rundir(rundir)?;
-        let path = rundir.join(name);
-        let lock_path = rundir.join(format!("{name}.lock"));
+        Self::bind_in(rundir, name)
+    }
+
+    /// Creates a protocol daemon's outbound service `name`, in
+    /// `$RUNDIR/.outbound/` (see [`OUTBOUND_DIR`]); otherwise as [`ServiceListener::bind`].
+    pub fn bind_outbound(rundir: &Path, name: &[u8]) -> Result<Self> {
+        let name = validate_name(name)?;
+        Self::bind_in(&ensure_outbound_dir(rundir)?, name)
+    }
+
+    /// Binds validated `name` in the existing directory `dir`.
+    fn bind_in(dir: &Path, name: &str) -> Result<Self> {
+        let path = dir.join(name);
+        let lock_path = dir.join(format!("{name}.lock"));
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
@@ -151,7 +201,7 @@ impl ServiceListener {
             Err(e) => return Err(bind_err(e)),
         }
         // Temporary names start with '.', which no service name may, so they never clash.
-        let tmp = rundir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let _ = fs::remove_file(&tmp);
         let listener = UnixListener::bind(&tmp).map_err(bind_err)?;
         let placed = fs::set_permissions(&tmp, Permissions::from_mode(SOCKET_MODE))
@@ -192,6 +242,12 @@ impl Drop for ServiceListener {
 pub fn connect(rundir: &Path, name: &[u8]) -> Result<UnixStream> {
     let path = socket_path(rundir, name)?;
     UnixStream::connect(&path).map_err(|source| Error::Connect { path, source })
+}
+
+/// Connects (blocking) to the outbound service `name` of a protocol daemon, in
+/// `$RUNDIR/.outbound/` (what `IPC_NETWORK` routes through).
+pub fn connect_outbound(rundir: &Path, name: &[u8]) -> Result<UnixStream> {
+    connect(&outbound_dir(rundir), name)
 }
 
 /// Connects to service `name` in `rundir` without blocking (for event loops).
@@ -265,6 +321,32 @@ mod tests {
         assert!(!path.exists());
         let err = connect(&rundir, b"svc").unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn outbound_services_are_out_of_reach_of_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rundir = tmp.path().join("run");
+        fs::create_dir(&rundir).unwrap();
+        // As tmpfiles.d makes /run/libipc: sockets take the directory's group.
+        fs::set_permissions(&rundir, Permissions::from_mode(0o2770)).unwrap();
+        let out = ServiceListener::bind_outbound(&rundir, b"tcp").unwrap();
+        assert_eq!(out.path(), rundir.join(".outbound/tcp"));
+        let meta = fs::metadata(rundir.join(".outbound")).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o2770);
+        assert_eq!(fs::metadata(out.path()).unwrap().mode() & 0o777, 0o660);
+        connect_outbound(&rundir, b"tcp").unwrap();
+        // No name leads there, and the ordinary namespace does not have it.
+        assert!(matches!(
+            connect(&rundir, b".outbound/tcp"),
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(connect(&rundir, b"tcp").is_err());
+        // The plain service of the same name is another socket.
+        let plain = ServiceListener::bind(&rundir, b"tcp").unwrap();
+        assert_eq!(plain.path(), rundir.join("tcp"));
+        let again = ServiceListener::bind_outbound(&rundir, b"tcp").unwrap_err();
+        assert!(matches!(again, Error::AlreadyRunning { .. }), "{again}");
     }
 
     #[test]

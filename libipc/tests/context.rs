@@ -474,7 +474,7 @@ fn fake_daemon(dir: &Path) -> thread::JoinHandle<Vec<String>> {
     let mut ctx = Context::new().unwrap();
     ctx.set_rundir(dir);
     ctx.set_timer(Some(LIMIT));
-    ctx.service_init("tcp").unwrap();
+    ctx.outbound_service_init("tcp").unwrap();
     thread::spawn(move || {
         let mut asked = Vec::new();
         let mut routed = Vec::new();
@@ -530,7 +530,7 @@ fn ipc_network_routes_through_a_protocol_daemon() {
     let err = ctx.connect_service("gone").unwrap_err();
     assert!(
         err.to_string()
-            .contains(&dir.join("tls").display().to_string()),
+            .contains(&dir.join(".outbound/tls").display().to_string()),
         "{err}"
     );
     ctx.close_all();

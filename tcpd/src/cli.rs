@@ -22,8 +22,26 @@ pub struct Common {
     pub allow: Vec<String>,
 
     /// Do not offer the outbound service.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "outbound_allow")]
     pub no_outbound: bool,
+
+    /// Where the outbound service may connect (repeatable, or comma-separated):
+    /// HOST, CIDR, HOST:PORT, CIDR:PORT or [IPv6]:PORT, e.g. 10.0.0.0/8:9000,
+    /// db.example.org:9443, *.example.org, [2001:db8::/32]:443. A network entry
+    /// matches the address a host name resolves to; a name entry matches the
+    /// name as written in the request, never an IP literal. Default: anywhere
+    /// the daemon host can reach (any local client in the run directory's
+    /// group may then use it to reach any host and port).
+    #[arg(long, value_name = "DEST", value_delimiter = ',')]
+    pub outbound_allow: Vec<ipc::daemon::Destination>,
+
+    /// Let network clients name the outbound service NAME (this daemon's, or
+    /// another daemon's on the same RUNDIR), to chain daemons on purpose
+    /// (repeatable). Off by default: a network client that reaches an outbound
+    /// service can make it connect anywhere its --outbound-allow permits.
+    /// Logged as a warning at startup.
+    #[arg(long, value_name = "NAME")]
+    pub expose_outbound: Vec<String>,
 
     /// Run directory of the services.
     #[arg(long, env = "RUNDIR", default_value = ipc::service::DEFAULT_RUNDIR)]
@@ -241,6 +259,17 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
         ipc::service::validate_name(s.as_bytes()).context("--allow-service")?;
     }
     ipc::service::validate_name(plan.service_name.as_bytes()).context("--service-name")?;
+    for s in &c.expose_outbound {
+        ipc::service::validate_name(s.as_bytes()).context("--expose-outbound")?;
+        tracing::warn!(
+            service = %s,
+            "--expose-outbound: network clients may use the outbound service {s:?} and make it \
+             connect wherever its --outbound-allow permits"
+        );
+    }
+    if plan.outbound.is_none() && !c.outbound_allow.is_empty() {
+        bail!("--outbound-allow: {} offers no outbound service", plan.name);
+    }
     // Signals go to one thread that waits for them; block them in every thread
     // before any starts.
     let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
@@ -284,11 +313,25 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
         max_message_size: c.max_message_size,
         rundir: c.rundir.clone(),
         local_service: Some(plan.service_name.to_owned()),
+        outbound_allow: c.outbound_allow.clone(),
+        expose_outbound: c.expose_outbound.clone(),
         scheme: plan.scheme.to_owned(),
         proxy_from: c.proxy_from.clone(),
         peer_info: c.peer_info,
     };
     let outbound = if c.no_outbound { None } else { plan.outbound };
+    if outbound.is_some() {
+        match c.outbound_allow.as_slice() {
+            [] => tracing::info!(
+                service = plan.service_name,
+                "outbound: any destination (no --outbound-allow)"
+            ),
+            allow => {
+                let allow: Vec<String> = allow.iter().map(ToString::to_string).collect();
+                tracing::info!(service = plan.service_name, allow = %allow.join(","), "outbound: allowed destinations");
+            }
+        }
+    }
     let daemon = Daemon::new(config, listeners, workers, plan.inbound, outbound)?;
     spawn_signal_thread(signals, daemon.shutdown_handle(), plan.on_hup)?;
     if let Some(l) = metrics {

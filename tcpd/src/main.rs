@@ -18,9 +18,11 @@ use tcpd::cli::{self, Common, Plan};
 /// in one LibIPC frame, answered with a framed `ok`). Then LibIPC frames flow both
 /// ways. Failures are answered `no: REASON` before the connection is closed.
 ///
-/// Outbound, tcpd is also a LibIPC service (`tcp`): a local client that sends
-/// `tcp://HOST:PORT/SERVICE` is connected to SERVICE behind the tcpd at HOST:PORT.
-/// With IPC_NETWORK="pong tcp://HOST:PORT/pong", libipc's connect does this itself.
+/// Outbound, tcpd is also a LibIPC service (`tcp`, at `$RUNDIR/.outbound/tcp`): a
+/// local client that sends `tcp://HOST:PORT/SERVICE` is connected to SERVICE
+/// behind the tcpd at HOST:PORT. With IPC_NETWORK="pong tcp://HOST:PORT/pong",
+/// libipc's connect does this itself. Network clients cannot reach it (unless
+/// --expose-outbound says so); --outbound-allow bounds where it connects.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
@@ -34,7 +36,8 @@ struct Args {
     )]
     listen: Vec<String>,
 
-    /// Name of tcpd's own LibIPC service, for outbound connections.
+    /// Name of tcpd's own LibIPC service, for outbound connections (in
+    /// `$RUNDIR/.outbound/`; IPC_NETWORK URIs name it as their scheme).
     #[arg(long, env = "IPC_SERVICE_NAME", default_value = "tcp")]
     service_name: String,
 

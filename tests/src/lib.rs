@@ -20,6 +20,7 @@
 //! after a sleep; every wait is bounded.
 
 pub mod certs;
+pub mod clients;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -493,6 +494,12 @@ impl World {
         let rundir = dir.path().join("run");
         std::fs::create_dir(&rundir).expect("rundir");
         World { dir, rundir }
+    }
+
+    /// Where a protocol daemon's outbound service `name` (`tcp`, `tls`) listens:
+    /// `$RUNDIR/.outbound/<name>`, out of reach of network clients.
+    pub fn outbound_socket(&self, name: &str) -> PathBuf {
+        ipc::service::outbound_dir(&self.rundir).join(name)
     }
 
     /// The temporary directory (binaries, logs, files of the test).

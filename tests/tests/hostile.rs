@@ -26,23 +26,19 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixListener;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use libipc_tests::certs;
+use libipc_tests::clients::{IO_TIMEOUT, tcp, tls, tls_config};
 use libipc_tests::frame;
 use libipc_tests::{Daemon, Proc, READY_TIMEOUT, World};
 use mio::{Events, Interest, Poll, Token};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 use tungstenite::Message;
-
-/// Longest any single blocking socket operation of the test itself may take.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many slow connections each slowloris test opens.
 const SLOW: usize = 2000;
@@ -359,46 +355,6 @@ fn framed_echo(mut s: impl Read + Write, i: usize) {
     s.read_exact(&mut got)
         .unwrap_or_else(|e| panic!("regular client {i}: read: {e}"));
     assert_eq!(shown(&got), shown(&want), "regular client {i}");
-}
-
-/// A TCP connection to `addr` whose reads and writes time out.
-fn tcp(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
-/// The client side of TLS, trusting only the test CA in `ca` (PEM).
-fn tls_config(ca: &Path) -> Arc<ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).expect("the CA's PEM file") {
-        roots.add(cert.expect("a PEM certificate")).expect("a CA");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-/// A TLS connection to tlsd at `addr` (verified for `localhost`), handshake
-/// done.
-fn tls(addr: SocketAddr, config: &Arc<ClientConfig>) -> StreamOwned<ClientConnection, TcpStream> {
-    let name = ServerName::try_from("localhost").expect("a server name");
-    let conn = ClientConnection::new(config.clone(), name).expect("a TLS client");
-    let mut s = StreamOwned::new(conn, tcp(addr));
-    while s.conn.is_handshaking() {
-        s.conn
-            .complete_io(&mut s.sock)
-            .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"));
-    }
-    s
 }
 
 /// The first flight of a TLS client (its ClientHello records), as a slow

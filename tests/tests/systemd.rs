@@ -391,11 +391,17 @@ fn a_service_of_one_user_reaches_the_daemons_user_and_nobody_outside_the_group()
     let mut client = WsOrTcp::connect(addr);
     client.send(&frame(b"from the network"));
     assert_eq!(client.recv_frame(), b"from the network");
-    // tcpd's own service (`tcp`) is in the group too, whatever its umask.
-    tcpd.wait_for_socket(&rundir.join("tcp"));
+    // tcpd's own service (`tcp`, in .outbound/) is in the group too, whatever
+    // its umask; so is the directory it made for it, setgid like the run directory.
+    let outbound = ipc::service::outbound_dir(&rundir);
+    tcpd.wait_for_socket(&outbound.join("tcp"));
     assert_eq!(
-        owner_and_mode(&rundir.join("tcp")),
+        owner_and_mode(&outbound.join("tcp")),
         ("0660".into(), root.libipcd_uid, root.libipc_gid)
+    );
+    assert_eq!(
+        owner_and_mode(&outbound),
+        ("2770".into(), root.libipcd_uid, root.libipc_gid)
     );
 
     // A local client in the group gets through; one outside it does not.

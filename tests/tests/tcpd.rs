@@ -340,7 +340,7 @@ impl Chain {
         let tcpd_b = start_tcpd_as(&b, "tcpd-b", &[]);
         let a = World::new();
         let mut tcpd_a = start_tcpd_as(&a, "tcpd-a", &["--service-name", "tcp"]);
-        tcpd_a.proc.wait_for_socket(&a.rundir.join("tcp"));
+        tcpd_a.proc.wait_for_socket(&a.outbound_socket("tcp"));
         Chain {
             a,
             _b: b,

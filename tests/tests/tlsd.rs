@@ -19,13 +19,14 @@
 //! timeout. Readiness is observed (a log line, a unix socket that accepts, a
 //! client's output), never assumed after a sleep.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libipc_tests::certs::{self, Ca, ServerPair};
+use libipc_tests::clients::until_closed;
 use libipc_tests::frame;
 use libipc_tests::{
     CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, Proc, READY_TIMEOUT, Run, World, echoes, run_cmd,
@@ -568,21 +569,6 @@ fn tcp_connect(addr: SocketAddr) -> TcpStream {
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     s
-}
-
-/// Reads until tlsd closes the connection (a reset counts); returns what came.
-fn until_closed(s: &mut TcpStream) -> Vec<u8> {
-    let mut all = Vec::new();
-    let mut buf = [0; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return all,
-            Ok(n) => all.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return all,
-            Err(e) => panic!("not closed by tlsd ({e}); got {all:?}"),
-        }
-    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -1276,7 +1262,7 @@ impl Chain {
         let a = World::new();
         let ca = ca_a.to_str().expect("UTF-8 path");
         let mut tlsd_a = start_tlsd(&a, "tlsd-a", pair_a, &["--ca", ca]);
-        tlsd_a.proc.wait_for_socket(&a.rundir.join("tls"));
+        tlsd_a.proc.wait_for_socket(&a.outbound_socket("tls"));
         Chain {
             a,
             _b: b,

@@ -21,9 +21,11 @@ use tlsd::server::{Refuse, TlsArgs, TlsServer};
 /// `ok`, or framed); then LibIPC frames flow both ways. SIGHUP reloads the
 /// certificate and key; a reload that fails keeps the old ones.
 ///
-/// Outbound, tlsd is also the LibIPC service `tls`: a local client's
+/// Outbound, tlsd is also the LibIPC service `tls` (at `$RUNDIR/.outbound/tls`,
+/// out of reach of network clients): a local client's
 /// `tls://HOST:PORT/SERVICE` is connected over TLS to the tlsd at HOST:PORT,
-/// whose certificate is checked against --ca or the system's roots.
+/// whose certificate is checked against --ca or the system's roots;
+/// --outbound-allow bounds where it connects.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
@@ -53,7 +55,8 @@ struct Args {
     #[arg(long)]
     ca: Option<PathBuf>,
 
-    /// Name of tlsd's own LibIPC service, for outbound connections.
+    /// Name of tlsd's own LibIPC service, for outbound connections (in
+    /// `$RUNDIR/.outbound/`; IPC_NETWORK URIs name it as their scheme).
     #[arg(long, env = "IPC_SERVICE_NAME", default_value = "tls")]
     service_name: String,
 

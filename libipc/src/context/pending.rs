@@ -108,8 +108,35 @@ impl Context {
         name: &str,
         first: Option<&[u8]>,
     ) -> Result<ConnId> {
+        self.attach_named(id, name, false, first)
+    }
+
+    /// [`Context::attach_service_with`] for a protocol daemon's outbound service
+    /// (`$RUNDIR/.outbound/name`): how an operator chains daemons on purpose.
+    pub fn attach_outbound_service_with(
+        &mut self,
+        id: ConnId,
+        name: &str,
+        first: Option<&[u8]>,
+    ) -> Result<ConnId> {
+        self.attach_named(id, name, true, first)
+    }
+
+    /// Connects `id` to service `name` (an outbound service if `outbound`) and
+    /// switches them, `first` queued ahead.
+    fn attach_named(
+        &mut self,
+        id: ConnId,
+        name: &str,
+        outbound: bool,
+        first: Option<&[u8]>,
+    ) -> Result<ConnId> {
         self.pending_of(id)?;
-        let fd = service::connect_nonblocking(&self.rundir, name.as_bytes())?;
+        let fd = if outbound {
+            service::connect_nonblocking(&service::outbound_dir(&self.rundir), name.as_bytes())?
+        } else {
+            service::connect_nonblocking(&self.rundir, name.as_bytes())?
+        };
         let svc = self.insert(Io::Stream(fd), Role::Ipc, Interest::READABLE)?;
         if let (Some(first), Some(c)) = (first, self.conns.get_mut(svc)) {
             // Straight into the service's queue: ahead of the client's data,

@@ -4,14 +4,16 @@
 //! relay, and drain on shutdown. The binaries parse flags, set up logging, bind,
 //! pick their transport and hand everything to [`Daemon::run`].
 //!
-//! Outbound, the daemon is also a LibIPC service (`tcp`, `tls`): a local client
-//! sends `SCHEME://HOST:PORT/SERVICE`, the daemon connects to the remote daemon
-//! without blocking its loop, performs the handshake, answers the local client
-//! (a framed `ok`, or a framed `no: REASON`) and switches the two.
+//! Outbound, the daemon is also a LibIPC service (`tcp`, `tls`), in
+//! `$RUNDIR/.outbound/` where no network client can name it: a local client
+//! sends `SCHEME://HOST:PORT/SERVICE`, the daemon checks the destination against
+//! [`DaemonConfig::outbound_allow`], connects to the remote daemon without
+//! blocking its loop, performs the handshake, answers the local client (a framed
+//! `ok`, or a framed `no: REASON`) and switches the two.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +28,9 @@ use crate::switch::{PeerInfo, Proxied, Transport};
 use crate::traffic::Traffic;
 use crate::{Config, ConnId, Context, Event};
 
+mod outbound;
 mod stats;
+pub use outbound::Destination;
 pub use stats::{ServiceStats, Snapshot, Stats};
 
 /// Clients past --max-connections a worker reads until it can refuse them in
@@ -73,8 +77,15 @@ pub struct DaemonConfig {
     pub max_message_size: usize,
     /// The run directory.
     pub rundir: PathBuf,
-    /// The daemon's own LibIPC service for outbound connections (`None`: none).
+    /// The daemon's own LibIPC service for outbound connections (`None`: none),
+    /// in `$RUNDIR/.outbound/`.
     pub local_service: Option<String>,
+    /// Where the outbound service may connect (empty: anywhere).
+    pub outbound_allow: Vec<Destination>,
+    /// Outbound services (this daemon's or another's on the same RUNDIR) that
+    /// network clients may name, to chain daemons on purpose. Empty by default:
+    /// a network client that could reach one could make it dial anywhere.
+    pub expose_outbound: Vec<String>,
     /// The URI scheme outbound requests must use (`tcp`, `tls`).
     pub scheme: String,
     /// Load balancers trusted to send a PROXY protocol header (v1 or v2)
@@ -330,8 +341,9 @@ impl Worker {
         if self.outbound.is_some()
             && let Some(name) = self.config.local_service.clone()
         {
-            self.local_service = Some(self.ctx.service_init(&name)?);
-            tracing::info!(service = %name, path = %self.config.rundir.join(&name).display(), "outbound service ready");
+            self.local_service = Some(self.ctx.outbound_service_init(&name)?);
+            let path = crate::service::outbound_dir(&self.config.rundir).join(&name);
+            tracing::info!(service = %name, path = %path.display(), "outbound service ready");
         }
         Ok(())
     }
@@ -528,29 +540,34 @@ impl Worker {
         });
         let result = match refusal {
             Some(r) => Err(Some(r)),
-            None => self
-                .ctx
-                .attach_service_with(id, &shown, peer_info.as_deref().map(str::as_bytes))
-                .map_err(|e| match e {
-                    Error::Connect { source, .. } => Some(match source.kind() {
-                        io::ErrorKind::NotFound => "unknown service",
-                        io::ErrorKind::WouldBlock => "service busy",
-                        // Out of descriptors: the daemon is full, not the service.
-                        _ if matches!(
-                            source.raw_os_error().map(nix::errno::Errno::from_raw),
-                            Some(nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)
-                        ) =>
-                        {
-                            "too many connections"
-                        }
-                        _ => "service down",
-                    }),
-                    // The client is gone already (it reset the connection
-                    // while the request waited): its DISCONNECTION, queued,
-                    // says so. Not the service's fault.
-                    Error::NoSuchConnection(_) | Error::WrongKind { .. } => None,
-                    _ => Some("service down"),
+            None => {
+                let first = peer_info.as_deref().map(str::as_bytes);
+                if self.config.expose_outbound.contains(&shown) {
+                    self.ctx.attach_outbound_service_with(id, &shown, first)
+                } else {
+                    self.ctx.attach_service_with(id, &shown, first)
+                }
+            }
+            .map_err(|e| match e {
+                Error::Connect { source, .. } => Some(match source.kind() {
+                    io::ErrorKind::NotFound => "unknown service",
+                    io::ErrorKind::WouldBlock => "service busy",
+                    // Out of descriptors: the daemon is full, not the service.
+                    _ if matches!(
+                        source.raw_os_error().map(nix::errno::Errno::from_raw),
+                        Some(nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)
+                    ) =>
+                    {
+                        "too many connections"
+                    }
+                    _ => "service down",
                 }),
+                // The client is gone already (it reset the connection
+                // while the request waited): its DISCONNECTION, queued,
+                // says so. Not the service's fault.
+                Error::NoSuchConnection(_) | Error::WrongKind { .. } => None,
+                _ => Some("service down"),
+            }),
         };
         match result {
             Ok(svc) => {
@@ -819,21 +836,24 @@ impl Worker {
 
     fn dial(&mut self, uri: &str, factory: OutboundFactory) -> std::result::Result<ConnId, String> {
         let u = parse_uri(uri).map_err(|e| e.to_string())?;
-        if u.scheme != self.config.scheme {
+        // The scheme names the outbound service asked: its protocol, or the
+        // service's own name (a custom --service-name).
+        if u.scheme != self.config.scheme && Some(u.scheme) != self.config.local_service.as_deref()
+        {
             return Err(format!(
                 "this daemon speaks {}://, not {}://",
                 self.config.scheme, u.scheme
             ));
         }
         let service = validate_name(u.path.as_bytes()).map_err(|e| e.to_string())?;
-        let addr = resolve(u.authority)?;
+        let addr = outbound::resolve(u.authority, &self.config.outbound_allow)?;
         let stream =
             mio::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
         let _ = stream.set_nodelay(true);
         let fd: OwnedFd = std::net::TcpStream::from(stream).into();
         let net = self
             .ctx
-            .add_network(fd, factory(service, host_of(u.authority)))
+            .add_network(fd, factory(service, outbound::host_of(u.authority)))
             .map_err(|e| e.to_string())?;
         self.stats.open.fetch_add(1, Ordering::Relaxed);
         let _ = self
@@ -851,27 +871,6 @@ impl Worker {
         let _ = self.ctx.write(local, text.as_bytes());
         let _ = self.ctx.close(local);
     }
-}
-
-/// The host of `host:port` or `[v6]:port`.
-fn host_of(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-}
-
-/// Resolves `host:port` (IP literals, `[v6]:port`, host names).
-fn resolve(authority: &str) -> std::result::Result<SocketAddr, String> {
-    if let Ok(a) = authority.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    // Host names go through the system resolver, which may block briefly.
-    authority
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{authority} has no address"))
 }
 
 fn log_closed(conn: &NetConn, why: Option<&str>, traffic: &Traffic) {

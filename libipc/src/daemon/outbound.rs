@@ -1,0 +1,263 @@
+//! Where a daemon's outbound service may connect: the operator's allow list
+//! (`--outbound-allow`), and the resolution of a URI's authority.
+//!
+//! The outbound service is reachable by local programs only (it listens in
+//! `$RUNDIR/.outbound/`, which no network client can name); this list bounds what
+//! those programs can reach through it, so that the daemon host's network is not
+//! open to every member of the run directory's group.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
+
+use crate::proxy::Cidr;
+
+/// One entry of an outbound allow list: a host (an address, a network, a host
+/// name, `*.domain`, or `*` for any) and optionally a port.
+///
+/// Written `HOST[:PORT]`, `CIDR[:PORT]` or, for IPv6 with a port,
+/// `[ADDR]:PORT` / `[CIDR]:PORT`: `10.0.0.0/8`, `192.0.2.7:9000`, `2001:db8::/32`,
+/// `[::1]:9000`, `db.example.org:9443`, `*.example.org`, `*:9443`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    host: Host,
+    port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Host {
+    Any,
+    /// Matches the address the URI's host resolves to (or is).
+    Net(Cidr),
+    /// Matches the URI's host name as written (lower case, no final dot).
+    Name(String),
+    /// `*.example.org`: any name ending in `.example.org` (not the domain itself).
+    Suffix(String),
+}
+
+impl Destination {
+    /// Whether a connection to `addr`, asked for as host `name` (as written in
+    /// the URI), is allowed by this entry.
+    pub fn allows(&self, name: &str, addr: SocketAddr) -> bool {
+        if self.port.is_some_and(|p| p != addr.port()) {
+            return false;
+        }
+        match &self.host {
+            Host::Any => true,
+            Host::Net(net) => net.contains(addr.ip()),
+            Host::Name(n) => *n == normal_name(name),
+            Host::Suffix(s) => normal_name(name).ends_with(s.as_str()),
+        }
+    }
+}
+
+/// A host name as compared: lower case, without a final dot.
+fn normal_name(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+impl FromStr for Destination {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            |why: &str| format!("{s:?}: {why} (expected HOST, CIDR, HOST:PORT or [IPv6]:PORT)");
+        let port = |p: &str| p.parse::<u16>().map_err(|_| bad("bad port"));
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (inner, after) = rest.split_once(']').ok_or_else(|| bad("no closing ']'"))?;
+            let port = match after {
+                "" => None,
+                _ => Some(port(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| bad("junk after ']'"))?,
+                )?),
+            };
+            (Host::Net(inner.parse().map_err(|e: String| bad(&e))?), port)
+        } else if let Ok(net) = s.parse::<Cidr>() {
+            // Before splitting at ':', which IPv6 addresses hold.
+            (Host::Net(net), None)
+        } else {
+            let (host, port) = match s.rsplit_once(':') {
+                Some((h, p)) => (h, Some(port(p)?)),
+                None => (s, None),
+            };
+            let host = match host.parse::<Cidr>() {
+                Ok(net) if !host.contains(':') => Host::Net(net),
+                Ok(_) => return Err(bad("an IPv6 address with a port goes in brackets")),
+                Err(_) => {
+                    name_rule(host).ok_or_else(|| bad("not an address, network or host name"))?
+                }
+            };
+            (host, port)
+        };
+        Ok(Destination { host, port })
+    }
+}
+
+/// `*`, `*.domain` or a host name (letters, digits, `-`, `.`).
+fn name_rule(host: &str) -> Option<Host> {
+    if host == "*" {
+        return Some(Host::Any);
+    }
+    let (wild, name) = match host.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, host),
+    };
+    let name = normal_name(name);
+    let valid = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    valid.then(|| {
+        if wild {
+            Host::Suffix(format!(".{name}"))
+        } else {
+            Host::Name(name)
+        }
+    })
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.host, self.port) {
+            (Host::Net(net), Some(p)) => write!(f, "[{net}]:{p}"),
+            (Host::Net(net), None) => write!(f, "{net}"),
+            (Host::Any, _) => f.write_str("*"),
+            (Host::Name(n), _) => f.write_str(n),
+            (Host::Suffix(s), _) => write!(f, "*{s}"),
+        }?;
+        match (&self.host, self.port) {
+            (Host::Net(_), _) | (_, None) => Ok(()),
+            (_, Some(p)) => write!(f, ":{p}"),
+        }
+    }
+}
+
+/// The host of `host:port` or `[v6]:port`.
+pub(super) fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+/// Resolves `host:port` (IP literals, `[v6]:port`, host names) and picks the
+/// first address `allow` permits (any, if `allow` is empty).
+pub(super) fn resolve(authority: &str, allow: &[Destination]) -> Result<SocketAddr, String> {
+    let addrs: Vec<SocketAddr> = match authority.parse::<SocketAddr>() {
+        Ok(a) => vec![a],
+        // Host names go through the system resolver, which may block briefly.
+        Err(_) => authority
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+            .collect(),
+    };
+    let name = host_of(authority);
+    let first = addrs
+        .first()
+        .copied()
+        .ok_or_else(|| format!("{authority} has no address"))?;
+    if allow.is_empty() {
+        return Ok(first);
+    }
+    addrs
+        .into_iter()
+        .find(|a| allow.iter().any(|d| d.allows(name, *a)))
+        .ok_or_else(|| "destination not allowed".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Destination {
+        s.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn entries_parse_in_every_documented_form() {
+        for (text, shown) in [
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("192.0.2.7", "192.0.2.7/32"),
+            ("192.0.2.7:9000", "[192.0.2.7/32]:9000"),
+            ("10.0.0.0/8:9000", "[10.0.0.0/8]:9000"),
+            ("2001:db8::/32", "2001:db8::/32"),
+            ("::1", "::1/128"),
+            ("[::1]:9000", "[::1/128]:9000"),
+            ("[2001:db8::/32]:443", "[2001:db8::/32]:443"),
+            ("DB.Example.org.", "db.example.org"),
+            ("db.example.org:9443", "db.example.org:9443"),
+            ("*.example.org", "*.example.org"),
+            ("*:9443", "*:9443"),
+            ("localhost", "localhost"),
+        ] {
+            assert_eq!(d(text).to_string(), shown, "{text}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "h:",
+            "h:99999",
+            "[::1",
+            "[::1]x",
+            "a b",
+            "a/b",
+            "*.",
+            "x..y",
+            "10.0.0.0/33",
+            "::1:80x",
+        ] {
+            assert!(bad.parse::<Destination>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn entries_match_address_name_and_port() {
+        let net = d("10.0.0.0/8:9000");
+        assert!(net.allows("10.1.2.3", a("10.1.2.3:9000")));
+        // A name that resolves into the network is the address it resolves to.
+        assert!(net.allows("db.internal", a("10.1.2.3:9000")));
+        assert!(!net.allows("10.1.2.3", a("10.1.2.3:9001")));
+        assert!(!net.allows("11.0.0.1", a("11.0.0.1:9000")));
+
+        let name = d("db.example.org");
+        assert!(name.allows("DB.example.org.", a("192.0.2.1:1")));
+        assert!(!name.allows("db.example.org.evil", a("192.0.2.1:1")));
+        // An IP literal is not the name, even where the name resolves.
+        assert!(!name.allows("192.0.2.1", a("192.0.2.1:1")));
+
+        let wild = d("*.example.org:443");
+        assert!(wild.allows("a.b.example.org", a("192.0.2.1:443")));
+        assert!(!wild.allows("example.org", a("192.0.2.1:443")));
+        assert!(!wild.allows("badexample.org", a("192.0.2.1:443")));
+        assert!(!wild.allows("a.example.org", a("192.0.2.1:80")));
+
+        let v6 = d("[::1]:9000");
+        assert!(v6.allows("::1", a("[::1]:9000")));
+        assert!(!v6.allows("::1", a("127.0.0.1:9000")));
+        assert!(d("*:9000").allows("anything", a("203.0.113.1:9000")));
+    }
+
+    #[test]
+    fn resolution_picks_an_allowed_address_or_refuses() {
+        assert_eq!(resolve("127.0.0.1:5", &[]).unwrap(), a("127.0.0.1:5"));
+        assert_eq!(resolve("[::1]:5", &[]).unwrap(), a("[::1]:5"));
+        let only = [d("127.0.0.2")];
+        assert_eq!(
+            resolve("127.0.0.1:5", &only).unwrap_err(),
+            "destination not allowed"
+        );
+        assert_eq!(resolve("127.0.0.2:5", &only).unwrap(), a("127.0.0.2:5"));
+        assert_eq!(host_of("[::1]:5"), "::1");
+        assert_eq!(host_of("h.example:5"), "h.example");
+    }
+}

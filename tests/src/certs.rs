@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, CrlDistributionPoint, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, CrlDistributionPoint, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// The names every server certificate is valid for (subject alternative names).
@@ -77,6 +77,30 @@ pub fn generate(dir: &Path, second_ca: bool) -> Pki {
         ca,
         server,
         second_ca,
+    }
+}
+
+/// A leaf's parameters: common name `cn`, and `sans` as subject alternative
+/// names (each an IP address or else a DNS name).
+fn named(cn: &str, sans: &[&str]) -> CertificateParams {
+    let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+    let mut params = CertificateParams::new(names).expect("leaf parameters");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params
+}
+
+/// `dns:NAME`, `ip:ADDR`, `email:ADDR` or `uri:URI` as rcgen's name.
+fn typed_san(san: &str) -> SanType {
+    let (kind, value) = san
+        .split_once(':')
+        .unwrap_or_else(|| panic!("{san:?}: no TYPE: prefix"));
+    let ia5 = || value.try_into().expect("an IA5 string");
+    match kind {
+        "dns" => SanType::DnsName(ia5()),
+        "email" => SanType::Rfc822Name(ia5()),
+        "uri" => SanType::URI(ia5()),
+        "ip" => SanType::IpAddress(value.parse().expect("an IP address")),
+        _ => panic!("{san:?}: unknown SAN type"),
     }
 }
 
@@ -134,34 +158,50 @@ impl Ca {
     /// A server certificate for `names` (the first is also the common name),
     /// with a fresh P-256 key: `dir/<file>.pem` and `dir/<file>.key`.
     pub fn server_for(&self, dir: &Path, file: &str, names: &[&str]) -> ServerPair {
-        self.leaf(
-            dir,
-            file,
-            names[0],
-            names,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )
+        let params = named(names[0], names);
+        self.pair(dir, file, params, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
     /// A client certificate (mutual TLS) with common name `cn` and subject
-    /// alternative names `sans`, with a fresh P-256 key.
+    /// alternative names `sans` (DNS names or IP addresses), with a fresh P-256 key.
     pub fn client(&self, dir: &Path, file: &str, cn: &str, sans: &[&str]) -> ServerPair {
-        self.leaf(dir, file, cn, sans, ExtendedKeyUsagePurpose::ClientAuth)
+        let params = named(cn, sans);
+        self.pair(dir, file, params, ExtendedKeyUsagePurpose::ClientAuth)
     }
 
-    fn leaf(
+    /// A client certificate whose subject has the common names `cns`, in order
+    /// (none, one, or several: no CA should sign that, a test needs it), and
+    /// the subject alternative names `sans`, each `dns:`, `ip:`, `email:` or
+    /// `uri:` and its value, as tlsd's `--allow-san` writes them.
+    pub fn client_named(&self, dir: &Path, file: &str, cns: &[&str], sans: &[&str]) -> ServerPair {
+        let sans = sans.iter().map(|s| typed_san(s)).collect();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans;
+        params.distinguished_name = DistinguishedName::new();
+        for (i, cn) in cns.iter().enumerate() {
+            // rcgen keeps one value per attribute type: a second common name
+            // goes in under the same OID (2.5.4.3) as a "custom" type.
+            let kind = match i {
+                0 => DnType::CommonName,
+                _ => DnType::CustomDnType(vec![2, 5, 4, 3]),
+            };
+            params.distinguished_name.push(kind, *cn);
+        }
+        self.pair(dir, file, params, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// Signs `params` for a fresh key: `dir/<file>.pem` and `dir/<file>.key`.
+    fn pair(
         &self,
         dir: &Path,
         file: &str,
-        cn: &str,
-        sans: &[&str],
+        params: CertificateParams,
         usage: ExtendedKeyUsagePurpose,
     ) -> ServerPair {
         let key = KeyPair::generate().expect("generating a key");
         let key_path = dir.join(format!("{file}.key"));
         write(&key_path, &key.serialize_pem());
-        let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let cert = self.sign(dir, file, cn, names, usage, &key);
+        let cert = self.sign(dir, file, params, usage, &key);
         ServerPair {
             cert,
             key: key_path,
@@ -169,28 +209,18 @@ impl Ca {
     }
 
     fn certify(&self, dir: &Path, name: &str, key: &KeyPair) -> PathBuf {
-        let names: Vec<String> = SERVER_NAMES.iter().map(|s| s.to_string()).collect();
-        self.sign(
-            dir,
-            name,
-            SERVER_NAMES[0],
-            names,
-            ExtendedKeyUsagePurpose::ServerAuth,
-            key,
-        )
+        let params = named(SERVER_NAMES[0], &SERVER_NAMES);
+        self.sign(dir, name, params, ExtendedKeyUsagePurpose::ServerAuth, key)
     }
 
     fn sign(
         &self,
         dir: &Path,
         name: &str,
-        cn: &str,
-        names: Vec<String>,
+        mut params: CertificateParams,
         usage: ExtendedKeyUsagePurpose,
         key: &KeyPair,
     ) -> PathBuf {
-        let mut params = CertificateParams::new(names).expect("leaf parameters");
-        params.distinguished_name.push(DnType::CommonName, cn);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];

@@ -318,7 +318,7 @@ if mode == "routed":
 s.sendall(frame(b"over tls"))
 peer_info("tls", recv_frame(s), address="198.51.100.9:50123", via=addr(s.getsockname()),
           tls__version="TLSv1_3", tls__server_name="localhost", tls__alpn="ipc",
-          tls__identity='CN=["alice"] SAN=["alice.example"]')
+          tls__identity='CN=["alice"] SAN=["dns:alice.example"]')
 check("echo", recv_frame(s), b"over tls")
 s.close()
 print("tls: ok")

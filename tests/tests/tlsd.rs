@@ -1432,7 +1432,7 @@ fn mutual_tls_checks_the_chain_and_the_allow_lists() {
     run.assert_success("alice");
     assert!(
         tlsd.log()
-            .contains(r#"TLS peer identity identity=CN=["alice"] SAN=["alice.example"]"#),
+            .contains(r#"TLS peer identity identity=CN=["alice"] SAN=["dns:alice.example"]"#),
         "{}",
         tlsd.log()
     );
@@ -1457,7 +1457,7 @@ fn mutual_tls_checks_the_chain_and_the_allow_lists() {
     let run = s_client_once(&w, "bob", tlsd.addr, &pki.ca.cert, &as_str(&with(&bob)));
     assert!(!run.stdout_bytes.starts_with(b"ok"), "{}", run.report());
     tlsd.proc.wait_for_stderr_line(
-        r#"peer identity refused: CN=[\"bob\"] SAN=[\"bob.example\"] is not on the allow list"#,
+        r#"peer identity refused: CN=[\"bob\"] SAN=[\"dns:bob.example\"] is not on the allow list"#,
         READY_TIMEOUT,
     );
     tlsd.assert_running("after the refusals");

@@ -11,6 +11,8 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
+use crate::identity::{Identity, San};
+
 /// What the server side is built from (kept to rebuild it on SIGHUP).
 #[derive(Debug, Clone)]
 pub struct ServerFiles {
@@ -119,10 +121,11 @@ fn resolver(files: &ServerFiles) -> Result<BySni> {
             )
         })?;
         let certified = Arc::new(certified);
-        let names = crate::identity::Identity::of(&certified.cert[0])
+        let names = Identity::of(&certified.cert[0])
             .map_err(anyhow::Error::msg)
             .with_context(|| format!("certificate {}", cert.display()))?;
-        for name in names.sans.iter().chain(&names.cns) {
+        let dns = names.sans.iter().filter_map(San::dns);
+        for name in dns.chain(names.cns.iter().flatten().map(String::as_str)) {
             by_name
                 .entry(name.to_ascii_lowercase())
                 .or_insert_with(|| certified.clone());

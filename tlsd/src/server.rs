@@ -10,7 +10,7 @@ use ipc::switch::{PeerCheck, Relay, Tls, Transport};
 use rustls::ServerConfig;
 
 use crate::certs::{self, ServerFiles};
-use crate::identity;
+use crate::identity::{self, AllowList, SanPattern};
 
 /// Inbound TLS flags (tlsd's, and websocketd's for wss).
 #[derive(Debug, Clone, clap::Args)]
@@ -48,13 +48,19 @@ pub struct TlsArgs {
     pub client_ca: Option<PathBuf>,
 
     /// With --client-ca: only clients whose certificate has this subject
-    /// alternative name (DNS, IP, e-mail or URI) may connect (repeatable).
-    #[arg(long, requires = "client_ca")]
-    pub allow_san: Vec<String>,
+    /// alternative name may connect (repeatable). A bare NAME is a DNS name
+    /// (compared without regard to case); other types are named:
+    /// `dns:NAME`, `ip:ADDR`, `email:LOCAL@DOMAIN` (the domain's case ignored),
+    /// `uri:URI` (exact). A name matches names of its own type only (`alice.example`
+    /// is not `email:alice.example`); no wildcards.
+    #[arg(long, requires = "client_ca", value_name = "[TYPE:]NAME")]
+    pub allow_san: Vec<SanPattern>,
 
-    /// With --client-ca: only clients whose certificate has this common name may
-    /// connect (repeatable; a match on --allow-san or --allow-cn is enough).
-    #[arg(long, requires = "client_ca")]
+    /// With --client-ca: only clients whose certificate's subject has this
+    /// common name may connect (repeatable; compared exactly, case included).
+    /// A subject with more than one common name matches none. A match on
+    /// --allow-san or --allow-cn is enough.
+    #[arg(long, requires = "client_ca", value_name = "NAME")]
     pub allow_cn: Vec<String>,
 }
 
@@ -109,10 +115,12 @@ impl TlsServer {
             tls13_only: args.tls_min_version == "1.3",
             client_ca: args.client_ca.clone(),
         };
-        let check = args
-            .client_ca
-            .is_some()
-            .then(|| identity::check(args.allow_san.clone(), args.allow_cn.clone()));
+        let check = args.client_ca.is_some().then(|| {
+            identity::check(AllowList {
+                sans: args.allow_san.clone(),
+                cns: args.allow_cn.clone(),
+            })
+        });
         let config = certs::server_config(&files)?;
         Ok(TlsServer {
             files: Arc::new(files),

@@ -1,0 +1,283 @@
+//! Black-box tests of tlsd's mutual TLS allow lists (`--allow-san`,
+//! `--allow-cn`): which client certificates, every one of them signed by the
+//! trusted CA, reach the service. A SAN's type is part of the name (a bare
+//! `--allow-san` is a DNS name), and a subject with two common names matches
+//! `--allow-cn` on neither.
+//!
+//!     cargo test -p libipc-tests --test mtls
+//!
+//! The clients are Python's `ssl` module with a client certificate. Each waits
+//! for its echo or for the end of the connection, so a refusal is observed,
+//! not inferred from a client that gave up. The service is the Rust pongd,
+//! which logs every connection it gets: a refused client must never reach it.
+//! Needs only `python3`; the certificates come from [`libipc_tests::certs`].
+
+use std::path::Path;
+use std::process::Command;
+
+use libipc_tests::certs::{self, Pki, ServerPair};
+use libipc_tests::{CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, Proc, READY_TIMEOUT, World, run_cmd};
+
+/// For each client (name, certificate, key in `argv[4:]`): connects over TLS
+/// 1.3 with its certificate, names the service (`argv[3]` is `routed`) and
+/// sends its name in a frame; prints `NAME: ok` when the echo comes back,
+/// `NAME: refused (...)` when the connection ends or fails before it.
+const PYTHON_MTLS: &str = r#"
+import ssl
+port, ca, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+args = sys.argv[4:]
+for name, cert, key in zip(args[0::3], args[1::3], args[2::3]):
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.load_cert_chain(cert, key)
+    want = (b"ok" if mode == "routed" else b"") + frame(name.encode())
+    got = b""
+    try:
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                            server_hostname="localhost")
+        s.sendall((b"pong\n" if mode == "routed" else b"") + frame(name.encode()))
+        while len(got) < len(want):
+            chunk = s.recv(len(want) - len(got))
+            if not chunk:
+                break
+            got += chunk
+        end = "closed"
+    except (ssl.SSLError, ConnectionError) as e:
+        end = type(e).__name__
+    if got == want:
+        print(f"{name}: ok")
+    elif got == b"":
+        print(f"{name}: refused ({end})")
+    else:
+        print(f"{name}: got {got!r}")
+"#;
+
+/// A client certificate of the test and whether the allow lists let it in.
+struct Client {
+    name: &'static str,
+    pair: ServerPair,
+    admitted: bool,
+}
+
+/// A test's world: its certificates and the service, pongd `pong`.
+struct Bench {
+    w: World,
+    pki: Pki,
+    pongd: Proc,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let w = World::new();
+        let pki = certs::generate(w.path(), false);
+        let mut pongd = w.rust_pongd("pong");
+        // The readiness probe's connection: logged once pongd got to it, which
+        // may be after the probe returned; counted from here on.
+        pongd.wait_for_stderr_line("client connected", READY_TIMEOUT);
+        Bench { w, pki, pongd }
+    }
+
+    /// tlsd with the CA's server pair, the CA as its `--client-ca`, and `args`.
+    fn tlsd(&self, label: &str, args: &[&str]) -> Daemon {
+        let common = mtls_args(&self.pki);
+        let common: Vec<&str> = common.iter().map(String::as_str).collect();
+        let args = [&common[..], &["--no-outbound"], args].concat();
+        Daemon::start(&self.w, "tlsd", label, &args)
+    }
+
+    /// A certificate from the CA with common names `cns` and typed `sans`.
+    fn client(&self, name: &'static str, cns: &[&str], sans: &[&str], admitted: bool) -> Client {
+        Client {
+            name,
+            pair: self.pki.ca.client_named(self.w.path(), name, cns, sans),
+            admitted,
+        }
+    }
+
+    /// How many connections the service was given (its readiness probe
+    /// included).
+    fn service_connections(&self) -> usize {
+        let log = self.pongd.output(None).stderr;
+        log.lines()
+            .filter(|l| l.contains("client connected"))
+            .count()
+    }
+
+    /// Runs `clients` against `tlsd` (`mode`: `routed` or `fixed`), one after
+    /// the other, and checks each got in or was refused as it should: the
+    /// Python client's verdict, tlsd's refusal lines, and the connections the
+    /// service saw. An admitted client has its echo, so the service has logged
+    /// its connection: with the refused clients first, a service connection
+    /// made for one of them would be logged by then too.
+    fn assert_admissions(&self, label: &str, tlsd: &mut Daemon, mode: &str, clients: &[Client]) {
+        let before = self.service_connections();
+        let refused_before = tlsd.log().matches("peer identity refused").count();
+        let script = self.w.path().join(format!("{label}.py"));
+        std::fs::write(&script, format!("{PYTHON_FRAMES}{PYTHON_MTLS}")).unwrap();
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script)
+            .arg(tlsd.addr.port().to_string())
+            .arg(&self.pki.ca.cert)
+            .arg(mode);
+        for c in clients {
+            cmd.arg(c.name).arg(&c.pair.cert).arg(&c.pair.key);
+        }
+        let run = run_cmd(cmd, self.w.path(), label, CHILD_TIMEOUT);
+        run.assert_success(label);
+        let lines: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(lines.len(), clients.len(), "{}", run.report());
+        for (c, line) in clients.iter().zip(&lines) {
+            let (want, verdict) = if c.admitted {
+                (format!("{}: ok", c.name), "admitted")
+            } else {
+                (format!("{}: refused (", c.name), "refused")
+            };
+            assert!(
+                line.starts_with(&want),
+                "{label}: {} should be {verdict}\n{}\ntlsd:\n{}",
+                c.name,
+                run.report(),
+                tlsd.log()
+            );
+        }
+        let refused = clients.iter().filter(|c| !c.admitted).count();
+        if refused > 0 {
+            tlsd.proc.wait_for_stderr_lines(
+                "peer identity refused",
+                refused_before + refused,
+                READY_TIMEOUT,
+            );
+        }
+        let admitted = clients.len() - refused;
+        assert_eq!(
+            self.service_connections() - before,
+            admitted,
+            "{label}: the service saw other connections than the {admitted} admitted clients'\n{}",
+            self.pongd.output(None).stderr
+        );
+        tlsd.assert_running(label);
+    }
+}
+
+/// `--cert`, `--key` (the server pair of `pki`) and `--client-ca` (its CA).
+fn mtls_args(pki: &Pki) -> Vec<String> {
+    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
+    let (server, ca) = (&pki.server, &pki.ca.cert);
+    [
+        "--cert",
+        &path(&server.cert),
+        "--key",
+        &path(&server.key),
+        "--client-ca",
+        &path(ca),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn tlsd_logged(tlsd: &Daemon, needle: &str) {
+    let log = tlsd.log();
+    assert!(log.contains(needle), "tlsd did not log {needle:?}\n{log}");
+}
+
+#[test]
+fn allow_san_matches_dns_names_and_allow_cn_a_single_common_name() {
+    let b = Bench::new();
+    let allow = ["--allow-cn", "alice", "--allow-san", "alice.example"];
+    let mut routed = b.tlsd("tlsd", &allow);
+    let clients = [
+        // The issue's three: other SAN types spelling the name, and the name
+        // as a second common name (either one).
+        b.client("san-email", &["mallory"], &["email:alice.example"], false),
+        b.client("san-uri", &["mallory"], &["uri:alice.example"], false),
+        b.client("two-cns", &["mallory", "alice"], &[], false),
+        b.client("two-cns-alice-first", &["alice", "mallory"], &[], false),
+        // Common names compare exactly; DNS names without regard to case.
+        b.client("cn-other-case", &["Alice"], &[], false),
+        b.client("san-dns", &["mallory"], &["dns:alice.example"], true),
+        b.client("san-dns-upper", &["mallory"], &["dns:ALICE.Example"], true),
+        b.client("cn", &["alice"], &[], true),
+    ];
+    b.assert_admissions("routed", &mut routed, "routed", &clients);
+    tlsd_logged(
+        &routed,
+        r#"CN=[\"mallory\", \"alice\"] SAN=[] is not on the allow list (its subject has 2 common names: --allow-cn matches none of them)"#,
+    );
+    tlsd_logged(
+        &routed,
+        r#"CN=[\"mallory\"] SAN=[\"email:alice.example\"] is not on the allow list"#,
+    );
+
+    // Fixed mode connects the service once the handshake is done: never for
+    // a client the allow lists refuse.
+    let mut fixed = b.tlsd("tlsd-fixed", &[&["--service", "pong"], &allow[..]].concat());
+    let [_, _, two_cns, _, _, _, _, cn] = clients;
+    b.assert_admissions("fixed", &mut fixed, "fixed", &[two_cns, cn]);
+}
+
+#[test]
+fn allow_san_with_a_type_matches_that_type_only() {
+    let b = Bench::new();
+    let mut tlsd = b.tlsd(
+        "tlsd",
+        &[
+            "--allow-san",
+            "email:alice@Example.ORG",
+            // OpenSSL's spelling of the type works too.
+            "--allow-san",
+            "URI:alice.example",
+            "--allow-san",
+            "ip:2001:db8::7",
+        ],
+    );
+    // Each with the common name "mallory" and one SAN.
+    let by = |name, san, admitted| b.client(name, &["mallory"], &[san], admitted);
+    let clients = [
+        // The same strings as other types, or near misses: refused.
+        by("email-local-case", "email:Alice@example.org", false),
+        by("email-as-dns", "dns:alice@example.org", false),
+        by("uri-as-dns", "dns:alice.example", false),
+        by("uri-as-email", "email:alice.example", false),
+        by("ip-as-dns", "dns:2001:db8::7", false),
+        by("ip-other", "ip:2001:db8::8", false),
+        by("email", "email:alice@example.org", true),
+        by("uri", "uri:alice.example", true),
+        by("ip", "ip:2001:db8:0:0:0:0:0:7", true),
+    ];
+    b.assert_admissions("typed", &mut tlsd, "routed", &clients);
+    tlsd_logged(
+        &tlsd,
+        r#"TLS peer identity identity=CN=["mallory"] SAN=["ip:2001:db8::7"]"#,
+    );
+}
+
+#[test]
+fn bad_allow_san_entries_stop_tlsd_at_startup_with_the_reason() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    let common = mtls_args(&pki);
+    let bad = [
+        (
+            "spiffe://example.org/alice",
+            r#"unknown name type "spiffe" (dns:, ip:, email: or uri:)"#,
+        ),
+        ("192.0.2.7", "is an IP address: write ip:192.0.2.7"),
+        ("ip:alice.example", "is not an IP address"),
+        ("email:alice.example", "not an e-mail address"),
+    ];
+    for (i, (entry, says)) in bad.into_iter().enumerate() {
+        let mut args: Vec<&str> = common.iter().map(String::as_str).collect();
+        args.extend(["--allow-san", entry]);
+        let cmd = Daemon::command(&w, "tlsd", &args);
+        let run = run_cmd(cmd, w.path(), &format!("bad-{i}"), CHILD_TIMEOUT);
+        assert!(
+            run.status.is_some_and(|s| !s.success()) && !run.stderr.contains("listening"),
+            "--allow-san {entry}: tlsd should have refused to start\n{}",
+            run.report()
+        );
+        assert!(
+            run.stderr.contains(says),
+            "--allow-san {entry}: no {says:?}\n{}",
+            run.report()
+        );
+    }
+}

@@ -4,8 +4,10 @@
 //! modules are compiled into this target from their source files as they are.
 //! Checks that a 101 answers only a GET upgrade with a 16-byte nonce (with its
 //! accept value), that every other answer is a complete refusal or file, that
-//! no static file from outside the static directory is ever served, and that
-//! searching a head read by read finds what one search of it finds.
+//! no static file from outside the static directory is ever served, that
+//! nothing is served to a request whose Host names another host (unless
+//! --allow-any-host), and that searching a head read by read finds what one
+//! search of it finds.
 #![no_main]
 
 #[allow(dead_code)]
@@ -14,13 +16,17 @@ mod files;
 #[allow(dead_code)]
 #[path = "../../websocketd/src/http.rs"]
 mod http;
+#[allow(dead_code)]
+#[path = "../../websocketd/src/site.rs"]
+mod site;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use http::{Decision, Origins, Policy, decide, head_end};
+use http::{Decision, Policy, decide, head_end};
 use libfuzzer_sys::fuzz_target;
 use libipc_fuzz::reads;
+use site::{Origins, Site, parse_public_host};
 
 const INSIDE: &[u8] = b"served from the static directory\n";
 const OUTSIDE: &[u8] = b"SECRET outside the static directory\n";
@@ -48,36 +54,75 @@ fn static_dir() -> &'static PathBuf {
     })
 }
 
+/// The daemon as `--listen 127.0.0.1:8080 --public-host h`, with options
+/// picked by `flags`.
 fn policy(flags: u8) -> Policy {
     Policy {
         fixed_service: (flags & 1 != 0).then(|| "echo".to_owned()),
-        origins: match (flags >> 1) % 3 {
-            0 => Origins::Same,
-            1 => Origins::List(vec!["https://a.example".into()]),
-            _ => Origins::Any,
+        site: Site {
+            listeners: vec![([127, 0, 0, 1], 8080).into()],
+            public: vec![parse_public_host("h").unwrap()],
+            any_host: flags & 32 != 0,
+            origins: match (flags >> 1) % 3 {
+                0 => Origins::Own,
+                1 => Origins::List(vec!["https://a.example".into()]),
+                _ => Origins::Any,
+            },
+            tls: flags & 16 != 0,
         },
         subprotocols: vec!["chat".into(), "json".into()],
         static_dir: (flags & 8 != 0).then(|| static_dir().clone()),
-        tls: flags & 16 != 0,
     }
 }
 
-/// The first Sec-WebSocket-Key header of `request` that is UTF-8 (the
-/// others are not headers to `decide`), trimmed.
-fn upgrade_key(request: &[u8]) -> Option<&str> {
+/// The request in `head`: after any empty lines, which HTTP lets a server skip.
+fn request(head: &[u8]) -> &[u8] {
+    let blank = head
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    &head[blank..]
+}
+
+/// The values of the headers of `request` named `name`.
+fn header_values<'a>(request: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
     request
         .split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .skip(1)
         .take_while(|l| !l.is_empty())
-        .filter_map(|l| {
+        .filter_map(move |l| {
             let colon = l.iter().position(|&b| b == b':')?;
-            let (name, value) = (&l[..colon], &l[colon + 1..]);
-            let value = std::str::from_utf8(value).ok()?;
-            name.eq_ignore_ascii_case(b"Sec-WebSocket-Key")
-                .then(|| value.trim())
+            l[..colon]
+                .eq_ignore_ascii_case(name)
+                .then(|| &l[colon + 1..])
         })
-        .next()
+}
+
+/// The first Sec-WebSocket-Key header of `request` that is UTF-8 (the
+/// others are not headers to `decide`), trimmed.
+fn upgrade_key(request: &[u8]) -> Option<&str> {
+    header_values(request, b"Sec-WebSocket-Key")
+        .find_map(|v| std::str::from_utf8(v).ok())
+        .map(str::trim)
+}
+
+/// The values of the Host headers of `head`.
+fn hosts(head: &[u8]) -> Vec<String> {
+    header_values(request(head), b"Host")
+        .map(|v| String::from_utf8_lossy(v).trim().to_owned())
+        .collect()
+}
+
+/// Whether `host` (a Host header's value) names the daemon of [`policy`]:
+/// an IP address, localhost or `h`, at any port.
+fn names_the_daemon(host: &str) -> bool {
+    if host.starts_with('[') {
+        return true;
+    }
+    let name = host.split(':').next().unwrap().trim_end_matches('.');
+    ["h", "localhost"].contains(&name.to_ascii_lowercase().as_str())
+        || (!name.is_empty() && name.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -89,18 +134,22 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let policy = policy(*flags);
-    match decide(head, &policy) {
+    let decision = decide(head, &policy);
+    let served = match &decision {
+        Decision::Upgrade { .. } => true,
+        Decision::Respond { response, .. } => response.starts_with(b"HTTP/1.1 200"),
+    };
+    if served && !policy.site.any_host {
+        let hosts = hosts(head);
+        assert!(hosts.len() == 1 && names_the_daemon(&hosts[0]), "{hosts:?}");
+    }
+    match decision {
         Decision::Upgrade {
             service,
             response,
             client,
         } => {
-            // The request (after any empty lines, which HTTP lets a server skip).
-            let blank = head
-                .iter()
-                .take_while(|b| matches!(b, b'\r' | b'\n'))
-                .count();
-            let request = &head[blank..];
+            let request = request(head);
             assert!(request.starts_with(b"GET /"));
             let path = client.path.split('?').next().unwrap();
             match &policy.fixed_service {

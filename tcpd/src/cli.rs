@@ -1,6 +1,6 @@
 //! Flags, logging, listeners and signals shared by the daemons.
 
-use std::net::{TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -225,7 +225,7 @@ fn describe(e: &anyhow::Error) -> String {
 pub struct Plan<'a> {
     /// The program's name, for logs.
     pub name: &'a str,
-    /// `--listen` values.
+    /// `--listen` values (for [`run`]; [`serve`] is given its listeners).
     pub listen: &'a [String],
     /// The common flags.
     pub common: &'a Common,
@@ -248,9 +248,63 @@ pub struct Plan<'a> {
     pub on_hup: Box<dyn Fn() + Send>,
 }
 
-/// Validates names, binds, starts the workers and the signal thread, and runs
-/// until drained. SIGTERM/SIGINT drain then return; a second one exits at once.
+/// The sockets a daemon serves: its clients' listeners, and the metrics one.
+#[derive(Debug)]
+pub struct Listeners {
+    clients: Vec<TcpListener>,
+    metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// The sockets systemd passed (socket activation), or else `listen` and
+    /// `--metrics` bound.
+    pub fn open(listen: &[String], common: &Common) -> Result<Self> {
+        let mut metrics = None;
+        let clients = match crate::systemd::listen_fds()? {
+            Some(fds) => {
+                let mut listeners = Vec::new();
+                for (name, l) in fds {
+                    if name == "metrics" {
+                        metrics = Some(l);
+                        continue;
+                    }
+                    tracing::info!(address = %l.local_addr()?, name, "listening (socket activation)");
+                    listeners.push(l);
+                }
+                if listeners.is_empty() {
+                    bail!("socket activation passed no listening TCP socket");
+                }
+                listeners
+            }
+            None => bind(listen)?,
+        };
+        if let (None, Some(addr)) = (&metrics, &common.metrics) {
+            let mut bound = bind(std::slice::from_ref(addr)).context("--metrics")?;
+            metrics = bound.pop();
+        }
+        Ok(Listeners { clients, metrics })
+    }
+
+    /// Where clients reach the daemon, as bound: with the port picked for
+    /// port 0, and the addresses of the sockets systemd passed.
+    pub fn addresses(&self) -> Result<Vec<SocketAddr>> {
+        self.clients
+            .iter()
+            .map(|l| l.local_addr().context("the address of a listener"))
+            .collect()
+    }
+}
+
+/// Opens the listeners ([`Listeners::open`]) and [`serve`]s them.
 pub fn run(plan: Plan<'_>) -> Result<()> {
+    let listeners = Listeners::open(plan.listen, plan.common)?;
+    serve(plan, listeners)
+}
+
+/// Validates names, starts the workers on `listeners` and the signal thread,
+/// and runs until drained. SIGTERM/SIGINT drain then return; a second one
+/// exits at once.
+pub fn serve(plan: Plan<'_>, listeners: Listeners) -> Result<()> {
     let c = plan.common;
     if let Some(s) = &c.service {
         ipc::service::validate_name(s.as_bytes()).context("--service")?;
@@ -274,30 +328,11 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
     // before any starts.
     let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
     signals.thread_block().context("blocking signals")?;
-    let mut metrics = None;
     raise_fd_limit(c.max_connections);
-    let listeners = match crate::systemd::listen_fds()? {
-        Some(fds) => {
-            let mut listeners = Vec::new();
-            for (name, l) in fds {
-                if name == "metrics" {
-                    metrics = Some(l);
-                    continue;
-                }
-                tracing::info!(address = %l.local_addr()?, name, "listening (socket activation)");
-                listeners.push(l);
-            }
-            if listeners.is_empty() {
-                bail!("socket activation passed no listening TCP socket");
-            }
-            listeners
-        }
-        None => bind(plan.listen)?,
-    };
-    if let (None, Some(addr)) = (&metrics, &c.metrics) {
-        let mut bound = bind(std::slice::from_ref(addr)).context("--metrics")?;
-        metrics = bound.pop();
-    }
+    let Listeners {
+        clients: listeners,
+        metrics,
+    } = listeners;
     let workers = c
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

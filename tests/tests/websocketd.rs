@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use libipc_tests::certs;
 use libipc_tests::{
-    CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, Proc, READY_TIMEOUT, Run, World, run_cmd, spawn, venv_bin,
+    CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, Proc, READY_TIMEOUT, Run, World, assert_pongd_done,
+    run_cmd, spawn, venv_bin,
 };
 use nix::sys::signal::Signal;
 
@@ -579,6 +580,113 @@ fn origins_same_listed_and_any_refused_with_403_and_logged() {
             r#"origin "http://evil.example" not allowed"#,
         ],
     );
+}
+
+/// What the DNS rebinding clients share. Each request is dialled to 127.0.0.1
+/// whatever host its URL names (`sock=`), as by a browser whose DNS answered
+/// that name with 127.0.0.1; the `websockets` client then sends that name as
+/// Host, and the page's Origin.
+const PYTHON_DIAL: &str = r#"
+def dial(p=port):
+    return socket.create_connection(("127.0.0.1", p), timeout=10)
+
+def served(host, what, p=port, **kw):
+    c = ws("/echo", port=p, host=host, sock=dial(p), **kw)
+    echo(c, what, what)
+    c.close()
+"#;
+
+/// The default websocketd, with a static directory: a rebinding page gets 421,
+/// for a WebSocket or a file; the daemon's own names and origins work.
+const PYTHON_REBINDING: &str = r#"
+import http.client
+
+# The attack: a page of evil.example, whose name now resolves to 127.0.0.1.
+r = refused("/echo", 421, "rebinding", host="evil.example", sock=dial(),
+            origin=f"http://evil.example:{port}")
+print(f"rebinding: {r.status_code} {r.body.decode().strip()}")
+refused("/echo", 421, "unknown Host, no Origin", host="evil.example", sock=dial())
+refused("/echo", 421, "a name not given with --public-host", host="ws.test", sock=dial(),
+        origin=f"http://ws.test:{port}")
+# The daemon's own names, and its own origins.
+served("127.0.0.1", "by address", origin=f"http://127.0.0.1:{port}")
+served("localhost", "by localhost", origin=f"http://localhost:{port}")
+served("127.0.0.1", "page from localhost", origin=f"http://localhost:{port}")
+served("127.0.0.1", "no Origin: not a browser")
+served("localhost", "no Origin, localhost")
+refused("/echo", 403, "own Host, other origin", sock=dial(), origin=f"http://evil.example:{port}")
+
+# Static files: the same Host check.
+def get(host):
+    h = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    h.request("GET", "/", headers={"Host": host})
+    r = h.getresponse()
+    body = r.read()
+    h.close()
+    return r.status, body
+expect("static file, rebinding: status", get(f"evil.example:{port}")[0], 421)
+expect("static file, own host", get(f"127.0.0.1:{port}"), (200, b"<h1>home</h1>\n"))
+print("ok")
+"#;
+
+/// A C pongd serving `echo` that counts its clients (`clients` of them, plus
+/// its readiness probe), and a websocketd in front of it with `args`.
+fn counted_echo(w: &World, clients: usize, args: &[&str]) -> (Proc, Daemon) {
+    let pongd = w.compile("pongd");
+    let pongd = w.c_pongd(&pongd, "echo", clients);
+    (pongd, websocketd(w, "websocketd", args))
+}
+
+#[test]
+fn dns_rebinding_is_refused_421_before_the_service_is_connected() {
+    let w = World::new();
+    let www = w.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "<h1>home</h1>\n").unwrap();
+    let (pongd, mut ws) = counted_echo(&w, 5, &["--static-dir", www.to_str().unwrap()]);
+    let body = format!("{PYTHON_DIAL}{PYTHON_REBINDING}");
+    let run = run_python(&w, "rebinding", &body, &ws, &[]);
+    assert!(
+        run.stdout
+            .contains(r#"rebinding: 421 421 Misdirected Request: host "evil.example:"#),
+        "{}",
+        run.report()
+    );
+    wait_for_log(
+        &mut ws,
+        &["HTTP request refused", "status=421", "evil.example"],
+    );
+    // The refused clients never reached the service: 5 did, as the daemon
+    // and the service count them.
+    assert_eq!(ws.connected(None), 5, "{}", ws.log());
+    drop(ws);
+    assert_pongd_done(pongd, 5);
+}
+
+/// `--public-host ws.test`: that name and its origins work, http or https
+/// (behind a TLS terminator); other names and origins do not.
+const PYTHON_PUBLIC_HOST: &str = r#"
+served("ws.test", "public host", origin=f"http://ws.test:{port}")
+served("WS.test.", "public host, as written otherwise")
+served("127.0.0.1", "page behind a TLS terminator", origin="https://ws.test")
+refused("/echo", 403, "public host, other origin", host="ws.test", sock=dial(),
+        origin=f"http://evil.example:{port}")
+refused("/echo", 403, "public host, other port", host="ws.test", sock=dial(),
+        origin=f"http://ws.test:{port + 1}")
+refused("/echo", 421, "rebinding", host="evil.example", sock=dial(),
+        origin=f"http://evil.example:{port}")
+print("ok")
+"#;
+
+#[test]
+fn public_host_names_the_daemon_and_its_origins() {
+    let w = World::new();
+    let (pongd, ws) = counted_echo(&w, 3, &["--public-host", "ws.test"]);
+    let body = format!("{PYTHON_DIAL}{PYTHON_PUBLIC_HOST}");
+    run_python(&w, "public-host", &body, &ws, &[]);
+    assert_eq!(ws.connected(None), 3, "{}", ws.log());
+    drop(ws);
+    assert_pongd_done(pongd, 3);
 }
 
 /// Paths that name no service (or an invalid name) are answered 404.

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::files;
+use crate::site::Site;
 use ipc::switch::WebSocketInfo;
 
 /// Largest request head accepted (request line and headers).
@@ -12,30 +13,17 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// Most headers accepted in a request.
 const MAX_HEADERS: usize = 64;
 
-/// Which browser origins may open WebSockets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origins {
-    /// Only pages served from this host and port (the Host header), with the
-    /// scheme that goes with the listener (http for ws, https for wss).
-    Same,
-    /// Exactly these origins (`scheme://host[:port]`, compared without case).
-    List(Vec<String>),
-    /// Any origin (--allow-any-origin).
-    Any,
-}
-
 /// How requests are answered: the policy part of the daemon's flags.
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// Every WebSocket goes to this service, whatever its path.
     pub fixed_service: Option<String>,
-    pub origins: Origins,
+    /// Which hosts and origins are the daemon's own.
+    pub site: Site,
     /// Subprotocols offered, in preference order.
     pub subprotocols: Vec<String>,
     /// Files served for plain GET requests (canonical path).
     pub static_dir: Option<PathBuf>,
-    /// The listener speaks TLS (wss, https origins).
-    pub tls: bool,
 }
 
 /// What to do with a request.
@@ -111,6 +99,7 @@ fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        421 => "Misdirected Request",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -170,6 +159,16 @@ pub fn decide(head: &[u8], policy: &Policy) -> Decision {
     }
     let headers: &[httparse::Header<'_>] = req.headers;
     let get = |name: &'static str| values(headers, name);
+    // Before anything is served, static files included: under a DNS
+    // rebinding, a page could read them too.
+    let hosts = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Host"))
+        .map(|h| std::str::from_utf8(h.value).unwrap_or("\u{fffd}"));
+    let host = match policy.site.check_host(hosts) {
+        Ok(host) => host,
+        Err(r) => return refuse(r.status, &r.why, &line, &[]),
+    };
     let has_token = |name: &'static str, token: &str| {
         get(name).any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
@@ -225,8 +224,8 @@ pub fn decide(head: &[u8], policy: &Policy) -> Decision {
         return refuse(400, "bad Sec-WebSocket-Key", &line, &[]);
     }
     let origin = get("Origin").next();
-    if let Err(why) = check_origin(origin, get("Host").next(), policy) {
-        return refuse(403, &why, &line, &[]);
+    if let Err(r) = policy.site.check_origin(origin, &host) {
+        return refuse(r.status, &r.why, &line, &[]);
     }
     let service = match &policy.fixed_service {
         Some(s) => s.clone(),
@@ -282,36 +281,6 @@ fn values<'h>(
         .filter_map(|h| std::str::from_utf8(h.value).ok())
 }
 
-/// Applies the origin policy to a request's Origin and Host headers. A request
-/// without Origin does not come from a browser page: the policy does not apply.
-fn check_origin(origin: Option<&str>, host: Option<&str>, policy: &Policy) -> Result<(), String> {
-    let Some(origin) = origin.map(str::trim) else {
-        return Ok(());
-    };
-    let allowed = match &policy.origins {
-        Origins::Any => true,
-        Origins::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
-        Origins::Same => {
-            let scheme = if policy.tls { "https" } else { "http" };
-            let port = if policy.tls { ":443" } else { ":80" };
-            let same_host = |a: &str, b: &str| {
-                a.strip_suffix(port)
-                    .unwrap_or(a)
-                    .eq_ignore_ascii_case(b.strip_suffix(port).unwrap_or(b))
-            };
-            match (origin.split_once("://"), host) {
-                (Some((s, o)), Some(h)) => s.eq_ignore_ascii_case(scheme) && same_host(o, h.trim()),
-                _ => false,
-            }
-        }
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(format!("origin {origin:?} not allowed"))
-    }
-}
-
 /// Normalises an --origin value (`scheme://host[:port]`, no path).
 pub fn parse_origin(s: &str) -> Result<String, String> {
     let o = s.trim().trim_end_matches('/');
@@ -335,14 +304,25 @@ pub fn parse_origin(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::site::{Origins, parse_public_host};
+
+    /// websocketd --listen 127.0.0.1:8080, with `origins`.
+    pub(crate) fn site(origins: Origins) -> Site {
+        Site {
+            listeners: vec!["127.0.0.1:8080".parse().unwrap()],
+            public: vec![],
+            any_host: false,
+            origins,
+            tls: false,
+        }
+    }
 
     fn policy() -> Policy {
         Policy {
             fixed_service: None,
-            origins: Origins::Same,
+            site: site(Origins::Own),
             subprotocols: vec!["chat.v2".into(), "chat".into()],
             static_dir: None,
-            tls: false,
         }
     }
 
@@ -425,7 +405,7 @@ mod tests {
             }
         }
         let list = Policy {
-            origins: Origins::List(vec!["https://app.example".into()]),
+            site: site(Origins::List(vec!["https://app.example".into()])),
             ..policy()
         };
         let d = decide(&upgrade("/s", "Origin: https://app.example\r\n"), &list);
@@ -433,7 +413,7 @@ mod tests {
         let d = decide(&upgrade("/s", "Origin: http://127.0.0.1:8080\r\n"), &list);
         assert_eq!(status(&d), "HTTP/1.1 403");
         let any = Policy {
-            origins: Origins::Any,
+            site: site(Origins::Any),
             ..policy()
         };
         let d = decide(&upgrade("/s", "Origin: https://anything.example\r\n"), &any);
@@ -443,10 +423,13 @@ mod tests {
             decide(&upgrade("/s", ""), &list),
             Decision::Upgrade { .. }
         ));
-        // Default ports are the same origin as no port.
+        // Default ports are the same origin as no port (for a host that is
+        // the daemon's own).
+        let mut public = same.clone();
+        public.site.public = vec![parse_public_host("example.org").unwrap()];
         let d = decide(
             b"GET /s HTTP/1.1\r\nHost: example.org\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://example.org:80\r\n\r\n",
-            &same,
+            &public,
         );
         assert!(matches!(d, Decision::Upgrade { .. }), "{d:?}");
     }
@@ -455,13 +438,13 @@ mod tests {
     fn bad_upgrades_are_refused_with_the_right_status() {
         let p = policy();
         let cases: [(&[u8], &str); 7] = [
-            (b"GET /s HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
-            (b"GET /s HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", "426"),
-            (b"POST /s HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", "405"),
+            (b"GET /s HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
+            (b"GET /s HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", "426"),
+            (b"POST /s HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", "405"),
             (b"GET /s HTTP/1.0\r\nUpgrade: websocket\r\n\r\n", "505"),
-            (b"GET / HTTP/1.1\r\n\r\n", "426"),
+            (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n", "426"),
             (b"GET\x01 / HTTP/1.1\r\n\r\n", "400"),
-            (b"GET http://x/ HTTP/1.1\r\n\r\n", "400"),
+            (b"GET http://x/ HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n", "400"),
         ];
         for (req, code) in cases {
             let d = decide(req, &p);
@@ -475,6 +458,32 @@ mod tests {
         assert_eq!(status(&decide(&upgrade("/", ""), &p)), "HTTP/1.1 404");
         let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
         assert_eq!(status(&decide(&upgrade("/s", &many), &p)), "HTTP/1.1 431");
+    }
+
+    #[test]
+    fn a_host_that_is_not_the_daemons_gets_421_for_upgrades_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "home").unwrap();
+        let p = Policy {
+            static_dir: Some(dir.path().canonicalize().unwrap()),
+            ..policy()
+        };
+        let rebinding = b"GET /s HTTP/1.1\r\nHost: evil.example:8080\r\nOrigin: http://evil.example:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        assert_eq!(status(&decide(rebinding, &p)), "HTTP/1.1 421");
+        let file = |host: &str| {
+            decide(
+                format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+                &p,
+            )
+        };
+        assert_eq!(status(&file("evil.example:8080")), "HTTP/1.1 421");
+        assert_eq!(status(&file("127.0.0.1:8080")), "HTTP/1.1 200");
+        assert_eq!(
+            status(&decide(b"GET / HTTP/1.1\r\n\r\n", &p)),
+            "HTTP/1.1 400"
+        );
+        let two = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nHost: evil.example\r\n\r\n";
+        assert_eq!(status(&decide(two, &p)), "HTTP/1.1 400");
     }
 
     #[test]
@@ -517,10 +526,9 @@ mod props {
     fn policy(static_dir: Option<PathBuf>) -> Policy {
         Policy {
             fixed_service: None,
-            origins: Origins::Same,
+            site: super::tests::site(crate::site::Origins::Own),
             subprotocols: vec!["chat".into()],
             static_dir,
-            tls: false,
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod files;
 mod http;
+mod site;
 mod ws;
 
 use std::path::PathBuf;
@@ -15,10 +16,11 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use ipc::switch::Transport;
-use tcpd::cli::{self, Common, Plan};
+use tcpd::cli::{self, Common, Listeners, Plan};
 use tlsd::server::{TlsArgs, TlsServer};
 
-use crate::http::{Origins, Policy};
+use crate::http::Policy;
+use crate::site::{Origins, PublicHost, Site};
 use crate::ws::{MessageType, Settings, WebSocket};
 
 /// Puts local LibIPC services on WebSocket, for browsers and any WebSocket client.
@@ -54,14 +56,40 @@ struct Args {
     #[arg(long, value_enum, default_value_t = MessageType::Mirror)]
     message_type: MessageType,
 
-    /// Browser origin allowed to connect (repeatable; `https://app.example.org`).
-    /// Without it, only pages from this daemon's own host and port may connect.
-    /// Clients that send no Origin (not browsers) are not affected.
+    /// A name clients reach this daemon by, NAME or NAME:PORT (repeatable;
+    /// e.g. example.org behind a reverse proxy). Every request must name the
+    /// daemon in its Host header: an IP address or localhost (at any port), or
+    /// a public host (at its PORT if given, else at any); others are refused
+    /// with 421, which defeats DNS rebinding (static files included).
+    #[arg(
+        long = "public-host",
+        env = "PUBLIC_HOST",
+        value_delimiter = ',',
+        value_name = "NAME[:PORT]",
+        value_parser = site::parse_public_host
+    )]
+    public_hosts: Vec<PublicHost>,
+
+    /// Accept requests whatever host their Host header names (for clients that
+    /// reach the daemon by names not given with --public-host). Browser pages
+    /// still need an allowed origin.
+    #[arg(long)]
+    allow_any_host: bool,
+
+    /// Browser origin allowed to connect (repeatable; `https://app.example.org`),
+    /// instead of this daemon's own. By default a page may connect from: the
+    /// host and port of the request (when that host is the daemon's: an IP
+    /// address, localhost or a --public-host), localhost or a listen address
+    /// (127.0.0.1 or ::1 for a wildcard one) at a listen port, or a public
+    /// host at its port (default: the scheme's); with the listener's scheme,
+    /// http for ws and https for wss (a public host may be https on a plain
+    /// listener, behind a TLS terminator). Clients that send no Origin (not
+    /// browsers) are not affected. Refusals get 403.
     #[arg(long, value_parser = http::parse_origin, conflicts_with = "allow_any_origin")]
     origin: Vec<String>,
 
     /// Let pages from any origin connect (cross-site WebSocket hijacking is then
-    /// the services' problem).
+    /// the services' problem). The Host check still applies.
     #[arg(long)]
     allow_any_origin: bool,
 
@@ -121,10 +149,12 @@ fn run(args: &Args) -> Result<()> {
     let origins = if args.allow_any_origin {
         Origins::Any
     } else if args.origin.is_empty() {
-        Origins::Same
+        Origins::Own
     } else {
         Origins::List(args.origin.clone())
     };
+    // Bound first: the policy knows the daemon by its actual addresses.
+    let listeners = Listeners::open(&args.listen, &args.common)?;
     let ping = (!args.ping_interval.is_zero()).then_some(args.ping_interval);
     let idle = args.common.idle_timeout;
     let max_unanswered_pings = match ping {
@@ -134,10 +164,15 @@ fn run(args: &Args) -> Result<()> {
     let settings = Arc::new(Settings {
         policy: Policy {
             fixed_service: args.common.service.clone(),
-            origins,
+            site: Site {
+                listeners: listeners.addresses()?,
+                public: args.public_hosts.clone(),
+                any_host: args.allow_any_host,
+                origins,
+                tls: tls.is_some(),
+            },
             subprotocols: args.subprotocols.clone(),
             static_dir,
-            tls: tls.is_some(),
         },
         message_type: args.message_type,
         max_message_size: args.common.max_message_size,
@@ -157,20 +192,23 @@ fn run(args: &Args) -> Result<()> {
             }
         })
     };
-    cli::run(Plan {
-        name: "websocketd",
-        listen: &args.listen,
-        common: &args.common,
-        service_name: "ws",
-        scheme: "ws",
-        inbound,
-        outbound: None,
-        transport_handshake_timeout: Some(transport_timeout),
-        fixed_in_transport: true,
-        keepalive: ping,
-        on_hup: Box::new(move || match &tls {
-            Some(server) => server.reload(),
-            None => tracing::info!("SIGHUP: nothing to reload (no TLS)"),
-        }),
-    })
+    cli::serve(
+        Plan {
+            name: "websocketd",
+            listen: &args.listen,
+            common: &args.common,
+            service_name: "ws",
+            scheme: "ws",
+            inbound,
+            outbound: None,
+            transport_handshake_timeout: Some(transport_timeout),
+            fixed_in_transport: true,
+            keepalive: ping,
+            on_hup: Box::new(move || match &tls {
+                Some(server) => server.reload(),
+                None => tracing::info!("SIGHUP: nothing to reload (no TLS)"),
+            }),
+        },
+        listeners,
+    )
 }

@@ -55,6 +55,9 @@ pub struct Relay<'a> {
     /// peer, what it made us answer (pongs, TLS alerts), which the context
     /// holds to the same backpressure as data.
     pub(crate) answered: usize,
+    /// Bytes for the network peer waiting in the layers below this one (the
+    /// records of a TLS transport around this one).
+    pub(crate) backlog_below: usize,
 }
 
 impl<'a> Relay<'a> {
@@ -70,6 +73,7 @@ impl<'a> Relay<'a> {
             finished: None,
             ended: false,
             answered: 0,
+            backlog_below: 0,
         }
     }
 
@@ -146,9 +150,10 @@ impl<'a> Relay<'a> {
         self.to_service.len()
     }
 
-    /// Bytes already waiting for the network peer.
+    /// Bytes already waiting for the network peer (not yet taken by its
+    /// socket), in this layer and those below it.
     pub fn network_backlog(&self) -> usize {
-        self.to_network.len()
+        self.to_network.len() + self.backlog_below
     }
 }
 

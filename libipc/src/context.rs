@@ -914,11 +914,15 @@ impl Context {
         match &mut c.role {
             Role::Switched(s) => {
                 let (peer, after) = (s.peer, s.after_flush);
+                let answers_read = below_low && std::mem::take(&mut s.answers_unread);
                 if flushed.bytes > 0 {
                     self.pending.push_back(Event::SwitchTx { id });
                 }
                 if flushed.drained && after != AfterFlush::Nothing {
                     return self.after_flush(id, after);
+                }
+                if answers_read {
+                    self.resume(id);
                 }
                 if below_low {
                     self.resume(peer);
@@ -943,16 +947,28 @@ impl Context {
     }
 
     fn resume(&mut self, id: ConnId) {
-        if let Some(c) = self.conns.get_mut(id)
-            && c.paused
-            && !c.dead
-            // A side that is ending reads nothing more; one held for its
-            // goodbye not yet.
-            && !matches!(&c.role, Role::Switched(s) if s.after_flush == AfterFlush::Close || s.held)
-        {
-            c.paused = false;
-            self.mark_ready(id);
+        let Some(c) = self.conns.get(id) else {
+            return;
+        };
+        if !c.paused || c.dead {
+            return;
         }
+        if let Role::Switched(s) = &c.role {
+            // A side that is ending reads nothing more; one held for its
+            // goodbye not yet; nor one whose answers its peer has not read,
+            // or that feeds a full queue.
+            let feeds_full = self
+                .conns
+                .get(s.peer)
+                .is_some_and(|p| p.out.len() >= self.config.pause_at());
+            if s.after_flush == AfterFlush::Close || s.held || s.answers_unread || feeds_full {
+                return;
+            }
+        }
+        if let Some(c) = self.conns.get_mut(id) {
+            c.paused = false;
+        }
+        self.mark_ready(id);
     }
 
     /// Reports externals still readable (level-triggered behaviour, as poll(2) gave

@@ -51,6 +51,13 @@ pub struct Relay<'a> {
     /// The network peer ended its side within the transport's protocol
     /// ([`Relay::network_ended`]).
     pub(crate) ended: bool,
+    /// Bytes given for the network peer in this call: while reading that
+    /// peer, what it made us answer (pongs, TLS alerts), which the context
+    /// holds to the same backpressure as data.
+    pub(crate) answered: usize,
+    /// Bytes for the network peer waiting in the layers below this one (the
+    /// records of a TLS transport around this one).
+    pub(crate) backlog_below: usize,
 }
 
 impl<'a> Relay<'a> {
@@ -65,6 +72,8 @@ impl<'a> Relay<'a> {
             traffic: None,
             finished: None,
             ended: false,
+            answered: 0,
+            backlog_below: 0,
         }
     }
 
@@ -115,6 +124,7 @@ impl<'a> Relay<'a> {
 
     /// Sends bytes to the network peer.
     pub fn to_network(&mut self, bytes: &[u8]) {
+        self.answered += bytes.len();
         Self::send(self.to_network, self.network_fd, &mut self.failed, bytes);
     }
 
@@ -140,9 +150,10 @@ impl<'a> Relay<'a> {
         self.to_service.len()
     }
 
-    /// Bytes already waiting for the network peer.
+    /// Bytes already waiting for the network peer (not yet taken by its
+    /// socket), in this layer and those below it.
     pub fn network_backlog(&self) -> usize {
-        self.to_network.len()
+        self.to_network.len() + self.backlog_below
     }
 }
 
@@ -155,7 +166,10 @@ pub trait Transport: Send + fmt::Debug {
     /// A short name for logs ("frames", "tls", "ws").
     fn name(&self) -> &'static str;
 
-    /// Bytes arrived from the network.
+    /// Bytes arrived from the network. What this sends back to the network
+    /// peer (an answer: a pong, a TLS alert) is held to backpressure: once
+    /// half the high-water mark waits for that peer, it is not read until
+    /// it has read down to the low-water mark.
     fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()>;
 
     /// Bytes (LibIPC frames, possibly cut anywhere) arrived from the service.

@@ -156,10 +156,12 @@ impl WebSocket {
         }
         let mut to_client = Vec::new();
         let mut to_service = Vec::new();
-        let mut pipe = Pipe {
-            input: data,
-            output: &mut to_client,
-        };
+        let mut pipe = Pipe::new(data, &mut to_client);
+        if relay.network_backlog() > 0 {
+            // The client has not read what we already sent: answer only its
+            // latest ping (RFC 6455, 5.5.3), not each of a flood.
+            pipe.latest_pong = Some(Vec::new());
+        }
         let mut end = None;
         let mut after_our_close = 0;
         loop {
@@ -210,6 +212,7 @@ impl WebSocket {
         }
         // The reply to a close, queued pongs.
         let _ = ws.flush(&mut pipe);
+        pipe.release_pong();
         relay.frames_to_service(&to_service);
         relay.to_network(&to_client);
         if let Some(reason) = end {
@@ -231,10 +234,7 @@ impl WebSocket {
             return false;
         }
         let mut out = Vec::new();
-        let mut pipe = Pipe {
-            input: &[],
-            output: &mut out,
-        };
+        let mut pipe = Pipe::new(&[], &mut out);
         let ok = f(ws, &mut pipe).is_ok();
         relay.to_network(&out);
         ok
@@ -294,13 +294,7 @@ impl Transport for WebSocket {
             std::mem::replace(&mut self.state, State::Done)
         {
             relay.to_network(&response);
-            let config = WebSocketConfig::default()
-                // Read in small steps (the input is already in memory); an idle
-                // connection then holds 4 KiB here, not 128.
-                .read_buffer_size(4096)
-                .write_buffer_size(0)
-                .max_message_size(Some(self.settings.max_message_size))
-                .max_frame_size(Some(self.settings.max_message_size));
+            let config = server_config(self.settings.max_message_size);
             self.state = State::Open {
                 ws: Box::new(WebSocketContext::new(Role::Server, Some(config))),
                 early,
@@ -370,6 +364,18 @@ impl Transport for WebSocket {
     }
 }
 
+/// tungstenite's settings for a client of websocketd.
+fn server_config(max_message_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        // Read in small steps (the input is already in memory); an idle
+        // connection then holds 4 KiB here, not 128.
+        .read_buffer_size(4096)
+        // Each frame in one write to the `Pipe` (which can hold pongs back).
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+}
+
 /// The frame type for a payload to the client (true: text), given the client's
 /// last message type.
 fn text_for(kind: MessageType, last_text: Option<bool>, payload: &[u8]) -> bool {
@@ -428,6 +434,33 @@ fn push_ws_frame(out: &mut Vec<u8>, text: bool, payload: &[u8]) {
 struct Pipe<'a> {
     input: &'a [u8],
     output: &'a mut Vec<u8>,
+    /// When set, pongs are held here, each replacing the one before, until
+    /// [`Pipe::release_pong`] or another frame: tungstenite answers every
+    /// ping it reads, and writes each frame in one write (no write buffer).
+    latest_pong: Option<Vec<u8>>,
+}
+
+impl<'a> Pipe<'a> {
+    fn new(input: &'a [u8], output: &'a mut Vec<u8>) -> Self {
+        Pipe {
+            input,
+            output,
+            latest_pong: None,
+        }
+    }
+
+    /// Writes the pong held back, if any.
+    fn release_pong(&mut self) {
+        if let Some(pong) = &mut self.latest_pong {
+            self.output.append(pong);
+        }
+    }
+}
+
+/// Whether `bytes` is exactly one pong frame as a server sends it (unmasked,
+/// a payload of at most 125 bytes).
+fn is_pong(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x8A, len, ..] if *len <= 125 && bytes.len() == 2 + *len as usize)
 }
 
 impl Read for Pipe<'_> {
@@ -442,7 +475,16 @@ impl Read for Pipe<'_> {
 
 impl Write for Pipe<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.output.extend_from_slice(buf);
+        match &mut self.latest_pong {
+            Some(held) if is_pong(buf) => {
+                held.clear();
+                held.extend_from_slice(buf);
+            }
+            _ => {
+                self.release_pong();
+                self.output.extend_from_slice(buf);
+            }
+        }
         Ok(buf.len())
     }
 
@@ -472,5 +514,45 @@ mod tests {
         let mut out = Vec::new();
         push_ws_frame(&mut out, true, b"hi");
         assert_eq!(out, b"\x81\x02hi");
+    }
+
+    /// A masked client frame with a payload of at most 125 bytes.
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        f
+    }
+
+    /// What websocketd's reading of `input` sends back, for a client that
+    /// has read everything sent to it so far or not (`behind`).
+    fn answers(input: &[u8], behind: bool) -> Vec<u8> {
+        let mut ws = WebSocketContext::new(Role::Server, Some(server_config(1 << 20)));
+        let mut out = Vec::new();
+        let mut pipe = Pipe::new(input, &mut out);
+        if behind {
+            pipe.latest_pong = Some(Vec::new());
+        }
+        while ws.read(&mut pipe).is_ok() {}
+        let _ = ws.flush(&mut pipe);
+        pipe.release_pong();
+        out
+    }
+
+    #[test]
+    fn a_client_behind_gets_a_pong_for_its_latest_ping_only() {
+        let pong = |i: u8| [&[0x8A, 125][..], &[i; 125]].concat();
+        let pings: Vec<u8> = (0..100)
+            .flat_map(|i| client_frame(0x9, &[i; 125]))
+            .collect();
+        assert_eq!(answers(&pings, true), pong(99));
+        // A client that keeps up gets a pong for each (Autobahn 2.10).
+        let each: Vec<u8> = (0..100).flat_map(pong).collect();
+        assert_eq!(answers(&pings, false), each);
+        // The pong goes before the close reply, never after.
+        let close = client_frame(0x8, &1000u16.to_be_bytes());
+        let out = answers(&[pings, close].concat(), true);
+        assert_eq!(out, [pong(99), vec![0x88, 2, 0x03, 0xE8]].concat());
     }
 }

@@ -91,6 +91,10 @@ pub(super) struct Switched {
     /// Network side held for a goodbye (`Context::hold_for_goodbye`): not
     /// read, whatever the backpressure says, until the goodbye is sent.
     pub(super) held: bool,
+    /// Network side not read because what reading it made the transport
+    /// answer (pongs, TLS alerts) waits unread by the peer: read again once
+    /// the peer has read that (below the low-water mark).
+    pub(super) answers_unread: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -99,6 +99,7 @@ impl Context {
                 span: tracing::Span::none(),
                 hooks: None,
                 held: false,
+                answers_unread: false,
             }));
             // Data may already wait in the socket: its edge may be consumed.
             c.readable = true;
@@ -321,6 +322,7 @@ impl Context {
         // Written straight to a socket unless the application's hooks write it.
         let me_fd = ms.hooks.is_none().then(|| me.io.fd());
         let other_fd = os.hooks.is_none().then(|| other.io.fd());
+        let mut answered = 0;
         let (result, failed, finished, ended) = if let Some(t) = ms.transport.as_mut() {
             // Network side: unwrap for the service (peer).
             let _in_conn = ms.span.enter();
@@ -328,6 +330,7 @@ impl Context {
             (relay.service_fd, relay.network_fd) = (other_fd, me_fd);
             relay.traffic = ms.counter.as_deref_mut();
             let r = guarded(|| t.on_network_data(data, &mut relay));
+            answered = relay.answered;
             (r, relay.failed, relay.finished, relay.ended)
         } else if let Some(t) = os.transport.as_mut() {
             // Service side: wrap for the network (peer).
@@ -349,6 +352,15 @@ impl Context {
         };
         if other.out.len() >= pause_at {
             me.paused = true;
+        }
+        // What reading a peer made us answer it (pongs, TLS alerts) waits
+        // for it to read, as data does: a peer that keeps sending without
+        // reading stops being read. Not one whose input made no answer: that
+        // is data for the service, read whatever waits for the peer (or a
+        // client that uploads before it reads its download would deadlock).
+        if answered > 0 && me.out.len() >= pause_at {
+            me.paused = true;
+            ms.answers_unread = true;
         }
         let me_dirty = !me.out.is_empty();
         self.pending.push_back(Event::SwitchRx { id });

@@ -108,12 +108,14 @@ impl<T: Transport> Tls<T> {
     ) -> (R, Result<()>) {
         let mut plain_out = OutQueue::default();
         let finished;
+        let backlog = relay.network_backlog();
         let result = {
             let mut inner = Relay::new(relay.to_service, &mut plain_out);
             // Plaintext for the service may go straight to it; plaintext for the
             // network is ours to encrypt.
             inner.service_fd = relay.service_fd;
             inner.traffic = relay.traffic.as_deref_mut();
+            inner.backlog_below = backlog;
             let r = f(&mut self.inner, &mut inner);
             if let Some(name) = inner.request.take() {
                 relay.request = Some(name);

@@ -288,7 +288,7 @@ pub struct WebSocketInfo {
 
 impl PeerInfo {
     /// One JSON object; absent facts are left out:
-    /// `{"address":"192.0.2.7:51234","via":"10.0.0.2:41000","tls":{"version":"TLSv1_3","server_name":"example.org","alpn":"h2","identity":"CN=alice"},"websocket":{"path":"/chat?room=1","origin":"https://example.org","subprotocol":"chat"}}`.
+    /// `{"address":"192.0.2.7:51234","via":"10.0.0.2:41000","tls":{"version":"TLSv1_3","server_name":"example.org","alpn":"h2","identity":"CN=[\"alice\"] SAN=[\"dns:alice.example\"]"},"websocket":{"path":"/chat?room=1","origin":"https://example.org","subprotocol":"chat"}}`.
     pub fn to_json(&self) -> String {
         let mut top = JsonObject::default();
         top.field("address", self.address.map(|a| a.to_string()).as_deref());

@@ -194,8 +194,8 @@ struct State {
 pub fn run(args: RelayArgs, suite: Suite) -> Result<bool> {
     let cmd = crate::repro();
     let build = match suite {
-        Suite::Ws => "cargo build --release -p websocketd -p libipc-tests",
-        _ => "cargo build --release -p tcpd -p tlsd -p libipc-tests",
+        Suite::Ws => "cargo build --release -p websocketd -p ipc-bench",
+        _ => "cargo build --release -p tcpd -p tlsd -p ipc-bench",
     };
     println!("reproduce: {build} && {cmd}");
     let nofile = crate::raise_nofile()?;

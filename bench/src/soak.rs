@@ -1076,7 +1076,7 @@ pub fn run(args: SoakArgs) -> Result<bool> {
     if args.seed.is_none() {
         let _ = write!(cmd, " --seed {seed}");
     }
-    let build = "cargo build --release -p tcpd -p tlsd -p websocketd -p libipc-tests";
+    let build = "cargo build --release -p tcpd -p tlsd -p websocketd -p ipc-bench";
     println!("reproduce: {build} && {cmd}");
     let nofile = crate::raise_nofile()?;
     println!("machine:   {}; RLIMIT_NOFILE {nofile}", crate::machine());

@@ -2,7 +2,7 @@
 //! echo service, driven by the same client over unix sockets.
 //!
 //! ```text
-//! cargo run --release -p libipc-tests --bin ipc-bench [-- --seconds 3 --scenario 1conn-64b]
+//! cargo run --release -p ipc-bench [-- --seconds 3 --scenario 1conn-64b]
 //! ```
 //!
 //! Each measurement starts a fresh service process (`ipc-bench serve ...`, this
@@ -249,7 +249,7 @@ fn raise_nofile() -> Result<u64> {
 
 /// The command that reproduces this run.
 fn repro() -> String {
-    let mut cmd = String::from("cargo run --release -p libipc-tests --bin ipc-bench");
+    let mut cmd = String::from("cargo run --release -p ipc-bench");
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.is_empty() {
         cmd.push_str(" --");

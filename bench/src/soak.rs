@@ -1476,7 +1476,7 @@ fn log_summary(name: &str, log: &Path) -> String {
             let Some(rest) = line.split_once(&format!(" {level} ")).map(|(_, r)| r) else {
                 continue;
             };
-            // After the span (`conn{...}: `) and the target (`ipc::daemon: `),
+            // After the span (`conn{...}: `) and the target (`daemon::engine: `),
             // the message's words up to its first field.
             let rest = rest.rsplit_once("}: ").map_or(rest, |(_, r)| r);
             let rest = rest.split_once(": ").map_or(rest, |(_, r)| r);
@@ -1526,9 +1526,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("tlsd.log");
         let lines = [
-            r#"2026-11-26T14:43:34Z  WARN conn{peer=127.0.0.1:1 service=soak-b}: ipc::daemon: refused reason="service down""#,
-            r#"2026-11-26T14:43:34Z  INFO conn{peer=127.0.0.1:1 service=soak-b}: ipc::daemon: connection closed duration_ms=4 bytes_in=0 reason="service down""#,
-            r#"2026-11-26T14:43:35Z  INFO conn{peer=127.0.0.1:2 service=soak-a}: ipc::daemon: connection closed duration_ms=4 bytes_in=9 reason="closed""#,
+            r#"2026-11-26T14:43:34Z  WARN conn{peer=127.0.0.1:1 service=soak-b}: daemon::engine: refused reason="service down""#,
+            r#"2026-11-26T14:43:34Z  INFO conn{peer=127.0.0.1:1 service=soak-b}: daemon::engine: connection closed duration_ms=4 bytes_in=0 reason="service down""#,
+            r#"2026-11-26T14:43:35Z  INFO conn{peer=127.0.0.1:2 service=soak-a}: daemon::engine: connection closed duration_ms=4 bytes_in=9 reason="closed""#,
             r#"2026-11-26T14:43:36Z  WARN ipc::context::relay: relay refused data; closing the pair conn=#8.1 error=Broken pipe"#,
         ];
         std::fs::write(&log, lines.join("\n")).unwrap();

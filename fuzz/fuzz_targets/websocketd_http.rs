@@ -1,7 +1,6 @@
 //! websocketd's HTTP side: [`http::decide`] on any request head, under a
 //! policy picked by the first byte, and [`http::head_end`] on any bytes cut
-//! into any reads. websocketd is a binary crate: its `http` and `files`
-//! modules are compiled into this target from their source files as they are.
+//! into any reads (websocketd's library, as the daemon runs it).
 //! Checks that a 101 answers only a GET upgrade with a 16-byte nonce (with its
 //! accept value), that every other answer is a complete refusal or file, that
 //! no static file from outside the static directory is ever served, that
@@ -10,23 +9,13 @@
 //! search of it finds.
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../websocketd/src/files.rs"]
-mod files;
-#[allow(dead_code)]
-#[path = "../../websocketd/src/http.rs"]
-mod http;
-#[allow(dead_code)]
-#[path = "../../websocketd/src/site.rs"]
-mod site;
-
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use http::{Decision, Policy, decide, head_end};
+use websocketd::http::{Decision, Policy, decide, head_end};
 use libfuzzer_sys::fuzz_target;
 use libipc_fuzz::reads;
-use site::{Origins, Site, parse_public_host};
+use websocketd::site::{Origins, Site, parse_public_host};
 
 const INSIDE: &[u8] = b"served from the static directory\n";
 const OUTSIDE: &[u8] = b"SECRET outside the static directory\n";

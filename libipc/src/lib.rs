@@ -26,14 +26,13 @@
 //! names and sockets, [`network`] the `IPC_NETWORK` routes, [`Context`] the event
 //! loop, [`switch`] the transports that relay network clients to services (plain
 //! frames, the routed handshake, outbound dialling, TLS with the `tls` feature),
-//! [`proxy`] the PROXY protocol load balancers speak,
-//! [`daemon`] the engine the protocol daemons run, and [`capi`] the C API.
+//! [`proxy`] the PROXY protocol load balancers speak, and [`capi`] the C API.
+//! The engine the protocol daemons run on is the `libipc-daemon` crate.
 
 #![warn(missing_docs)]
 
 pub mod capi;
 mod context;
-pub mod daemon;
 mod error;
 mod event;
 pub mod frame;

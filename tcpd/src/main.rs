@@ -1,14 +1,14 @@
 //! tcpd: TCP clients to local LibIPC services, and local clients to remote ones.
 //!
-//! Thin by design: its flags, then the shared daemon plumbing (`tcpd::cli`) with
+//! Thin by design: its flags, then the shared daemon plumbing (`daemon::cli`) with
 //! the plain LibIPC-frames transport.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use daemon::cli::{self, Common, Plan};
 use ipc::switch::{Dial, Frames, Routed, Transport};
-use tcpd::cli::{self, Common, Plan};
 
 /// Puts local LibIPC services on TCP.
 ///

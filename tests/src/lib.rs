@@ -711,7 +711,7 @@ impl Daemon {
         let in_span = service.map(|s| format!(" service={s}}}"));
         self.log()
             .lines()
-            .filter(|l| l.contains("ipc::daemon: connected "))
+            .filter(|l| l.contains("daemon::engine: connected "))
             .filter(|l| in_span.as_ref().is_none_or(|s| l.contains(s.as_str())))
             .count()
     }

@@ -174,7 +174,7 @@ fn tcpd_believes_proxy_headers_only_from_trusted_balancers() {
     // balancer it came through.
     let connected = log
         .lines()
-        .find(|l| l.contains("ipc::daemon: connected") && l.contains("peer=203.0.113.7:40001"))
+        .find(|l| l.contains("daemon::engine: connected") && l.contains("peer=203.0.113.7:40001"))
         .unwrap_or_else(|| panic!("no connected line for the v1 client\n{log}"));
     assert!(connected.contains("via=127.0.0.1:"), "{connected}");
     assert!(log.contains("peer=[2001:db8::7]:40002"), "{log}");
@@ -244,7 +244,7 @@ fn health_checks_of_a_balancer_never_reach_a_fixed_service() {
             "127.0.0.1",
             "--peer-info",
             "--log-level",
-            "info,ipc::daemon=debug",
+            "info,daemon::engine=debug",
         ],
     );
     let port = tcpd.addr.port().to_string();
@@ -519,7 +519,7 @@ fn haproxy_balances_two_tcpd_and_the_survivor_loses_nothing() {
         "--proxy-from",
         "127.0.0.1",
         "--log-level",
-        "info,ipc::daemon=debug",
+        "info,daemon::engine=debug",
     ];
     let mut a = Daemon::start(&w, "tcpd", "tcpd-a", &args);
     let mut b = Daemon::start(&w, "tcpd", "tcpd-b", &args);
@@ -579,7 +579,7 @@ fn haproxy_balances_two_tcpd_and_the_survivor_loses_nothing() {
     // Each tcpd logged the clients it served under their real address.
     let served_by = |log: &str| -> BTreeSet<u16> {
         log.lines()
-            .filter(|l| l.contains("ipc::daemon: connected") && l.contains("via=127.0.0.1:"))
+            .filter(|l| l.contains("daemon::engine: connected") && l.contains("via=127.0.0.1:"))
             .filter_map(|l| l.split("peer=127.0.0.2:").nth(1))
             .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
             .filter_map(|p| p.parse().ok())

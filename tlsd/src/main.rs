@@ -1,5 +1,5 @@
 //! tlsd: tcpd behind TLS. The same modes, handshake, limits, workers and drain
-//! (`tcpd::cli`), with the TLS transport wrapped around the LibIPC-frames one.
+//! (`daemon::cli`), with the TLS transport wrapped around the LibIPC-frames one.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
+use daemon::cli::{self, Common, Plan};
 use ipc::switch::{Dial, Frames, Routed, Tls, Transport};
 use rustls::pki_types::ServerName;
-use tcpd::cli::{self, Common, Plan};
 
-use tlsd::certs;
-use tlsd::server::{Refuse, TlsArgs, TlsServer};
+use daemon::tls::certs;
+use daemon::tls::server::{Refuse, TlsArgs, TlsServer};
 
 /// Puts local LibIPC services behind TLS.
 ///
@@ -99,7 +99,7 @@ fn run(args: &Args) -> Result<()> {
                     Ok(t) => Box::new(t),
                     Err(e) => Box::new(Refuse(e)),
                 }
-            }) as ipc::daemon::OutboundFactory,
+            }) as daemon::engine::OutboundFactory,
         )
     };
     cli::run(Plan {

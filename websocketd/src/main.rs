@@ -1,12 +1,8 @@
 //! websocketd: WebSocket clients (browsers included) to local LibIPC services.
 //!
-//! Thin by design: its flags, the WebSocket transport (`ws`), the HTTP request
-//! handling (`http`, `files`), and the daemon plumbing tcpd and tlsd share.
-
-mod files;
-mod http;
-mod site;
-mod ws;
+//! Thin by design: its flags, then the WebSocket transport of its library
+//! (`websocketd::ws`, with the HTTP side in `http`, `site` and `files`) on the
+//! daemon kit tcpd and tlsd run on.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,13 +11,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
+use daemon::cli::{self, Common, Listeners, Plan};
+use daemon::tls::server::{TlsArgs, TlsServer};
 use ipc::switch::Transport;
-use tcpd::cli::{self, Common, Listeners, Plan};
-use tlsd::server::{TlsArgs, TlsServer};
 
-use crate::http::Policy;
-use crate::site::{Origins, PublicHost, Site};
-use crate::ws::{MessageType, Settings, WebSocket};
+use websocketd::http::{self, Policy};
+use websocketd::site::{self, Origins, PublicHost, Site};
+use websocketd::ws::{MessageType, Settings, WebSocket};
 
 /// Puts local LibIPC services on WebSocket, for browsers and any WebSocket client.
 ///

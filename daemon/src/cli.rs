@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::engine::{Daemon, DaemonConfig, InboundFactory, OutboundFactory, Shutdown};
 use anyhow::{Context as _, Result, bail};
-use ipc::daemon::{Daemon, DaemonConfig, InboundFactory, OutboundFactory, Shutdown};
 use nix::sys::signal::{SigSet, Signal};
 
 /// Flags every daemon takes (flattened into each binary's own).
@@ -33,7 +33,7 @@ pub struct Common {
     /// the daemon host can reach (any local client in the run directory's
     /// group may then use it to reach any host and port).
     #[arg(long, value_name = "DEST", value_delimiter = ',')]
-    pub outbound_allow: Vec<ipc::daemon::Destination>,
+    pub outbound_allow: Vec<crate::engine::Destination>,
 
     /// Let network clients name the outbound service NAME (this daemon's, or
     /// another daemon's on the same RUNDIR), to chain daemons on purpose

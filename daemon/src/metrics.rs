@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipc::daemon::{Snapshot, Stats};
+use crate::engine::{Snapshot, Stats};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -166,7 +166,7 @@ pub fn render(snap: &Snapshot, daemon: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipc::daemon::ServiceStats;
+    use crate::engine::ServiceStats;
     use ipc::traffic::Traffic;
 
     #[test]

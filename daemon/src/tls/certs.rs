@@ -11,7 +11,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
-use crate::identity::{Identity, San};
+use crate::tls::identity::{Identity, San};
 
 /// What the server side is built from (kept to rebuild it on SIGHUP).
 #[derive(Debug, Clone)]

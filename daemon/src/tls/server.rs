@@ -9,8 +9,8 @@ use anyhow::{Result, bail};
 use ipc::switch::{PeerCheck, Relay, Tls, Transport};
 use rustls::ServerConfig;
 
-use crate::certs::{self, ServerFiles};
-use crate::identity::{self, AllowList, SanPattern};
+use crate::tls::certs::{self, ServerFiles};
+use crate::tls::identity::{self, AllowList, SanPattern};
 
 /// Inbound TLS flags (tlsd's, and websocketd's for wss).
 #[derive(Debug, Clone, clap::Args)]
@@ -36,7 +36,7 @@ pub struct TlsArgs {
 
     /// Time a client has to complete the TLS handshake, counted from its
     /// connection (the service handshake timeout still bounds the whole).
-    #[arg(long, default_value = "5s", value_parser = tcpd::cli::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::cli::parse_duration)]
     pub tls_handshake_timeout: Duration,
 
     /// Lowest TLS version accepted: 1.2 or 1.3.

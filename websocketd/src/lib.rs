@@ -1,0 +1,14 @@
+//! websocketd's library: the WebSocket transport and the HTTP side of the
+//! upgrade, so that the binary stays its flags, and the fuzz targets and tests
+//! use the code as it is.
+//!
+//! - [`ws`]: the transport (the upgrade, then one WebSocket message per LibIPC
+//!   message each way);
+//! - [`http`]: the request head, the upgrade decision and the answers;
+//! - [`site`]: the daemon's own hosts and origins (the Host and Origin checks);
+//! - [`files`]: static files for plain GET requests (`--static-dir`).
+
+pub mod files;
+pub mod http;
+pub mod site;
+pub mod ws;

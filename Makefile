@@ -76,10 +76,13 @@ UNIT_SED := sed -E -e 's,@bindir@,$(BINDIR),g' \
 .PHONY: all build install install-strip uninstall
 all: build
 
+# The C library is built alone: built with the daemons, it would get libipc's
+# TLS feature (cargo unifies features), which it does not use.
 build:
 ifneq ($(BUILD),no)
+	$(CARGO) build --profile $(cargo_profile) --target-dir $(TARGET_DIR) -p libipc-c
 	$(CARGO) build --profile $(cargo_profile) --target-dir $(TARGET_DIR) \
-		-p libipc $(addprefix -p ,$(DAEMONS))
+		$(addprefix -p ,$(DAEMONS))
 endif
 
 install: build
@@ -87,7 +90,7 @@ install: build
 	$(INSTALL_PROGRAM) $(addprefix $(BUILT_BINS)/,$(DAEMONS)) $(DESTDIR)$(BINDIR)/
 	$(INSTALL_PROGRAM) -D $(BUILT_LIBS)/libipc.so $(DESTDIR)$(LIBDIR)/libipc.so
 	$(INSTALL) -D -m 644 $(BUILT_LIBS)/libipc.a $(DESTDIR)$(LIBDIR)/libipc.a
-	$(INSTALL) -D -m 644 libipc/include/libipc.h $(DESTDIR)$(INCLUDEDIR)/libipc.h
+	$(INSTALL) -D -m 644 libipc-c/include/libipc.h $(DESTDIR)$(INCLUDEDIR)/libipc.h
 	$(INSTALL) -d $(DESTDIR)$(PKGCONFIGDIR)
 	printf '%s\n' \
 		'prefix=$(PREFIX)' \

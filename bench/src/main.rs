@@ -346,7 +346,7 @@ fn check_args(cli: &Cli, nofile: u64) -> Result<()> {
     if !positive(cli.seconds) || cli.seconds == 0.0 || !positive(cli.warmup) {
         bail!("--seconds must be > 0 and --warmup >= 0");
     }
-    if cli.size.unwrap_or(0) > ipc::frame::DEFAULT_MAX_MESSAGE_SIZE {
+    if cli.size.unwrap_or(0) > libipc::frame::DEFAULT_MAX_MESSAGE_SIZE {
         bail!("--size: libipc refuses messages over 1 MiB by default");
     }
     // Each connection is one descriptor in this process and one in the service.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
-use ipc::{ConnId, Context, Event};
+use libipc::{ConnId, Context, Event};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 /// Which echo service to run.
@@ -123,7 +123,7 @@ fn serve_queued(rundir: &Path, name: &str) -> Result<()> {
 fn try_schedule(ctx: &mut Context, id: ConnId, payload: &[u8]) -> bool {
     match ctx.schedule(id, payload) {
         Ok(()) => true,
-        Err(ipc::Error::Backpressure { .. }) => false,
+        Err(libipc::Error::Backpressure { .. }) => false,
         Err(e) => {
             // The connection is going away: its echoes are not wanted any more.
             eprintln!("libipc-queued echo: schedule on {id}: {e}");

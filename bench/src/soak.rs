@@ -1081,7 +1081,7 @@ pub fn run(args: SoakArgs) -> Result<bool> {
     let nofile = crate::raise_nofile()?;
     println!("machine:   {}; RLIMIT_NOFILE {nofile}", crate::machine());
     let max = args.max_message_size;
-    if max == 0 || max > ipc::frame::DEFAULT_MAX_MESSAGE_SIZE {
+    if max == 0 || max > libipc::frame::DEFAULT_MAX_MESSAGE_SIZE {
         bail!("--max-message-size: 1 byte to 1 MiB (the echo services refuse more)");
     }
     if !(3..=3000).contains(&args.clients) {
@@ -1529,7 +1529,7 @@ mod tests {
             r#"2026-11-26T14:43:34Z  WARN conn{peer=127.0.0.1:1 service=soak-b}: daemon::engine: refused reason="service down""#,
             r#"2026-11-26T14:43:34Z  INFO conn{peer=127.0.0.1:1 service=soak-b}: daemon::engine: connection closed duration_ms=4 bytes_in=0 reason="service down""#,
             r#"2026-11-26T14:43:35Z  INFO conn{peer=127.0.0.1:2 service=soak-a}: daemon::engine: connection closed duration_ms=4 bytes_in=9 reason="closed""#,
-            r#"2026-11-26T14:43:36Z  WARN ipc::context::relay: relay refused data; closing the pair conn=#8.1 error=Broken pipe"#,
+            r#"2026-11-26T14:43:36Z  WARN libipc::context::relay: relay refused data; closing the pair conn=#8.1 error=Broken pipe"#,
         ];
         std::fs::write(&log, lines.join("\n")).unwrap();
         let s = log_summary("tlsd", &log);

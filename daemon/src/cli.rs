@@ -44,7 +44,7 @@ pub struct Common {
     pub expose_outbound: Vec<String>,
 
     /// Run directory of the services.
-    #[arg(long, env = "RUNDIR", default_value = ipc::service::DEFAULT_RUNDIR)]
+    #[arg(long, env = "RUNDIR", default_value = libipc::service::DEFAULT_RUNDIR)]
     pub rundir: PathBuf,
 
     /// Open network connections at most; more are refused at once.
@@ -99,7 +99,7 @@ pub struct Common {
     /// 2001:db8::/32) whose PROXY headers are believed (repeatable; needs
     /// --proxy-protocol).
     #[arg(long, value_name = "CIDR", requires = "proxy_protocol")]
-    pub proxy_from: Vec<ipc::proxy::Cidr>,
+    pub proxy_from: Vec<libipc::proxy::Cidr>,
 
     /// Send the service, as the first message of each connection, what the
     /// daemon knows about the client, as one JSON object: {"address":
@@ -307,14 +307,14 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
 pub fn serve(plan: Plan<'_>, listeners: Listeners) -> Result<()> {
     let c = plan.common;
     if let Some(s) = &c.service {
-        ipc::service::validate_name(s.as_bytes()).context("--service")?;
+        libipc::service::validate_name(s.as_bytes()).context("--service")?;
     }
     for s in &c.allow {
-        ipc::service::validate_name(s.as_bytes()).context("--allow-service")?;
+        libipc::service::validate_name(s.as_bytes()).context("--allow-service")?;
     }
-    ipc::service::validate_name(plan.service_name.as_bytes()).context("--service-name")?;
+    libipc::service::validate_name(plan.service_name.as_bytes()).context("--service-name")?;
     for s in &c.expose_outbound {
-        ipc::service::validate_name(s.as_bytes()).context("--expose-outbound")?;
+        libipc::service::validate_name(s.as_bytes()).context("--expose-outbound")?;
         tracing::warn!(
             service = %s,
             "--expose-outbound: network clients may use the outbound service {s:?} and make it \

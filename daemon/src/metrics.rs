@@ -167,7 +167,7 @@ pub fn render(snap: &Snapshot, daemon: &str) -> String {
 mod tests {
     use super::*;
     use crate::engine::ServiceStats;
-    use ipc::traffic::Traffic;
+    use libipc::traffic::Traffic;
 
     #[test]
     fn renders_every_counter_with_its_labels() {

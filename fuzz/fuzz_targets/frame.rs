@@ -5,8 +5,8 @@
 //! account of an unfinished frame.
 #![no_main]
 
-use ipc::Error;
-use ipc::frame::{self, DEFAULT_MAX_MESSAGE_SIZE, Decoder, Scanner};
+use libipc::Error;
+use libipc::frame::{self, DEFAULT_MAX_MESSAGE_SIZE, Decoder, Scanner};
 use libfuzzer_sys::fuzz_target;
 use libipc_fuzz::{missing, read_start, reads, reference_frames};
 

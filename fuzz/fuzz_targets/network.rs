@@ -5,8 +5,8 @@
 //! plain local service when no entry names it.
 #![no_main]
 
-use ipc::network::{Route, parse_uri, route};
-use ipc::service::validate_name;
+use libipc::network::{Route, parse_uri, route};
+use libipc::service::validate_name;
 use libfuzzer_sys::fuzz_target;
 
 fn check_uri(s: &str) {

@@ -5,7 +5,7 @@
 //! please" never comes past the bounds.
 #![no_main]
 
-use ipc::proxy::{V1_MAX, parse};
+use libipc::proxy::{V1_MAX, parse};
 use libfuzzer_sys::fuzz_target;
 
 /// A v2 header: 16 fixed bytes, then at most 64 KiB.

@@ -6,10 +6,10 @@
 //! service before a name, and afterwards exactly the bytes after the name.
 #![no_main]
 
-use ipc::frame;
-use ipc::fuzzing::Harness;
-use ipc::service::MAX_NAME_LEN;
-use ipc::switch::{Frames, Routed, Transport};
+use libipc::frame;
+use libipc::fuzzing::Harness;
+use libipc::service::MAX_NAME_LEN;
+use libipc::switch::{Frames, Routed, Transport};
 use libfuzzer_sys::fuzz_target;
 use libipc_fuzz::{read_start, reads, reference_frames};
 

@@ -6,7 +6,7 @@
 
 use std::path::{Component, Path};
 
-use ipc::service::{MAX_NAME_LEN, socket_path, validate_name};
+use libipc::service::{MAX_NAME_LEN, socket_path, validate_name};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|name: &[u8]| {

@@ -15,7 +15,7 @@
 //! empty messages are ignored.
 //!
 //! A client that does not read while others talk (its queue reaches the
-//! high-water mark, [`ipc::Error::Backpressure`]) is disconnected, with a
+//! high-water mark, [`libipc::Error::Backpressure`]) is disconnected, with a
 //! warning, rather than letting its queue grow without bound. `RUST_LOG=debug`
 //! shows every message.
 
@@ -23,13 +23,13 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use ipc::{ConnId, Context, Event};
+use libipc::{ConnId, Context, Event};
 
 fn main() -> std::process::ExitCode {
     common::run_service("chatd", "chat", serve)
 }
 
-fn serve(ctx: &mut Context) -> Result<(), ipc::Error> {
+fn serve(ctx: &mut Context) -> Result<(), libipc::Error> {
     // Everyone in the room.
     let mut clients = BTreeSet::new();
     loop {
@@ -64,7 +64,7 @@ fn broadcast(
     ctx: &mut Context,
     clients: &mut BTreeSet<ConnId>,
     text: &[u8],
-) -> Result<(), ipc::Error> {
+) -> Result<(), libipc::Error> {
     let mut gone = Vec::new();
     for &id in clients.iter() {
         match ctx.schedule(id, text) {
@@ -72,7 +72,7 @@ fn broadcast(
             // It has a high-water mark of messages waiting already: it reads
             // slower than the room talks. Waiting for it would let its queue
             // (our memory) grow with every message; it goes instead.
-            Err(e @ ipc::Error::Backpressure { .. }) => {
+            Err(e @ libipc::Error::Backpressure { .. }) => {
                 tracing::warn!(%id, error = %e, "dropping client that does not keep up");
                 gone.push(id);
             }

@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ipc::{Context, Event};
+use libipc::{Context, Event};
 
 fn main() -> ExitCode {
     match run() {

@@ -9,13 +9,13 @@ mod common;
 
 use std::time::Duration;
 
-use ipc::{Context, Event};
+use libipc::{Context, Event};
 
 fn main() -> std::process::ExitCode {
     common::run_service("pongd", "pong", serve)
 }
 
-fn serve(ctx: &mut Context) -> Result<(), ipc::Error> {
+fn serve(ctx: &mut Context) -> Result<(), libipc::Error> {
     ctx.set_timer(Some(Duration::from_secs(10)));
     loop {
         match ctx.wait_event()? {
@@ -31,7 +31,7 @@ fn serve(ctx: &mut Context) -> Result<(), ipc::Error> {
                     Ok(()) => {}
                     // The client sends faster than it reads: it gets no more echoes
                     // until its queue drains (the loop stops reading it meanwhile).
-                    Err(e @ ipc::Error::Backpressure { .. }) => {
+                    Err(e @ libipc::Error::Backpressure { .. }) => {
                         tracing::warn!(%id, error = %e, "dropping client that does not read");
                         ctx.close(id)?;
                     }

@@ -33,6 +33,7 @@ mod pending;
 mod relay;
 
 pub(crate) use conn::wait_fd;
+pub use conn::write_frame;
 use conn::{AfterFlush, Conn, Io, Role, read_fd, set_nonblocking};
 
 /// Limits of a context. All have safe defaults.

@@ -3,13 +3,13 @@
 //! A service listens on a unix socket at `$RUNDIR/<name>` (default
 //! `/tmp/.libipc-run/<name>`); clients connect to it by name and exchange messages
 //! framed as a 4-byte big-endian length followed by the payload. This crate is the
-//! library both sides use, the event loop the protocol daemons (tcpd, tlsd,
-//! websocketd) are built on, and a C library (`libipc.so`, `libipc.a`,
-//! `include/libipc.h`) that programs written for the original LibIPC link against
-//! unchanged.
+//! library both sides use, and the event loop the protocol daemons (tcpd, tlsd,
+//! websocketd) are built on. Its C library (`libipc.so`, `libipc.a`,
+//! `include/libipc.h`), which programs written for the original LibIPC link
+//! against unchanged, is the crate `libipc-c`.
 //!
 //! ```no_run
-//! use ipc::{Context, Event};
+//! use libipc::{Context, Event};
 //!
 //! let mut ctx = Context::new()?;
 //! ctx.service_init("pong")?;
@@ -19,19 +19,18 @@
 //!         _ => {}
 //!     }
 //! }
-//! # Ok::<(), ipc::Error>(())
+//! # Ok::<(), libipc::Error>(())
 //! ```
 //!
 //! Modules: [`frame`] is the wire codec (no I/O), [`service`] the run directory,
 //! names and sockets, [`network`] the `IPC_NETWORK` routes, [`Context`] the event
 //! loop, [`switch`] the transports that relay network clients to services (plain
 //! frames, the routed handshake, outbound dialling, TLS with the `tls` feature),
-//! [`proxy`] the PROXY protocol load balancers speak, and [`capi`] the C API.
-//! The engine the protocol daemons run on is the `libipc-daemon` crate.
+//! and [`proxy`] the PROXY protocol load balancers speak. The engine the
+//! protocol daemons run on is the `libipc-daemon` crate.
 
 #![warn(missing_docs)]
 
-pub mod capi;
 mod context;
 mod error;
 mod event;
@@ -48,6 +47,6 @@ mod slab;
 pub mod switch;
 pub mod traffic;
 
-pub use context::{Config, Context};
+pub use context::{Config, Context, write_frame};
 pub use error::{Error, Result};
 pub use event::{ConnId, Event, EventKind};

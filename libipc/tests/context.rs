@@ -8,8 +8,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ipc::switch::Frames;
-use ipc::{Config, Context, Error, Event};
+use libipc::switch::Frames;
+use libipc::{Config, Context, Error, Event};
 
 mod common;
 use common::*;

@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use ipc::switch::{Frames, Relay, Routed, Transport};
-use ipc::{Config, ConnId, Context, Error, Event};
+use libipc::switch::{Frames, Relay, Routed, Transport};
+use libipc::{Config, ConnId, Context, Error, Event};
 
 mod common;
 use common::*;
@@ -165,14 +165,14 @@ impl Transport for Fragile {
     fn name(&self) -> &'static str {
         "fragile"
     }
-    fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> ipc::Result<()> {
+    fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> libipc::Result<()> {
         assert!(
             !data.windows(4).any(|w| w == b"boom"),
             "boom in the transport"
         );
         self.0.on_network_data(data, relay)
     }
-    fn on_service_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> ipc::Result<()> {
+    fn on_service_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> libipc::Result<()> {
         self.0.on_service_data(data, relay)
     }
     fn accepted(&mut self, relay: &mut Relay<'_>) {

@@ -5,10 +5,10 @@
 
 use std::path::{Component, Path};
 
-use ipc::Error;
-use ipc::frame::{self, Decoder, HEADER_LEN, Scanner};
-use ipc::network::{Route, parse_uri, route};
-use ipc::service::validate_name;
+use libipc::Error;
+use libipc::frame::{self, Decoder, HEADER_LEN, Scanner};
+use libipc::network::{Route, parse_uri, route};
+use libipc::service::validate_name;
 use proptest::prelude::*;
 
 fn config(cases: u32) -> ProptestConfig {

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ipc::switch::{Frames, Relay, Transport};
-use ipc::{ConnId, Context};
+use libipc::switch::{Frames, Relay, Transport};
+use libipc::{ConnId, Context};
 
 mod common;
 use common::*;
@@ -28,12 +28,12 @@ impl Transport for Answerer {
     fn name(&self) -> &'static str {
         "answerer"
     }
-    fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> ipc::Result<()> {
+    fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> libipc::Result<()> {
         self.0.fetch_add(data.len(), Ordering::Relaxed);
         relay.to_network(data);
         Ok(())
     }
-    fn on_service_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> ipc::Result<()> {
+    fn on_service_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> libipc::Result<()> {
         relay.to_network(data);
         Ok(())
     }

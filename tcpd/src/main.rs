@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use daemon::cli::{self, Common, Plan};
-use ipc::switch::{Dial, Frames, Routed, Transport};
+use libipc::switch::{Dial, Frames, Routed, Transport};
 
 /// Puts local LibIPC services on TCP.
 ///

@@ -499,7 +499,7 @@ impl World {
     /// Where a protocol daemon's outbound service `name` (`tcp`, `tls`) listens:
     /// `$RUNDIR/.outbound/<name>`, out of reach of network clients.
     pub fn outbound_socket(&self, name: &str) -> PathBuf {
-        ipc::service::outbound_dir(&self.rundir).join(name)
+        libipc::service::outbound_dir(&self.rundir).join(name)
     }
 
     /// The temporary directory (binaries, logs, files of the test).
@@ -535,7 +535,7 @@ impl World {
                 "-Wextra",
                 "-Werror",
                 "-I",
-                "libipc/include",
+                "libipc-c/include",
             ])
             .arg(root.join("tests/c").join(format!("{prog}.c")))
             .args(link)

@@ -25,7 +25,7 @@ fn header_compiles_without_warnings() {
     let mut cmd = Command::new("cc");
     cmd.current_dir(workspace())
         .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"])
-        .args(["-I", "libipc/include", "-fsyntax-only"])
+        .args(["-I", "libipc-c/include", "-fsyntax-only"])
         .arg(&src);
     run_cmd(cmd, w.path(), "cc-header", CHILD_TIMEOUT).assert_success("libipc.h alone");
 }

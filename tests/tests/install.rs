@@ -200,7 +200,7 @@ fn make_install_lays_out_everything_and_uninstall_removes_it() {
     ));
     assert!(same(
         &usr.join("include/libipc.h"),
-        &workspace().join("libipc/include/libipc.h")
+        &workspace().join("libipc-c/include/libipc.h")
     ));
 
     let pc = fs::read_to_string(usr.join("lib/pkgconfig/libipc.pc")).unwrap();

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use ipc::{Context, Error};
+use libipc::{Context, Error};
 use libipc_tests::clients::{tcp, tls, tls_config, until_closed};
 use libipc_tests::{Daemon, Proc, READY_TIMEOUT, World, certs, frame};
 

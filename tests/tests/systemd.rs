@@ -393,7 +393,7 @@ fn a_service_of_one_user_reaches_the_daemons_user_and_nobody_outside_the_group()
     assert_eq!(client.recv_frame(), b"from the network");
     // tcpd's own service (`tcp`, in .outbound/) is in the group too, whatever
     // its umask; so is the directory it made for it, setgid like the run directory.
-    let outbound = ipc::service::outbound_dir(&rundir);
+    let outbound = libipc::service::outbound_dir(&rundir);
     tcpd.wait_for_socket(&outbound.join("tcp"));
     assert_eq!(
         owner_and_mode(&outbound.join("tcp")),

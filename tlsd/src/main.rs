@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use daemon::cli::{self, Common, Plan};
-use ipc::switch::{Dial, Frames, Routed, Tls, Transport};
+use libipc::switch::{Dial, Frames, Routed, Tls, Transport};
 use rustls::pki_types::ServerName;
 
 use daemon::tls::certs;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::files;
 use crate::site::Site;
-use ipc::switch::WebSocketInfo;
+use libipc::switch::WebSocketInfo;
 
 /// Largest request head accepted (request line and headers).
 pub const MAX_HEAD: usize = 16 * 1024;

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use daemon::cli::{self, Common, Listeners, Plan};
 use daemon::tls::server::{TlsArgs, TlsServer};
-use ipc::switch::Transport;
+use libipc::switch::Transport;
 
 use websocketd::http::{self, Policy};
 use websocketd::site::{self, Origins, PublicHost, Site};
@@ -140,7 +140,7 @@ fn run(args: &Args) -> Result<()> {
         None => None,
     };
     if let Some(s) = &args.common.service {
-        ipc::service::validate_name(s.as_bytes()).context("--service")?;
+        libipc::service::validate_name(s.as_bytes()).context("--service")?;
     }
     let origins = if args.allow_any_origin {
         Origins::Any

@@ -9,9 +9,9 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use ipc::frame::Decoder;
-use ipc::switch::{PeerInfo, Relay, Transport, WebSocketInfo};
-use ipc::{Error, Result};
+use libipc::frame::Decoder;
+use libipc::switch::{PeerInfo, Relay, Transport, WebSocketInfo};
+use libipc::{Error, Result};
 use tungstenite::Message;
 use tungstenite::error::Error as WsError;
 use tungstenite::protocol::frame::coding::CloseCode;

@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ipc::network::parse_uri;
-use ipc::proxy::Cidr;
-use ipc::service::validate_name;
-use ipc::switch::{PeerInfo, Proxied, Transport};
-use ipc::traffic::Traffic;
-use ipc::{Config, ConnId, Context, Event};
-use ipc::{Error, Result};
+use libipc::network::parse_uri;
+use libipc::proxy::Cidr;
+use libipc::service::validate_name;
+use libipc::switch::{PeerInfo, Proxied, Transport};
+use libipc::traffic::Traffic;
+use libipc::{Config, ConnId, Context, Event};
+use libipc::{Error, Result};
 
 mod outbound;
 mod stats;
@@ -67,7 +67,7 @@ pub struct DaemonConfig {
     pub transport_handshake_timeout: Option<Duration>,
     /// A connection with no traffic for this long is closed (`None`: never).
     pub idle_timeout: Option<Duration>,
-    /// Probe a connection quiet for this long ([`ipc::switch::Transport::keepalive`],
+    /// Probe a connection quiet for this long ([`libipc::switch::Transport::keepalive`],
     /// a WebSocket ping); a transport that probes closes the connection itself
     /// when probes go unanswered. `None`: only `idle_timeout` applies.
     pub keepalive: Option<Duration>,
@@ -342,7 +342,7 @@ impl Worker {
             && let Some(name) = self.config.local_service.clone()
         {
             self.local_service = Some(self.ctx.outbound_service_init(&name)?);
-            let path = ipc::service::outbound_dir(&self.config.rundir).join(&name);
+            let path = libipc::service::outbound_dir(&self.config.rundir).join(&name);
             tracing::info!(service = %name, path = %path.display(), "outbound service ready");
         }
         Ok(())

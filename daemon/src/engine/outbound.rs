@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
-use ipc::proxy::Cidr;
+use libipc::proxy::Cidr;
 
 /// One entry of an outbound allow list: a host (an address, a network, a host
 /// name, `*.domain`, or `*` for any) and optionally a port.

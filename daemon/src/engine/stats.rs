@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use ipc::traffic::Traffic;
+use libipc::traffic::Traffic;
 
 /// A daemon's counters. Connection counts are atomics; the rest is updated
 /// under a lock when a connection is routed or closed, and once a second per

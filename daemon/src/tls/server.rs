@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use ipc::switch::{PeerCheck, Relay, Tls, Transport};
+use libipc::switch::{PeerCheck, Relay, Tls, Transport};
 use rustls::ServerConfig;
 
 use crate::tls::certs::{self, ServerFiles};
@@ -173,11 +173,11 @@ impl Transport for Refuse {
         "refuse"
     }
 
-    fn on_network_data(&mut self, _: &[u8], _: &mut Relay<'_>) -> ipc::Result<()> {
-        Err(ipc::Error::Tls(self.0.clone()))
+    fn on_network_data(&mut self, _: &[u8], _: &mut Relay<'_>) -> libipc::Result<()> {
+        Err(libipc::Error::Tls(self.0.clone()))
     }
 
-    fn on_service_data(&mut self, _: &[u8], _: &mut Relay<'_>) -> ipc::Result<()> {
-        Err(ipc::Error::Tls(self.0.clone()))
+    fn on_service_data(&mut self, _: &[u8], _: &mut Relay<'_>) -> libipc::Result<()> {
+        Err(libipc::Error::Tls(self.0.clone()))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use ipc::Context;
+use libipc::Context;
 
 /// Runs service `program`: logs to stderr (`RUST_LOG`, default `info`), creates
 /// `$RUNDIR/NAME` (NAME: the first argument, else `default_name`), says it is
@@ -12,7 +12,7 @@ use ipc::Context;
 pub fn run_service(
     program: &str,
     default_name: &str,
-    serve: impl FnOnce(&mut Context) -> Result<(), ipc::Error>,
+    serve: impl FnOnce(&mut Context) -> Result<(), libipc::Error>,
 ) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -192,6 +192,19 @@ pub(super) fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Blocks until `fd` is ready for `flags` (or `timeout` passes).
+/// Writes one LibIPC frame holding `payload` to `fd`, a stream socket outside
+/// any context (blocking or not: this waits while it is full). Fails if the
+/// payload is over 4 GiB or the peer is gone (never SIGPIPE).
+pub fn write_frame(fd: BorrowedFd<'_>, payload: &[u8]) -> io::Result<()> {
+    crate::frame::header(payload.len()).map_err(io::Error::other)?;
+    let mut q = crate::queue::OutQueue::default();
+    q.push_message(payload);
+    while !q.flush(fd)?.drained {
+        wait_fd(fd, PollFlags::POLLOUT, None)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn wait_fd(
     fd: BorrowedFd<'_>,
     flags: PollFlags,

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use ipc::{Config, ConnId, Context, Event};
+use libipc::{Config, ConnId, Context, Event};
 
 pub const LIMIT: Duration = Duration::from_secs(20);
 

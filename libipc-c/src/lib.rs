@@ -10,9 +10,9 @@ use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use crate::frame::HEADER_LEN;
-use crate::switch::{Frames, HookStatus, SwitchHooks};
-use crate::{ConnId, Context, Error, Event, EventKind};
+use libipc::frame::HEADER_LEN;
+use libipc::switch::{Frames, HookStatus, SwitchHooks};
+use libipc::{ConnId, Context, Error, Event, EventKind};
 
 const EGENERIC: c_int = -1;
 const EQUEUEFULL: c_int = -2;
@@ -140,7 +140,7 @@ unsafe fn open_service(
     fd: *mut c_int,
     name: *const c_char,
     len: u16,
-    open: fn(&mut Context, &str) -> crate::Result<ConnId>,
+    open: fn(&mut Context, &str) -> libipc::Result<ConnId>,
 ) -> c_int {
     guard(|| {
         // SAFETY: contract of the calling function.
@@ -151,7 +151,7 @@ unsafe fn open_service(
         if fd.is_null() {
             return EGENERIC;
         }
-        let Ok(name) = crate::service::validate_name(name) else {
+        let Ok(name) = libipc::service::validate_name(name) else {
             return EGENERIC;
         };
         match open(&mut c.ctx, name).map(|id| c.ctx.fd(id)) {
@@ -224,22 +224,11 @@ pub unsafe extern "C" fn ipc_write(
         }
         // SAFETY: the caller guarantees `fd` is open for the duration of the call.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        match write_frame_blocking(borrowed, payload) {
+        match libipc::write_frame(borrowed, payload) {
             Ok(()) => 0,
             Err(_) => EGENERIC,
         }
     })
-}
-
-/// Writes one frame to a descriptor outside the context, waiting while it is full.
-fn write_frame_blocking(fd: BorrowedFd<'_>, payload: &[u8]) -> std::io::Result<()> {
-    let mut q = crate::queue::OutQueue::default();
-    crate::frame::header(payload.len()).map_err(std::io::Error::other)?;
-    q.push_message(payload);
-    while !q.flush(fd)?.drained {
-        crate::context::wait_fd(fd, nix::poll::PollFlags::POLLOUT, None)?;
-    }
-    Ok(())
 }
 
 /// Queues a message. Returns 0, -1, or -2 (queue full).

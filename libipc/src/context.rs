@@ -549,7 +549,6 @@ impl Context {
     /// for. Nothing more is read from it, and, as after [`Context::close`],
     /// no event is reported for it and its id is no longer valid.
     pub fn close_after_flush(&mut self, id: ConnId, within: Duration) -> Result<()> {
-        let now = self.now;
         let c = self.live_mut(id)?;
         if !matches!(c.role, Role::Ipc | Role::External) {
             return Err(Error::WrongKind {
@@ -560,7 +559,7 @@ impl Context {
         c.closing = true;
         c.paused = true;
         c.idle = None;
-        c.deadline = Some(now.max(Instant::now()) + within);
+        c.deadline = Some(Instant::now() + within);
         self.pending.retain(|e| e.id() != Some(id));
         self.arm(id);
         // Most last words fit in the socket at once: written now, they do

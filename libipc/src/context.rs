@@ -235,14 +235,14 @@ impl Context {
     fn live(&self, id: ConnId) -> Result<&Conn> {
         self.conns
             .get(id)
-            .filter(|c| !c.dead)
+            .filter(|c| !c.dead && !c.closing)
             .ok_or(Error::NoSuchConnection(id))
     }
 
     fn live_mut(&mut self, id: ConnId) -> Result<&mut Conn> {
         self.conns
             .get_mut(id)
-            .filter(|c| !c.dead)
+            .filter(|c| !c.dead && !c.closing)
             .ok_or(Error::NoSuchConnection(id))
     }
 
@@ -390,6 +390,8 @@ impl Context {
                 Some(due) if due <= now && c.lingering => {
                     self.end_linger(id);
                 }
+                // Let go, and its peer did not read the last words in time.
+                Some(due) if due <= now && c.closing => self.remove(id),
                 Some(due) if due <= now => {
                     c.deadline = None;
                     c.idle = None;
@@ -431,7 +433,11 @@ impl Context {
         // A connection whose DISCONNECTION is not delivered yet still takes replies
         // to its last messages; they are written, as far as the socket takes them,
         // when that event is delivered.
-        let c = self.conns.get_mut(id).ok_or(Error::NoSuchConnection(id))?;
+        let c = self
+            .conns
+            .get_mut(id)
+            .filter(|c| !c.closing)
+            .ok_or(Error::NoSuchConnection(id))?;
         match c.role {
             Role::Ipc | Role::External => {}
             _ => {
@@ -535,6 +541,31 @@ impl Context {
         }
         self.pending.retain(|e| e.id() != Some(id));
         self.remove(id);
+        Ok(())
+    }
+
+    /// Closes plain connection `id` once what is queued for it is written,
+    /// or after `within` if its peer does not read that long: a last answer
+    /// (a refusal) that a peer which never reads cannot make the loop wait
+    /// for. Nothing more is read from it, and, as after [`Context::close`],
+    /// no event is reported for it and its id is no longer valid.
+    pub fn close_after_flush(&mut self, id: ConnId, within: Duration) -> Result<()> {
+        let c = self.live_mut(id)?;
+        if !matches!(c.role, Role::Ipc | Role::External) {
+            return Err(Error::WrongKind {
+                id,
+                what: "only a plain connection closes after its queue",
+            });
+        }
+        c.closing = true;
+        c.paused = true;
+        c.idle = None;
+        c.deadline = Some(Instant::now() + within);
+        self.pending.retain(|e| e.id() != Some(id));
+        self.arm(id);
+        // Most last words fit in the socket at once: written now, they do
+        // not wait for the next round (nor outlive a loop that is ending).
+        self.flush(id);
         Ok(())
     }
 
@@ -886,6 +917,7 @@ impl Context {
         };
         let flushed = match flushed {
             Ok(f) => f,
+            Err(_) if c.closing => return self.remove(id),
             Err(e) => {
                 tracing::debug!(conn = %id, error = %e, "write failed");
                 return match c.role {
@@ -933,6 +965,11 @@ impl Context {
                 // Paused while the daemon decides: stays paused here.
                 if flushed.drained && p.closing.is_some() {
                     self.linger(id);
+                }
+            }
+            _ if c.closing => {
+                if flushed.drained {
+                    self.remove(id);
                 }
             }
             _ => {

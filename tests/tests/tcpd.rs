@@ -410,6 +410,38 @@ fn rust_pong_through_two_chained_tcpd() {
 }
 
 #[test]
+fn a_host_name_in_ipc_network_is_resolved_by_the_system_resolver() {
+    // `localhost` as the remote: looked up off tcpd A's loop by the system
+    // resolver. B listens on 127.0.0.1 only; where localhost is ::1 first,
+    // that address refuses and A tries the next one.
+    let b = World::new();
+    let _pongd = b.rust_pongd("pong");
+    let chain = Chain::new(b);
+    let network = format!("pong tcp://localhost:{}/pong", chain.tcpd_b.addr.port());
+    let mut cmd = chain.a.example("pong");
+    cmd.env("IPC_NETWORK", &network)
+        .args(["-s", "pong", "by name"]);
+    let run = run_cmd(cmd, chain.a.path(), "rust-pong-localhost", CHILD_TIMEOUT);
+    run.assert_success("Rust pong to localhost through tcpd A and B");
+    assert_eq!(run.stdout, "by name\n", "{}", run.report());
+    chain.assert_went_through("pong");
+
+    // A name that does not resolve: the client hears why, from A.
+    let mut cmd = chain.a.example("pong");
+    cmd.env("IPC_NETWORK", "pong tcp://no-such-host.invalid:9/pong")
+        .args(["-s", "pong", "anyone?"]);
+    let run = run_cmd(cmd, chain.a.path(), "rust-pong-unresolved", CHILD_TIMEOUT);
+    assert!(
+        run.status.is_some_and(|s| !s.success())
+            && run
+                .stderr
+                .contains("no: cannot resolve no-such-host.invalid"),
+        "{}",
+        run.report()
+    );
+}
+
+#[test]
 fn c_pong_through_two_chained_tcpd_to_c_pongd() {
     let b = World::new();
     let (pongd, pong) = (b.compile("pongd"), b.compile("pong"));

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use libipc::network::parse_uri;
 use libipc::proxy::Cidr;
 use libipc::service::validate_name;
 use libipc::switch::{PeerInfo, Proxied, Transport};
@@ -28,9 +27,12 @@ use libipc::traffic::Traffic;
 use libipc::{Config, ConnId, Context, Event};
 use libipc::{Error, Result};
 
+mod dial;
 mod outbound;
+mod resolver;
 mod stats;
 pub use outbound::Destination;
+pub use resolver::{LookupFn, Resolver};
 pub use stats::{ServiceStats, Snapshot, Stats};
 
 /// Clients past --max-connections a worker reads until it can refuse them in
@@ -124,6 +126,7 @@ pub struct Daemon {
     shutdown: Shutdown,
     worker_ends: Vec<std::os::unix::net::UnixStream>,
     stats: Arc<Stats>,
+    resolver: Resolver,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -165,7 +168,15 @@ impl Daemon {
             },
             worker_ends,
             stats: Arc::default(),
+            resolver: Resolver::default(),
         })
+    }
+
+    /// Resolves outbound host names with `resolver` (its lookup function and
+    /// limits) instead of the system resolver's defaults.
+    pub fn with_resolver(mut self, resolver: Resolver) -> Self {
+        self.resolver = resolver;
+        self
     }
 
     /// The daemon's counters (for a metrics endpoint).
@@ -213,11 +224,12 @@ impl Daemon {
                 wake: None,
                 conns: HashMap::new(),
                 dialing: HashMap::new(),
+                lookups: None,
                 local_service: None,
                 draining: None,
             };
             worker.ctx.set_rundir(&self.config.rundir);
-            worker.setup(listeners, wake)?;
+            worker.setup(listeners, wake, &self.resolver)?;
             workers.push(worker);
         }
         ready();
@@ -320,7 +332,9 @@ struct Worker {
     wake: Option<(ConnId, std::os::unix::net::UnixStream)>,
     conns: HashMap<ConnId, NetConn>,
     /// Local clients with an outbound connection in progress.
-    dialing: HashMap<ConnId, ConnId>,
+    dialing: HashMap<ConnId, dial::Dialing>,
+    /// The outbound service's name lookups (the worker that has one).
+    lookups: Option<resolver::Lookups>,
     local_service: Option<ConnId>,
     draining: Option<Instant>,
 }
@@ -330,6 +344,7 @@ impl Worker {
         &mut self,
         listeners: Vec<TcpListener>,
         wake: std::os::unix::net::UnixStream,
+        resolver: &Resolver,
     ) -> Result<()> {
         for l in listeners {
             let id = self.ctx.add_external(OwnedFd::from(l.try_clone()?))?;
@@ -342,6 +357,7 @@ impl Worker {
             && let Some(name) = self.config.local_service.clone()
         {
             self.local_service = Some(self.ctx.outbound_service_init(&name)?);
+            self.lookups = Some(resolver::Lookups::new(resolver.clone(), &mut self.ctx)?);
             let path = libipc::service::outbound_dir(&self.config.rundir).join(&name);
             tracing::info!(service = %name, path = %path.display(), "outbound service ready");
         }
@@ -398,6 +414,9 @@ impl Worker {
             Event::External { id } if self.listeners.contains_key(&id) => self.accept(id),
             Event::External { id } if self.wake.as_ref().is_some_and(|(w, _)| *w == id) => {
                 self.start_drain()
+            }
+            Event::External { id } if self.lookups.as_ref().is_some_and(|l| l.wake_id == id) => {
+                self.lookups_done()
             }
             Event::ServiceRequest { id, name } => self.route(id, &name),
             Event::Timeout { id } => self.timeout(id),
@@ -596,6 +615,9 @@ impl Worker {
     }
 
     fn timeout(&mut self, id: ConnId) {
+        if self.lookup_timed_out(id) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -730,21 +752,14 @@ impl Worker {
                 }
             }
             if let Some(local) = conn.local
-                && self.dialing.remove(&local).is_some()
+                && let Some(dialing) = self.dialing.remove(&local)
             {
                 // The outbound connection failed before the remote said ok.
-                let text = match &reason {
-                    Some(Error::Denied(answer)) => answer.clone(),
-                    Some(e) => format!("no: {e}"),
-                    None => "no: the remote daemon closed the connection".into(),
-                };
-                self.answer_local(local, &text);
+                self.dial_failed(local, dialing, reason.as_ref());
             }
         } else {
             // A local client went away, maybe while dialing.
-            if let Some(net) = self.dialing.remove(&id) {
-                self.close_net(net, "local client left");
-            }
+            self.local_left(id);
         }
         if self.draining.is_some() && self.conns.is_empty() {
             tracing::debug!(worker = self.n, "last connection closed while draining");
@@ -767,6 +782,7 @@ impl Worker {
         if let Some(id) = self.local_service.take() {
             let _ = self.ctx.close(id);
         }
+        self.refuse_lookups();
         // Transports that can ask their peer to leave (WebSocket: close 1001)
         // do, once the service has answered what it was given: their clients
         // are no longer read, and the goodbye follows a quiet moment of the
@@ -807,69 +823,6 @@ impl Worker {
         let halfway = drained - self.config.drain_timeout / 2;
         let _ = self.ctx.set_deadline(id, Some(halfway));
         true
-    }
-
-    /// A local client of our service asks for `SCHEME://HOST:PORT/SERVICE`.
-    fn outbound_request(&mut self, local: ConnId, payload: &[u8]) {
-        let Some(factory) = self.outbound.clone() else {
-            return;
-        };
-        if self.dialing.contains_key(&local) {
-            tracing::warn!(conn = %local, "message before the outbound connection was ready");
-            let _ = self.ctx.close(local);
-            return;
-        }
-        let uri = String::from_utf8_lossy(payload).into_owned();
-        match self.dial(&uri, factory) {
-            Ok(net) => {
-                self.dialing.insert(local, net);
-                if let Some(c) = self.conns.get_mut(&net) {
-                    c.local = Some(local);
-                }
-            }
-            Err(why) => {
-                tracing::warn!(%uri, reason = %why, "outbound refused");
-                self.answer_local(local, &format!("no: {why}"));
-            }
-        }
-    }
-
-    fn dial(&mut self, uri: &str, factory: OutboundFactory) -> std::result::Result<ConnId, String> {
-        let u = parse_uri(uri).map_err(|e| e.to_string())?;
-        // The scheme names the outbound service asked: its protocol, or the
-        // service's own name (a custom --service-name).
-        if u.scheme != self.config.scheme && Some(u.scheme) != self.config.local_service.as_deref()
-        {
-            return Err(format!(
-                "this daemon speaks {}://, not {}://",
-                self.config.scheme, u.scheme
-            ));
-        }
-        let service = validate_name(u.path.as_bytes()).map_err(|e| e.to_string())?;
-        let addr = outbound::resolve(u.authority, &self.config.outbound_allow)?;
-        let stream =
-            mio::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let fd: OwnedFd = std::net::TcpStream::from(stream).into();
-        let net = self
-            .ctx
-            .add_network(fd, factory(service, outbound::host_of(u.authority)))
-            .map_err(|e| e.to_string())?;
-        self.stats.open.fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .ctx
-            .set_deadline(net, Some(Instant::now() + self.config.handshake_timeout));
-        let conn = NetConn::new(addr, Some(service.to_owned()), false);
-        self.ctx.set_span(net, conn.span.clone());
-        self.conns.insert(net, conn);
-        tracing::debug!(%uri, conn = %net, "dialing");
-        Ok(net)
-    }
-
-    /// Tells a local client the outcome (a framed answer), then closes it.
-    fn answer_local(&mut self, local: ConnId, text: &str) {
-        let _ = self.ctx.write(local, text.as_bytes());
-        let _ = self.ctx.close(local);
     }
 }
 

@@ -7,7 +7,7 @@
 //! open to every member of the run directory's group.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::str::FromStr;
 
 use libipc::proxy::Cidr;
@@ -39,12 +39,21 @@ impl Destination {
     /// Whether a connection to `addr`, asked for as host `name` (as written in
     /// the URI), is allowed by this entry.
     pub fn allows(&self, name: &str, addr: SocketAddr) -> bool {
-        if self.port.is_some_and(|p| p != addr.port()) {
+        self.may_allow(name, addr.port())
+            && match &self.host {
+                Host::Net(net) => net.contains(addr.ip()),
+                _ => true,
+            }
+    }
+
+    /// Whether this entry may allow host `name` (as written) on `port`
+    /// once it is resolved: entries on addresses need the address to say.
+    fn may_allow(&self, name: &str, port: u16) -> bool {
+        if self.port.is_some_and(|p| p != port) {
             return false;
         }
         match &self.host {
-            Host::Any => true,
-            Host::Net(net) => net.contains(addr.ip()),
+            Host::Any | Host::Net(_) => true,
             Host::Name(n) => *n == normal_name(name),
             Host::Suffix(s) => normal_name(name).ends_with(s.as_str()),
         }
@@ -146,29 +155,67 @@ pub(super) fn host_of(authority: &str) -> &str {
     authority.rsplit_once(':').map_or(authority, |(h, _)| h)
 }
 
-/// Resolves `host:port` (IP literals, `[v6]:port`, host names) and picks the
-/// first address `allow` permits (any, if `allow` is empty).
-pub(super) fn resolve(authority: &str, allow: &[Destination]) -> Result<SocketAddr, String> {
-    let addrs: Vec<SocketAddr> = match authority.parse::<SocketAddr>() {
-        Ok(a) => vec![a],
-        // Host names go through the system resolver, which may block briefly.
-        Err(_) => authority
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {authority}: {e}"))?
-            .collect(),
-    };
-    let name = host_of(authority);
-    let first = addrs
-        .first()
-        .copied()
-        .ok_or_else(|| format!("{authority} has no address"))?;
-    if allow.is_empty() {
-        return Ok(first);
+/// Allowed addresses tried for one destination, at most: a name with more is
+/// not worth more connection attempts.
+pub(super) const MAX_ADDRESSES: usize = 8;
+
+/// Longest host name looked up (the DNS limit).
+const MAX_HOST: usize = 253;
+
+/// What a URI's authority names.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Target<'a> {
+    /// An IP literal (`192.0.2.7:9000`, `[::1]:9000`): used as it is.
+    Addr(SocketAddr),
+    /// A host name, for the resolver.
+    Name { host: &'a str, port: u16 },
+}
+
+/// Parses `host:port` or `[v6]:port`; `allow` refuses a name no entry could
+/// allow before it is looked up (nobody learns what it resolves to).
+pub(super) fn target<'a>(authority: &'a str, allow: &[Destination]) -> Result<Target<'a>, String> {
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        return Ok(Target::Addr(addr));
     }
-    addrs
+    let shown: String = authority.chars().take(80).collect();
+    let (host, port) = authority
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("{shown}: expected HOST:PORT"))?;
+    let valid = !host.is_empty()
+        && host.len() <= MAX_HOST
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if !valid {
+        return Err(format!("{shown}: invalid host name"));
+    }
+    if !allow.is_empty() && !allow.iter().any(|d| d.may_allow(host, port)) {
+        return Err("destination not allowed".to_owned());
+    }
+    Ok(Target::Name { host, port })
+}
+
+/// The addresses `allow` permits among `addrs` (which host `name` resolved
+/// to), in the resolver's order, at most [`MAX_ADDRESSES`]; all of them if
+/// `allow` is empty.
+pub(super) fn allowed(
+    name: &str,
+    addrs: Vec<SocketAddr>,
+    allow: &[Destination],
+) -> Result<Vec<SocketAddr>, String> {
+    if addrs.is_empty() {
+        return Err(format!("{name} has no address"));
+    }
+    let picked: Vec<SocketAddr> = addrs
         .into_iter()
-        .find(|a| allow.iter().any(|d| d.allows(name, *a)))
-        .ok_or_else(|| "destination not allowed".to_owned())
+        .filter(|a| allow.is_empty() || allow.iter().any(|d| d.allows(name, *a)))
+        .take(MAX_ADDRESSES)
+        .collect();
+    if picked.is_empty() {
+        return Err("destination not allowed".to_owned());
+    }
+    Ok(picked)
 }
 
 #[cfg(test)]
@@ -248,16 +295,60 @@ mod tests {
     }
 
     #[test]
-    fn resolution_picks_an_allowed_address_or_refuses() {
-        assert_eq!(resolve("127.0.0.1:5", &[]).unwrap(), a("127.0.0.1:5"));
-        assert_eq!(resolve("[::1]:5", &[]).unwrap(), a("[::1]:5"));
+    fn resolution_picks_the_allowed_addresses_or_refuses() {
+        assert_eq!(
+            target("127.0.0.1:5", &[]),
+            Ok(Target::Addr(a("127.0.0.1:5")))
+        );
+        assert_eq!(target("[::1]:5", &[]), Ok(Target::Addr(a("[::1]:5"))));
+        assert_eq!(
+            target("Db.example:5", &[]),
+            Ok(Target::Name {
+                host: "Db.example",
+                port: 5
+            })
+        );
         let only = [d("127.0.0.2")];
         assert_eq!(
-            resolve("127.0.0.1:5", &only).unwrap_err(),
+            allowed("127.0.0.1", vec![a("127.0.0.1:5")], &only).unwrap_err(),
             "destination not allowed"
         );
-        assert_eq!(resolve("127.0.0.2:5", &only).unwrap(), a("127.0.0.2:5"));
+        // In the resolver's order, those outside the list left out.
+        let addrs = vec![a("[::1]:5"), a("127.0.0.2:5"), a("127.0.0.1:5")];
+        assert_eq!(
+            allowed("localhost", addrs.clone(), &only),
+            Ok(vec![a("127.0.0.2:5")])
+        );
+        assert_eq!(allowed("localhost", addrs.clone(), &[]), Ok(addrs));
+        assert!(allowed("h", vec![], &[]).is_err());
+        let many = (1..=20).map(|p| a(&format!("127.0.0.1:{p}"))).collect();
+        assert_eq!(allowed("h", many, &[]).unwrap().len(), MAX_ADDRESSES);
         assert_eq!(host_of("[::1]:5"), "::1");
         assert_eq!(host_of("h.example:5"), "h.example");
+    }
+
+    #[test]
+    fn names_no_entry_could_allow_are_refused_before_any_lookup() {
+        let allow = [d("db.example.org:9443"), d("10.0.0.0/8:80")];
+        // A name entry decides on the name; an address entry needs the address.
+        assert!(target("db.example.org:9443", &allow).is_ok());
+        assert!(target("other.example.org:80", &allow).is_ok());
+        for refused in ["other.example.org:9443", "db.example.org:22"] {
+            assert_eq!(
+                target(refused, &allow).unwrap_err(),
+                "destination not allowed",
+                "{refused}"
+            );
+        }
+        // Bounded and quoted in short: the answer cannot grow with the request.
+        let long = format!("{}:80", "a".repeat(300));
+        let err = target(&long, &[]).unwrap_err();
+        assert!(
+            err.ends_with("invalid host name") && err.len() < 120,
+            "{err}"
+        );
+        for bad in ["h", "h:x", ":80", "a b:80", "h:99999"] {
+            assert!(target(bad, &[]).is_err(), "{bad}");
+        }
     }
 }

@@ -129,6 +129,9 @@ pub(super) struct Conn {
     /// what it still sends is read and dropped until it closes (a lingering
     /// close, see `Context::linger`).
     pub(super) lingering: bool,
+    /// Let go by the application (`Context::close_after_flush`): removed,
+    /// with no event, once its queue is written or its deadline passes.
+    pub(super) closing: bool,
 }
 
 impl Conn {
@@ -149,6 +152,7 @@ impl Conn {
             idle: None,
             last_active: Instant::now(),
             lingering: false,
+            closing: false,
         }
     }
 

@@ -1,0 +1,255 @@
+//! The outbound service's side of a worker: a local client's request
+//! (`SCHEME://HOST:PORT/SERVICE`), the name lookup (off the loop, see
+//! [`super::resolver`]), the connection to the remote daemon, and the answer
+//! to the local client. Nothing here blocks the worker's loop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::outbound::{self, Target};
+use super::resolver::Answer;
+use super::{NetConn, Worker};
+use libipc::ConnId;
+use libipc::Error;
+use libipc::network::parse_uri;
+use libipc::service::validate_name;
+
+/// How long a local client has to read its last answer (a refusal) before
+/// it is closed anyway: the answer is short, a client that reads at all
+/// reads it at once.
+const ANSWER_LINGER: Duration = Duration::from_secs(2);
+
+/// A local client's request, once parsed.
+#[derive(Debug)]
+pub(super) struct Request {
+    service: String,
+    /// The host as written in the URI (allow-list names, TLS server names).
+    host: String,
+}
+
+/// Where a local client's outbound connection stands.
+#[derive(Debug)]
+pub(super) enum Dialing {
+    /// Waiting for lookup `seq` (the local client's deadline is the timeout).
+    Resolving { seq: u64, req: Request },
+    /// Connecting to the remote daemon through `net`; `rest`: the next
+    /// allowed addresses, tried in turn if this one refuses the connection.
+    Connecting {
+        net: ConnId,
+        req: Request,
+        rest: Vec<SocketAddr>,
+    },
+}
+
+impl Worker {
+    /// A local client of our service asks for `SCHEME://HOST:PORT/SERVICE`.
+    pub(super) fn outbound_request(&mut self, local: ConnId, payload: &[u8]) {
+        if self.outbound.is_none() {
+            return;
+        }
+        if self.dialing.contains_key(&local) {
+            tracing::warn!(conn = %local, "message before the outbound connection was ready");
+            self.local_left(local);
+            let _ = self.ctx.close(local);
+            return;
+        }
+        let uri = String::from_utf8_lossy(&payload[..payload.len().min(300)]).into_owned();
+        if let Err(why) = self.request(local, payload) {
+            tracing::warn!(%uri, reason = %why, "outbound refused");
+            self.answer_local(local, &format!("no: {why}"));
+        }
+    }
+
+    /// Parses and checks a request, then connects (an IP literal) or starts
+    /// the lookup (a host name).
+    fn request(&mut self, local: ConnId, payload: &[u8]) -> Result<(), String> {
+        let uri = std::str::from_utf8(payload).map_err(|_| "the request is not UTF-8")?;
+        let u = parse_uri(uri).map_err(|e| e.to_string())?;
+        // The scheme names the outbound service asked: its protocol, or the
+        // service's own name (a custom --service-name).
+        if u.scheme != self.config.scheme && Some(u.scheme) != self.config.local_service.as_deref()
+        {
+            return Err(format!(
+                "this daemon speaks {}://, not {}://",
+                self.config.scheme,
+                u.scheme.chars().take(40).collect::<String>()
+            ));
+        }
+        let service = validate_name(u.path.as_bytes()).map_err(|e| e.to_string())?;
+        let req = Request {
+            service: service.to_owned(),
+            host: outbound::host_of(u.authority).to_owned(),
+        };
+        match outbound::target(u.authority, &self.config.outbound_allow)? {
+            Target::Addr(addr) => {
+                let addrs = outbound::allowed(&req.host, vec![addr], &self.config.outbound_allow)?;
+                self.connect(local, req, addrs);
+            }
+            Target::Name { host, port } => {
+                let lookups = self.lookups.as_mut().ok_or("no name lookups here")?;
+                let seq = lookups.start(local, host, port)?;
+                let deadline = Instant::now() + lookups.timeout();
+                // The local client's own deadline is the lookup's timeout.
+                let _ = self.ctx.set_deadline(local, Some(deadline));
+                tracing::debug!(conn = %local, host, "looking up");
+                self.dialing.insert(local, Dialing::Resolving { seq, req });
+            }
+        }
+        Ok(())
+    }
+
+    /// Lookups came back: connect their clients, or answer why not. Answers
+    /// for clients that left or were answered already (timed out) are dropped.
+    pub(super) fn lookups_done(&mut self) {
+        let Some(lookups) = self.lookups.as_mut() else {
+            return;
+        };
+        for Answer { seq, local, result } in lookups.take_answers() {
+            match self.dialing.get(&local) {
+                Some(Dialing::Resolving { seq: s, .. }) if *s == seq => {}
+                _ => {
+                    tracing::debug!(conn = %local, "a lookup answered too late: dropped");
+                    continue;
+                }
+            }
+            let Some(Dialing::Resolving { req, .. }) = self.dialing.remove(&local) else {
+                continue;
+            };
+            let _ = self.ctx.set_deadline(local, None);
+            let addrs = result
+                .map_err(|e| format!("cannot resolve {}: {e}", req.host))
+                .and_then(|a| outbound::allowed(&req.host, a, &self.config.outbound_allow));
+            match addrs {
+                Ok(addrs) => self.connect(local, req, addrs),
+                Err(why) => {
+                    tracing::warn!(host = %req.host, reason = %why, "outbound refused");
+                    self.answer_local(local, &format!("no: {why}"));
+                }
+            }
+        }
+    }
+
+    /// The local client's deadline passed while its name was looked up:
+    /// answered now (the lookup's thread finishes when it can; its answer
+    /// is dropped). False if `local` was not waiting for a lookup.
+    pub(super) fn lookup_timed_out(&mut self, local: ConnId) -> bool {
+        let Some(Dialing::Resolving { req, .. }) = self.dialing.get(&local) else {
+            return false;
+        };
+        let why = format!("cannot resolve {}: timed out", req.host);
+        tracing::warn!(conn = %local, reason = %why, "outbound refused");
+        self.answer_local(local, &format!("no: {why}"));
+        true
+    }
+
+    /// Connects to the first of `addrs` that takes a connection now; the
+    /// others wait in `Dialing::Connecting` in case it refuses later.
+    fn connect(&mut self, local: ConnId, req: Request, addrs: Vec<SocketAddr>) {
+        let mut addrs = addrs.into_iter();
+        let mut last = String::from("no address to connect to");
+        for addr in addrs.by_ref() {
+            match self.dial(addr, &req) {
+                Ok(net) => {
+                    if let Some(c) = self.conns.get_mut(&net) {
+                        c.local = Some(local);
+                    }
+                    let rest = addrs.collect();
+                    self.dialing
+                        .insert(local, Dialing::Connecting { net, req, rest });
+                    return;
+                }
+                Err(why) => last = why,
+            }
+        }
+        tracing::warn!(host = %req.host, reason = %last, "outbound refused");
+        self.answer_local(local, &format!("no: {last}"));
+    }
+
+    fn dial(&mut self, addr: SocketAddr, req: &Request) -> Result<ConnId, String> {
+        let Some(factory) = self.outbound.clone() else {
+            return Err("no outbound service".into());
+        };
+        let stream =
+            mio::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let fd: OwnedFd = std::net::TcpStream::from(stream).into();
+        let net = self
+            .ctx
+            .add_network(fd, factory(&req.service, &req.host))
+            .map_err(|e| e.to_string())?;
+        self.stats.open.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .ctx
+            .set_deadline(net, Some(Instant::now() + self.config.handshake_timeout));
+        let conn = NetConn::new(addr, Some(req.service.clone()), false);
+        self.ctx.set_span(net, conn.span.clone());
+        self.conns.insert(net, conn);
+        tracing::debug!(%addr, conn = %net, "dialing");
+        Ok(net)
+    }
+
+    /// Outbound connection `net` for `local` failed before the remote daemon
+    /// said ok: the next address if this one refused the connection (no byte
+    /// reached anyone: trying another is safe), else the local client hears why.
+    pub(super) fn dial_failed(&mut self, local: ConnId, dialing: Dialing, reason: Option<&Error>) {
+        let refused = matches!(reason, Some(Error::Io(e)) if matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::HostUnreachable
+                | io::ErrorKind::NetworkUnreachable
+        ));
+        if let Dialing::Connecting { req, rest, .. } = dialing
+            && refused
+            && !rest.is_empty()
+        {
+            tracing::debug!(conn = %local, "connection refused: the next address");
+            return self.connect(local, req, rest);
+        }
+        let text = match reason {
+            Some(Error::Denied(answer)) => answer.clone(),
+            Some(e) => format!("no: {e}"),
+            None => "no: the remote daemon closed the connection".into(),
+        };
+        self.answer_local(local, &text);
+    }
+
+    /// A local client left: its lookup's answer will be dropped, its
+    /// connection in progress is closed.
+    pub(super) fn local_left(&mut self, local: ConnId) {
+        match self.dialing.remove(&local) {
+            Some(Dialing::Connecting { net, .. }) => self.close_net(net, "local client left"),
+            Some(Dialing::Resolving { .. }) => {
+                tracing::debug!(conn = %local, "the local client left during its lookup")
+            }
+            None => {}
+        }
+    }
+
+    /// Draining: clients still waiting for a lookup are answered now (the
+    /// worker ends once its network connections are gone).
+    pub(super) fn refuse_lookups(&mut self) {
+        let waiting: Vec<ConnId> = self
+            .dialing
+            .iter()
+            .filter(|(_, d)| matches!(d, Dialing::Resolving { .. }))
+            .map(|(&id, _)| id)
+            .collect();
+        for local in waiting {
+            self.answer_local(local, "no: the daemon is shutting down");
+        }
+    }
+
+    /// Tells a local client the outcome (a framed answer), then closes it once
+    /// that is written: queued, never a blocking write, so that a client which
+    /// does not read cannot stop the worker.
+    pub(super) fn answer_local(&mut self, local: ConnId, text: &str) {
+        self.dialing.remove(&local);
+        let _ = self.ctx.schedule(local, text.as_bytes());
+        if self.ctx.close_after_flush(local, ANSWER_LINGER).is_err() {
+            let _ = self.ctx.close(local);
+        }
+    }
+}

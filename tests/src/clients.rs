@@ -5,14 +5,12 @@ use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-/// Longest any single blocking socket operation of a test client may take.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::limits::IO_TIMEOUT;
 
 /// A TCP connection to `addr` whose reads and writes time out.
 pub fn tcp(addr: SocketAddr) -> TcpStream {

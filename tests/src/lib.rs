@@ -14,40 +14,38 @@
 //!   [`World::start_service`] (ready when its socket accepts, never after a fixed
 //!   sleep) and [`World::compile`] for the C programs;
 //! - [`certs`]: CAs, certificates and keys for the tlsd tests, generated with
-//!   rcgen.
+//!   rcgen;
+//! - [`clients`]: network clients of the daemons (TCP, TLS);
+//! - [`limits`]: the time limits every test shares, and raising the limit on
+//!   open descriptors;
+//! - [`python`]: the Python programs of `tests/py/`, run with the venv's Python;
+//! - [`wire`]: LibIPC frames and test payloads.
 //!
 //! Readiness is always observed (a socket that accepts, a log line), never assumed
 //! after a sleep; every wait is bounded.
 
 pub mod certs;
 pub mod clients;
+pub mod limits;
+pub mod process;
+pub mod python;
+pub mod wire;
+
+pub use limits::{BUILD_TIMEOUT, CHILD_TIMEOUT, IO_TIMEOUT, READY_TIMEOUT, raise_nofile_limit};
+pub use process::{Proc, Run, run_cmd, spawn, spawn_with_stdin};
+pub use python::{python, venv_bin};
+pub use wire::{frame, pattern};
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
-/// Longest any child process may run.
-pub const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
-/// Longest a service (or daemon) may take to be ready.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest the build of the workspace binaries and examples may take.
-pub const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
-
 /// Flags for linking `libipc.a` statically: `--print native-static-libs`.
 pub const STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl"];
-
-/// How often waits poll (a process's exit, a socket, a log file).
-const POLL: Duration = Duration::from_millis(10);
 
 /// The root of the workspace.
 pub fn workspace() -> PathBuf {
@@ -195,281 +193,6 @@ pub fn build_binaries(profile_dir: &Path) -> PathBuf {
     run.assert_success("cargo build -p libipc --examples -p tcpd -p tlsd -p websocketd --bins");
     let rel = profile_dir.strip_prefix(target).expect("profile directory");
     own.join(rel)
-}
-
-/// The outcome of a child process, with what it printed.
-#[derive(Debug)]
-pub struct Run {
-    /// The command, as shown in reports.
-    pub what: String,
-    /// None while it runs (or if it had to be killed).
-    pub status: Option<ExitStatus>,
-    /// Everything it wrote to stdout (invalid UTF-8 replaced: see
-    /// [`Run::stdout_bytes`]).
-    pub stdout: String,
-    /// Everything it wrote to stdout, as written (binary output).
-    pub stdout_bytes: Vec<u8>,
-    /// Everything it wrote to stderr.
-    pub stderr: String,
-}
-
-impl Run {
-    /// The command, its status and its output, for a failure message.
-    pub fn report(&self) -> String {
-        let status = self.status.map_or_else(
-            || "no exit status (still running, or killed by the test)".to_string(),
-            |s| s.to_string(),
-        );
-        format!(
-            "{}: {status}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.what, self.stdout, self.stderr
-        )
-    }
-
-    /// Panics (with the report) unless the process exited 0.
-    pub fn assert_success(&self, why: &str) {
-        let status = self.status.expect("a finished process");
-        if status.signal() == Some(Signal::SIGPIPE as i32) {
-            panic!("{why}: killed by SIGPIPE\n{}", self.report());
-        }
-        assert!(status.success(), "{why}: failed\n{}", self.report());
-    }
-
-    /// Each of `lines` is a line of stdout.
-    pub fn assert_lines(&self, lines: &[&str]) {
-        for line in lines {
-            assert!(
-                self.stdout.lines().any(|l| l == *line),
-                "missing line {line:?}\n{}",
-                self.report()
-            );
-        }
-    }
-}
-
-/// A child whose stdout and stderr go to files (no pipe can fill up and block
-/// it). Dropping it kills it; if the test is failing, its output is shown.
-#[derive(Debug)]
-pub struct Proc {
-    what: String,
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-    started: Instant,
-    /// Its output is already in a panic message: Drop need not show it again.
-    reported: bool,
-}
-
-/// Starts `cmd` with stdin from `/dev/null`, stdout and stderr to
-/// `dir/<label>.stdout` and `dir/<label>.stderr`.
-pub fn spawn(cmd: Command, dir: &Path, label: &str) -> Proc {
-    spawn_with_stdin(cmd, dir, label, Stdio::null())
-}
-
-/// [`spawn`], with stdin from `stdin` (a file, say).
-pub fn spawn_with_stdin(mut cmd: Command, dir: &Path, label: &str, stdin: Stdio) -> Proc {
-    let out = dir.join(format!("{label}.stdout"));
-    let err = dir.join(format!("{label}.stderr"));
-    let what = format!("{cmd:?}");
-    cmd.stdin(stdin)
-        .stdout(File::create(&out).expect("stdout file"))
-        .stderr(File::create(&err).expect("stderr file"));
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    Proc {
-        what,
-        child,
-        out,
-        err,
-        started: Instant::now(),
-        reported: false,
-    }
-}
-
-/// Runs a command to completion (or kills it, and fails, after `timeout`).
-pub fn run_cmd(cmd: Command, dir: &Path, label: &str, timeout: Duration) -> Run {
-    spawn(cmd, dir, label).wait(timeout)
-}
-
-impl Proc {
-    /// Waits for the process to end; kills it (and fails) once it has run for
-    /// `timeout` in all.
-    pub fn wait(mut self, timeout: Duration) -> Run {
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if self.started.elapsed() > timeout {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                self.reported = true;
-                panic!("killed after {timeout:?}\n{}", self.output(None).report());
-            }
-            sleep(POLL);
-        };
-        self.output(Some(status))
-    }
-
-    /// What it printed so far, with `status` if known.
-    pub fn output(&self, status: Option<ExitStatus>) -> Run {
-        let read =
-            |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
-        let stdout_bytes = self.stdout_bytes();
-        Run {
-            what: self.what.clone(),
-            status,
-            stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
-            stdout_bytes,
-            stderr: read(&self.err),
-        }
-    }
-
-    /// Everything it wrote to stdout so far, as bytes (binary output included).
-    pub fn stdout_bytes(&self) -> Vec<u8> {
-        std::fs::read(&self.out).unwrap_or_default()
-    }
-
-    /// Its stdin, when started with [`spawn_with_stdin`] and `Stdio::piped()`
-    /// (once: dropping it closes the pipe).
-    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
-        self.child.stdin.take()
-    }
-
-    /// Waits until its stdout satisfies `done` (given all of it so far), and
-    /// returns it. Fails if the process exits first (and its output does not
-    /// satisfy `done`), or after `timeout`.
-    pub fn wait_for_stdout(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        done: impl Fn(&[u8]) -> bool,
-    ) -> Vec<u8> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let running = self.running();
-            let out = self.stdout_bytes();
-            if done(&out) {
-                return out;
-            }
-            if !running {
-                self.fail(&format!("exited before printing {what}"));
-            }
-            if Instant::now() > deadline {
-                self.fail(&format!("did not print {what} within {timeout:?}"));
-            }
-            sleep(POLL);
-        }
-    }
-
-    /// Waits until `count` (at least 1) whole lines of its stderr contain
-    /// `needle`, and returns the `count`th. Fails if the process exits first, or
-    /// after `timeout`.
-    pub fn wait_for_stderr_lines(
-        &mut self,
-        needle: &str,
-        count: usize,
-        timeout: Duration,
-    ) -> String {
-        assert!(count > 0, "wait_for_stderr_lines: count must be at least 1");
-        let deadline = Instant::now() + timeout;
-        loop {
-            let text = std::fs::read_to_string(&self.err).unwrap_or_default();
-            // Only whole lines: the last one may still be being written.
-            let whole = text.rfind('\n').map_or("", |end| &text[..end]);
-            let found: Vec<&str> = whole.lines().filter(|l| l.contains(needle)).collect();
-            if found.len() >= count {
-                return found[count - 1].to_string();
-            }
-            if !self.running() {
-                self.fail(&format!("exited before logging {needle:?} {count} times"));
-            }
-            if Instant::now() > deadline {
-                self.fail(&format!(
-                    "did not log {needle:?} {count} times within {timeout:?} ({} so far)",
-                    found.len()
-                ));
-            }
-            sleep(POLL);
-        }
-    }
-
-    /// Whether it is still running.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Its process id.
-    pub fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
-    }
-
-    /// Sends it `signal` (if it is still there).
-    pub fn signal(&self, signal: Signal) {
-        let _ = nix::sys::signal::kill(self.pid(), signal);
-    }
-
-    /// Kills it (SIGKILL) and reaps it; returns what it printed.
-    pub fn kill(mut self) -> Run {
-        let _ = self.child.kill();
-        let status = self.child.wait().ok();
-        self.output(status)
-    }
-
-    /// Panics with its output; marks it reported so Drop does not repeat it.
-    pub fn fail(&mut self, why: &str) -> ! {
-        let status = self.child.try_wait().ok().flatten();
-        let run = self.output(status);
-        self.reported = true;
-        panic!("{why}\n{}", run.report());
-    }
-
-    /// Waits until a line of its stderr contains `needle`, and returns that line.
-    /// Fails if the process exits first, or after `timeout`.
-    pub fn wait_for_stderr_line(&mut self, needle: &str, timeout: Duration) -> String {
-        self.wait_for_stderr_lines(needle, 1, timeout)
-    }
-
-    /// Waits until `socket` accepts a connection (the probe connection is closed
-    /// at once). Fails if the process exits first, or after [`READY_TIMEOUT`].
-    pub fn wait_for_socket(&mut self, socket: &Path) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if UnixStream::connect(socket).is_ok() {
-                return;
-            }
-            if !self.running() {
-                self.fail(&format!(
-                    "exited before {} accepted connections",
-                    socket.display()
-                ));
-            }
-            if Instant::now() > deadline {
-                self.fail(&format!(
-                    "{} did not accept connections within {READY_TIMEOUT:?}",
-                    socket.display()
-                ));
-            }
-            sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Proc {
-    /// A test that fails midway leaves no process behind, and shows what it printed.
-    fn drop(&mut self) {
-        let status = match self.child.try_wait() {
-            Ok(Some(status)) => Some(status),
-            _ => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                None
-            }
-        };
-        if std::thread::panicking() && !self.reported {
-            eprintln!("{}", self.output(status).report());
-        }
-    }
 }
 
 /// A test's private world: a run directory (`RUNDIR`) and a place for binaries
@@ -717,12 +440,6 @@ impl Daemon {
     }
 }
 
-/// One LibIPC frame: 4-byte big-endian length, then the payload.
-pub fn frame(payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("payload under 4 GiB");
-    [&len.to_be_bytes()[..], payload].concat()
-}
-
 /// The resident memory of process `pid`, in KiB (`VmRSS` in /proc).
 pub fn rss_kib(pid: Pid) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
@@ -730,63 +447,3 @@ pub fn rss_kib(pid: Pid) -> u64 {
     let kib = line.and_then(|l| l.split_whitespace().next()?.parse().ok());
     kib.unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
-
-/// The program `name` (`python`, `kosoku`) of the Python virtual environment
-/// that `tests/run` makes, `target/test-venv`: the WebSocket clients of the
-/// websocketd tests (`websockets`, `kosoku`) are installed there, not in the
-/// system's Python.
-///
-/// Panics, saying to run `tests/run`, when the venv or its packages are missing.
-pub fn venv_bin(name: &str) -> PathBuf {
-    let venv = workspace().join("target/test-venv");
-    // tests/run writes this stamp once the packages are installed.
-    let stamp = venv.join(".installed");
-    let exe = venv.join("bin").join(name);
-    assert!(
-        stamp.is_file() && exe.is_file(),
-        "{} not found, or its packages not installed: the websocketd tests need \
-         the Python venv {} with websockets and kosoku, which tests/run creates \
-         (run tests/run once, or its venv block)",
-        exe.display(),
-        venv.display()
-    );
-    exe
-}
-
-/// Python helpers the tests' Python clients start with: LibIPC frames over a
-/// socket (`frame`, `recv_exact`, `recv_frame`), reading until EOF (`recv_all`)
-/// and `check(what, got, want)`, which exits non-zero with a readable message.
-pub const PYTHON_FRAMES: &str = r#"
-import socket, struct, sys
-
-def frame(b):
-    return struct.pack(">I", len(b)) + b
-
-def recv_exact(s, n):
-    buf = bytearray()
-    while len(buf) < n:
-        try:
-            chunk = s.recv(min(n - len(buf), 65536))
-        except OSError as e:
-            sys.exit(f"{e!r} after {len(buf)} of {n} bytes")
-        if not chunk:
-            sys.exit(f"EOF after {len(buf)} of {n} bytes: {bytes(buf[:100])!r}")
-        buf += chunk
-    return bytes(buf)
-
-def recv_frame(s):
-    (n,) = struct.unpack(">I", recv_exact(s, 4))
-    return recv_exact(s, n)
-
-def recv_all(s):
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-def check(what, got, want):
-    if got != want:
-        sys.exit(f"{what}: got {got[:100]!r} ({len(got)} bytes), want {want[:100]!r} ({len(want)} bytes)")
-"#;

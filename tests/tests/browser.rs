@@ -18,10 +18,8 @@ use std::path::Path;
 use std::process::{ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use libipc_tests::{Daemon, Proc, READY_TIMEOUT, World, spawn_with_stdin, workspace};
+use libipc_tests::{Daemon, IO_TIMEOUT, Proc, READY_TIMEOUT, World, spawn_with_stdin, workspace};
 
-/// Longest a socket read or write of a LibIPC client may block.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest the browser script may run (it gives up by itself after 45 s).
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest the browser script may take to reach a step of its scenario.

@@ -33,15 +33,13 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use libipc_tests::certs::{self, Pki};
+use libipc_tests::clients::tcp;
 use libipc_tests::{
-    CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, Proc, READY_TIMEOUT, Run, World, run_cmd, spawn,
-    spawn_with_stdin, venv_bin,
+    CHILD_TIMEOUT, Daemon, IO_TIMEOUT, Proc, READY_TIMEOUT, Run, World, python, raise_nofile_limit,
+    run_cmd, spawn, spawn_with_stdin,
 };
 use libipc_tests::{frame, rss_kib};
 use nix::sys::signal::Signal;
-
-/// Longest any single socket read or write of the test itself may block.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest a Python load client may run (it stops itself then, failing).
 const LOAD_LIMIT: Duration = Duration::from_secs(60);
@@ -140,11 +138,11 @@ impl Setup {
         proc
     }
 
-    /// A Python client: [`PYTHON_FRAMES`], [`PYTHON_CONNS`], then `body`, run by
-    /// the venv's Python with the protocol of `kind`, `port`, the CA, `limit`
-    /// (seconds) and `args`.
-    fn python(&self, kind: Kind, port: u16, label: &str, body: &str, args: &[&str]) -> Proc {
-        self.python_trusting(&self.pki.ca.cert, kind, port, label, body, args)
+    /// The Python client `tests/py/<script>` (one that imports
+    /// `daemon_conns.py`), with the protocol of `kind`, `port`, the CA,
+    /// [`LOAD_LIMIT`] (seconds) and `args`; its stdin a pipe.
+    fn python(&self, kind: Kind, port: u16, label: &str, script: &str, args: &[&str]) -> Proc {
+        self.python_trusting(&self.pki.ca.cert, kind, port, label, script, args)
     }
 
     /// [`Setup::python`], verifying TLS daemons against `ca`.
@@ -154,15 +152,11 @@ impl Setup {
         kind: Kind,
         port: u16,
         label: &str,
-        body: &str,
+        script: &str,
         args: &[&str],
     ) -> Proc {
-        let script = self.w.path().join(format!("client-{label}.py"));
-        std::fs::write(&script, format!("{PYTHON_FRAMES}{PYTHON_CONNS}{body}")).unwrap();
-        let mut cmd = Command::new(venv_bin("python"));
-        cmd.arg("-u")
-            .arg(&script)
-            .arg(kind.mode())
+        let mut cmd = python(script);
+        cmd.arg(kind.mode())
             .arg(port.to_string())
             .arg(ca)
             .arg(LOAD_LIMIT.as_secs().to_string())
@@ -170,14 +164,14 @@ impl Setup {
         spawn_with_stdin(cmd, self.w.path(), label, Stdio::piped())
     }
 
-    /// Starts [`PYTHON_LOAD`] on daemon `kind` at `port`: `groups` are
-    /// `service:connections:role`, comma-separated; steady connections have
-    /// `after` more echoes once told to go; connections the daemon ends must
-    /// end with `end`.
+    /// Starts `tests/py/faults_load.py` (many busy connections, a thread each)
+    /// on daemon `kind` at `port`: `groups` are `service:connections:role`,
+    /// comma-separated; steady connections have `after` more echoes once told
+    /// to go; connections the daemon ends must end with `end`.
     fn load(&self, kind: Kind, port: u16, groups: &str, after: usize, end: &str) -> Proc {
         let label = format!("load-{}", kind.bin());
         let after = after.to_string();
-        self.python(kind, port, &label, PYTHON_LOAD, &[groups, &after, end])
+        self.python(kind, port, &label, "faults_load.py", &[groups, &after, end])
     }
 }
 
@@ -208,458 +202,14 @@ fn finish(client: Proc, label: &str) -> Run {
     run
 }
 
-/// Raises this process's soft limit on open descriptors to `want` (at most
-/// the hard limit), for the daemons and clients it starts.
-fn raise_nofile_limit(want: u64) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-    if soft < want {
-        setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard).expect("setrlimit");
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Python clients.
-
-/// What every Python client starts with, after [`PYTHON_FRAMES`]: the protocol
-/// (`argv[1]`: tcp, tls or ws), the daemon's port, the CA of tlsd's
-/// certificate, a time limit in seconds, the rest in `args`; and a connection
-/// class for each protocol, all alike: `connect(service)`, `send([payloads])`,
-/// `recv()` (a payload, or the exception `Ended` saying how the daemon ended
-/// the connection) and `close()` (ends it from this side; returns how the
-/// daemon answered).
-///
-/// - tcp: routed, the framed name answered with a framed `ok`; the daemon's
-///   end is `eof` (`reset` if it closed with the client's input unread).
-/// - tls: the same inside TLS, with ragged EOFs reported rather than taken for
-///   an end: `close_notify` is a clean end, `ragged eof` a TCP close without it.
-/// - ws: the `websockets` library's protocol on a plain socket, the service in
-///   the URL's path; an end is `close CODE` (or `eof` with no close frame).
-const PYTHON_CONNS: &str = r#"
-import os, select, socket, ssl, threading, time
-from websockets.client import ClientProtocol
-from websockets.frames import Opcode
-from websockets.protocol import State
-from websockets.uri import parse_uri
-
-mode, port, ca, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-args = sys.argv[5:]
-deadline = time.monotonic() + limit
-
-def left():
-    return deadline - time.monotonic()
-
-class Ended(Exception):
-    """The daemon ended the connection; `how`: eof, reset, close_notify, ragged eof, close CODE."""
-    def __init__(self, how, detail=""):
-        super().__init__(how + detail)
-        self.how = how
-
-def tcp_connection():
-    s = socket.create_connection(("127.0.0.1", port), timeout=max(left(), 1))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
-
-class Framed:
-    """tcpd: LibIPC frames on TCP, routed by a framed name."""
-    def __init__(self, service):
-        self.s = self.wrap(tcp_connection())
-        self.buf = bytearray()
-        self.s.sendall(frame(service.encode()))
-        answer = self.recv()
-        if answer != b"ok":
-            raise AssertionError(f"{service}: answered {answer!r}")
-
-    def wrap(self, raw):
-        return raw
-
-    def send(self, msgs):
-        self.s.sendall(b"".join(frame(m) for m in msgs))
-
-    def partial(self):
-        return f" ({len(self.buf)} bytes of a frame before it)" if self.buf else ""
-
-    def read(self):
-        try:
-            chunk = self.s.recv(65536)
-        except ConnectionResetError:
-            raise Ended("reset", self.partial())
-        if not chunk:
-            raise Ended("eof", self.partial())
-        return chunk
-
-    def recv(self):
-        while True:
-            if len(self.buf) >= 4:
-                (n,) = struct.unpack_from(">I", self.buf)
-                if len(self.buf) >= 4 + n:
-                    m = bytes(self.buf[4:4 + n])
-                    del self.buf[:4 + n]
-                    return m
-            self.buf += self.read()
-
-    def close(self):
-        self.s.shutdown(socket.SHUT_WR)
-        return self.after_close()
-
-    def after_close(self):
-        try:
-            m = self.recv()
-        except Ended as e:
-            return e.how
-        raise AssertionError(f"a message after closing: {m[:60]!r}")
-
-class Tls(Framed):
-    """tlsd: the same inside TLS, verifying tlsd against the CA."""
-    def wrap(self, raw):
-        ctx = ssl.create_default_context(cafile=ca)
-        # Report a TCP close without close_notify (SSLEOFError) instead of
-        # taking it for the end: the two must be told apart.
-        return ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
-
-    def read(self):
-        try:
-            chunk = self.s.recv(65536)
-        except ssl.SSLEOFError:
-            raise Ended("ragged eof", self.partial())
-        except ssl.SSLZeroReturnError:
-            # tlsd's close_notify, after ours (see close)
-            raise Ended("close_notify", self.partial())
-        except ConnectionResetError:
-            raise Ended("reset", self.partial())
-        # b"": the peer's close_notify (a ragged EOF raised above).
-        if not chunk:
-            raise Ended("close_notify", self.partial())
-        return chunk
-
-    def close(self):
-        # Our close_notify, then the TCP half-close (SSLSocket.shutdown would
-        # drop the TLS layer), then tlsd's answer.
-        self.s.setblocking(False)
-        try:
-            self.s.unwrap()
-        except ssl.SSLWantReadError:
-            pass  # sent; tlsd's close_notify is read below
-        self.s.settimeout(max(left(), 1))
-        socket.socket.shutdown(self.s, socket.SHUT_WR)
-        return self.after_close()
-
-class Ws:
-    """websocketd: the websockets library's client protocol on a plain socket
-    (wss: on TLS, verifying websocketd against the CA)."""
-    def __init__(self, service):
-        self.s = tcp_connection()
-        if mode == "wss":
-            ctx = ssl.create_default_context(cafile=ca)
-            self.s = ctx.wrap_socket(self.s, server_hostname="localhost")
-        self.p = ClientProtocol(parse_uri(f"{mode}://localhost:{port}/{service}"), max_size=None)
-        self.p.send_request(self.p.connect())
-        self.flush()
-        self.events, self.parts, self.eof = [], [], False
-        while self.p.state is State.CONNECTING:
-            if not self.feed():
-                raise AssertionError(f"{service}: closed during the handshake")
-        if self.p.handshake_exc is not None:
-            raise self.p.handshake_exc
-        self.events = self.events[1:]  # the HTTP response
-
-    def flush(self):
-        for data in self.p.data_to_send():
-            if data:
-                self.s.sendall(data)
-            else:
-                self.s.shutdown(socket.SHUT_WR)
-
-    def feed(self):
-        """Reads once; False at the end of the stream."""
-        try:
-            data = self.s.recv(65536)
-        except ConnectionResetError:
-            data = b""
-        if data:
-            self.p.receive_data(data)
-        else:
-            self.eof = True
-            self.p.receive_eof()
-        try:
-            self.flush()  # pongs, the reply to a close
-        except OSError:
-            pass
-        self.events += self.p.events_received()
-        return bool(data)
-
-    def send(self, msgs):
-        for m in msgs:
-            self.p.send_binary(m)
-        self.flush()
-
-    def recv(self):
-        while True:
-            while self.events:
-                ev = self.events.pop(0)
-                if ev.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
-                    self.parts.append(ev.data)
-                    if ev.fin:
-                        m = b"".join(self.parts)
-                        self.parts = []
-                        return m
-                elif ev.opcode is Opcode.CLOSE:
-                    rcvd = self.p.close_rcvd
-                    code = rcvd.code if rcvd else "without a code"
-                    raise Ended(f"close {code}", f" {rcvd.reason!r}" if rcvd else "")
-            if self.eof:
-                raise Ended("eof")
-            self.feed()
-
-    def close(self):
-        self.p.send_close(1000)
-        self.flush()
-        return self.after_close()
-
-    after_close = Framed.after_close
-
-connect = {"tcp": Framed, "tls": Tls, "ws": Ws, "wss": Ws}[mode]
-
-# A descriptor a connection, and then some: raise the soft limit if need be.
-import resource
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-if soft != resource.RLIM_INFINITY and soft < 2048:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
-"#;
-
-/// Many busy connections at once, a thread each: `args[0]` lists groups as
-/// `service:connections:role`, comma-separated. Each connection sends numbered
-/// messages (30 bytes to 28 KiB), four in a write, and checks every echo, in
-/// order. Once every connection has had a few echoes it prints `busy: ...`, and
-/// waits for a line on its stdin (the test acts meanwhile: kills a service,
-/// sends SIGTERM); then
-///
-/// - a `steady` connection has `args[1]` more echoes, then closes; the daemon
-///   must answer its close cleanly (tcp: EOF, tls: close_notify, ws: close
-///   1000), and nothing may go wrong before;
-/// - an `ended` connection goes on until the daemon ends it, which must be as
-///   `args[2]` says (`eof`, `close_notify`, `close 1011`, ...);
-/// - a `drained` one too; it prints `drained PORT ECHOES` (its local port,
-///   the echoes it got before the end) so that the test can check them
-///   against what the daemon took from it: every message that reached the
-///   service must have been echoed before the end. (Messages still in
-///   flight when the goodbye comes were not taken: a client that pipelines
-///   cannot tell them apart, the daemon's count can.)
-///
-/// Bounded: the time limit, and a cap on echoes before the word to go.
-const PYTHON_LOAD: &str = r#"
-groups, after, end = args[0], int(args[1]), args[2]
-WINDOW = 4
-MAX_BEFORE = 100_000
-CLEAN = {"tcp": "eof", "tls": "close_notify", "ws": "close 1000", "wss": "close 1000"}[mode]
-
-plan = []
-for g in groups.split(","):
-    service, count, role = g.split(":")
-    plan += [(service, role)] * int(count)
-threading.stack_size(256 * 1024)
-
-go = threading.Event()
-failures = []
-done = [0] * len(plan)          # echoes checked, in order
-ends = [None] * len(plan)       # how each connection ended
-unanswered = [0] * len(plan)    # messages sent, not echoed, when it ended
-ports = [None] * len(plan)      # local ports, for the daemon's log lines
-
-def message(c, n):
-    times = 1000 if (c + n) % 50 == 0 else 1 + (c + n) % 40
-    return f"connection {c} message {n};".encode() * times
-
-def client(c, service, role):
-    try:
-        conn = connect(service)
-        ports[c] = conn.s.getsockname()[1]
-        n, at_go = 0, None
-        while True:
-            if go.is_set() and role == "steady":
-                at_go = n if at_go is None else at_go
-                if n >= at_go + after:
-                    break
-            if left() < 0:
-                raise TimeoutError(f"time ran out after {n} echoes")
-            if n >= MAX_BEFORE and not go.is_set():
-                raise RuntimeError(f"no word to go after {n} echoes")
-            first = n
-            batch = [message(c, first + k) for k in range(WINDOW)]
-            try:
-                conn.send(batch)
-                send_error = None
-            except Exception as e:  # the end is read below
-                send_error = e
-            try:
-                for m in batch:
-                    back = conn.recv()
-                    if back != m:
-                        raise AssertionError(f"echo {n}: got {back[:60]!r} ({len(back)} bytes), "
-                                             f"sent {m[:60]!r} ({len(m)} bytes)")
-                    n += 1
-                    done[c] = n
-            except Ended as e:
-                if role == "steady":
-                    raise
-                ends[c] = e
-                # A batch that could not be sent was not sent (the end came first).
-                unanswered[c] = 0 if send_error else first + WINDOW - n
-                return
-            if send_error is not None:
-                raise AssertionError(f"sending failed ({send_error!r}), yet the echoes came")
-        ends[c] = Ended(conn.close())
-    except BaseException as e:
-        failures.append(f"connection {c} ({service}, {role}): {e!r}")
-
-def fail(why):
-    sys.exit(f"{why}; {len(failures)} connections failed: " + "; ".join(failures[:10]))
-
-started = time.monotonic()
-threads = [threading.Thread(target=client, args=(c, s, r), daemon=True)
-           for c, (s, r) in enumerate(plan)]
-for t in threads:
-    t.start()
-while min(done) < 2 * WINDOW and not failures and left() > 0:
-    time.sleep(0.01)
-if failures or min(done) < 2 * WINDOW:
-    fail(f"{sum(1 for d in done if d >= 2 * WINDOW)} of {len(plan)} connections busy in time")
-print(f"busy: {len(plan)} connections, {sum(done)} echoes, "
-      f"{time.monotonic() - started:.1f} s", flush=True)
-
-if not select.select([sys.stdin], [], [], max(left(), 0))[0]:
-    sys.exit("no word to go in time")
-sys.stdin.readline()
-before = sum(done)
-go.set()
-for t in threads:
-    t.join(max(left(), 0))
-if failures:
-    fail("connections failed")
-late = [c for c, t in enumerate(threads) if t.is_alive()]
-if late:
-    sys.exit(f"{len(late)} connections not done in time, e.g. {late[:10]}")
-
-wrong = []
-for c, (service, role) in enumerate(plan):
-    want = CLEAN if role == "steady" else end
-    if ends[c].how not in want.split("|"):
-        wrong.append(f"connection {c} ({service}, {role}) ended with {ends[c]}, want {want}")
-    elif role == "drained":
-        print(f"drained {ports[c]} {done[c]} (and {unanswered[c]} in flight)")
-if wrong:
-    sys.exit(f"{len(wrong)} connections ended wrong:\n" + "\n".join(wrong[:20]))
-for service, role in sorted(set(plan)):
-    cs = [c for c, p in enumerate(plan) if p == (service, role)]
-    hows = sorted(set(str(ends[c]) for c in cs))
-    print(f"{service} ({role}): {len(cs)} connections, {sum(done[c] for c in cs)} echoes "
-          f"(at least {min(done[c] for c in cs)} each), ended: {'; '.join(hows[:5])}")
-print(f"{sum(done)} echoes in all, {sum(done) - before} after the word to go; "
-      f"{time.monotonic() - started:.1f} s", flush=True)
-print("ok")
-"#;
-
-/// One exchange: connects to service `args[0]`, sends `args[1]`, prints the
-/// answer, then closes and prints how the daemon answered the close.
-const PYTHON_ONCE: &str = r#"
-conn = connect(args[0])
-conn.send([args[1].encode()])
-print(conn.recv().decode())
-print(f"closed: {conn.close()}")
-print("ok")
-"#;
-
 // ---------------------------------------------------------------------------
 // Services written for these tests.
 
-/// A LibIPC service (`argv[1]`: its socket) answering each message with
-/// `argv[2]`, a colon and the message: the answer tells which instance it is.
-/// A stale socket left by a killed instance is replaced.
-const LABEL_SERVICE: &str = r#"
-import os, threading
-
-path, label = sys.argv[1], sys.argv[2].encode()
-
-def serve(s):
-    with s:
-        while True:
-            hdr = s.recv(4, socket.MSG_WAITALL)
-            if len(hdr) < 4:
-                return
-            (n,) = struct.unpack(">I", hdr)
-            m = s.recv(n, socket.MSG_WAITALL) if n else b""
-            if len(m) < n:
-                return
-            s.sendall(frame(label + b":" + m))
-
-if os.path.exists(path):
-    os.unlink(path)
-srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-srv.bind(path)
-srv.listen(64)
-while True:
-    s, _ = srv.accept()
-    threading.Thread(target=serve, args=(s,), daemon=True).start()
-"#;
-
-/// A slow LibIPC service (`argv[1]`: its socket): it expects `argv[2]`
-/// messages of `argv[3]` bytes each, numbered (8 bytes, big-endian, then the
-/// number modulo 251 in every other byte), reads one a second until the file
-/// `argv[4]` exists, then as fast as they come; every message must be the next
-/// one, whole. At the client's end it says how many it got.
-const SLOW_SERVICE: &str = r#"
-import os, time
-
-path, total, size, fast = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-count = 0
-
-def read_exact(s, n, end_ok=False):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
-            if end_ok and not buf:
-                return None
-            sys.exit(f"EOF after {len(buf)} of {n} bytes of message {count}")
-        buf += chunk
-    return bytes(buf)
-
-srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-srv.bind(path)
-srv.listen(8)
-while True:
-    conn, _ = srv.accept()
-    hdr = read_exact(conn, 4, end_ok=True)
-    if hdr is not None:
-        break
-    conn.close()  # the test's readiness probe
-while hdr is not None:
-    (n,) = struct.unpack(">I", hdr)
-    if n != size:
-        sys.exit(f"message {count}: {n} bytes, want {size}")
-    body = read_exact(conn, n)
-    number = int.from_bytes(body[:8], "big")
-    if number != count:
-        sys.exit(f"message {count}: got number {number}")
-    if body[8:] != bytes([number % 251]) * (size - 8):
-        sys.exit(f"message {count}: corrupted")
-    count += 1
-    slow_until = time.monotonic() + 1
-    while not os.path.exists(fast) and time.monotonic() < slow_until:
-        time.sleep(0.02)
-    hdr = read_exact(conn, 4, end_ok=True)
-if count != total:
-    sys.exit(f"{count} messages, want {total}")
-print(f"received {count} messages, in order, each once", flush=True)
-"#;
-
-/// Starts a Python service `name` ([`PYTHON_FRAMES`], then `script`) with
+/// Starts the Python service `tests/py/<script>` as service `name`, with
 /// `args` after its socket's path, ready; its output in `<label>.stdout`.
 fn python_service(w: &World, name: &str, label: &str, script: &str, args: &[&str]) -> Proc {
-    let path = w.path().join(format!("{label}.py"));
-    std::fs::write(&path, format!("{PYTHON_FRAMES}{script}")).unwrap();
-    let mut cmd = Command::new("python3");
-    cmd.arg("-u").arg(path).arg(w.rundir.join(name)).args(args);
+    let mut cmd = python(script);
+    cmd.arg(w.rundir.join(name)).args(args);
     w.start_service(cmd, name, label)
 }
 
@@ -871,21 +421,27 @@ fn websocketd_restarted_under_a_running_service_serves_reconnecting_clients() {
 #[test]
 fn service_restarted_under_running_daemons_is_reached_by_new_clients() {
     let s = Setup::new();
-    let first = python_service(&s.w, "who", "who-first", LABEL_SERVICE, &["first"]);
+    let first = python_service(&s.w, "who", "who-first", "label_service.py", &["first"]);
     let kinds = [Kind::Tcp, Kind::Tls, Kind::Ws];
     let mut daemons: Vec<Daemon> = kinds.iter().map(|&k| s.daemon(k, k.bin(), &[])).collect();
     let pids: Vec<_> = daemons.iter().map(|d| d.proc.pid()).collect();
     let ask = |daemons: &[Daemon], instance: &str| {
         for (&kind, d) in kinds.iter().zip(daemons) {
             let label = format!("once-{}-{instance}", kind.bin());
-            let client = s.python(kind, d.addr.port(), &label, PYTHON_ONCE, &["who", "hello"]);
+            let client = s.python(
+                kind,
+                d.addr.port(),
+                &label,
+                "faults_once.py",
+                &["who", "hello"],
+            );
             let run = finish(client, &label);
             run.assert_lines(&[&format!("{instance}:hello")]);
         }
     };
     ask(&daemons, "first");
     first.kill();
-    let _second = python_service(&s.w, "who", "who-second", LABEL_SERVICE, &["second"]);
+    let _second = python_service(&s.w, "who", "who-second", "label_service.py", &["second"]);
     ask(&daemons, "second");
     for (d, pid) in daemons.iter_mut().zip(pids) {
         assert_eq!(d.proc.pid(), pid);
@@ -913,9 +469,7 @@ fn numbered(n: usize) -> Vec<u8> {
 
 /// A TCP client of a tcpd at `addr` that named `service` (raw) and got `ok`.
 fn tcp_client(addr: SocketAddr, service: &str) -> TcpStream {
-    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut s = tcp(addr);
     s.write_all(format!("{service}\n").as_bytes()).unwrap();
     let mut ok = [0; 2];
     s.read_exact(&mut ok).expect("tcpd's answer");
@@ -975,7 +529,13 @@ fn slow_service_holds_back_a_fast_client_through_tcpd_with_bounded_memory() {
     let total = SLOW_MESSAGES.to_string();
     let size = SLOW_MESSAGE.to_string();
     let fast_arg = fast.to_str().expect("UTF-8 path");
-    let service = python_service(&w, "slow", "slow", SLOW_SERVICE, &[&total, &size, fast_arg]);
+    let service = python_service(
+        &w,
+        "slow",
+        "slow",
+        "slow_service.py",
+        &[&total, &size, fast_arg],
+    );
     let mut tcpd = Daemon::start(&w, "tcpd", "tcpd", &["--workers", "1"]);
     let pid = tcpd.proc.pid();
     let mut p = Pusher {
@@ -1205,7 +765,7 @@ fn sighup_under_load_of_500_wss_connections_loses_no_message() {
         Kind::Wss,
         d.addr.port(),
         "once-wss",
-        PYTHON_ONCE,
+        "faults_once.py",
         &["pong", "hello"],
     );
     finish(once, "once-wss").assert_lines(&["hello", "closed: close 1000"]);

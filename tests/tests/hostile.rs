@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use libipc_tests::certs;
 use libipc_tests::clients::{IO_TIMEOUT, tcp, tls, tls_config};
 use libipc_tests::frame;
-use libipc_tests::{Daemon, Proc, READY_TIMEOUT, World};
+use libipc_tests::{Daemon, Proc, READY_TIMEOUT, World, raise_nofile_limit};
 use mio::{Events, Interest, Poll, Token};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
@@ -66,15 +66,13 @@ fn shown(b: &[u8]) -> String {
 // ---------------------------------------------------------------------------
 // Descriptors and memory of processes.
 
-/// Raises this process's soft limit on open descriptors to its hard limit, and
-/// checks that it allows `needed`.
+/// Raises this process's soft limit on open descriptors to `needed`, and
+/// checks that the hard limit allows it.
 fn raise_own_fd_limit(needed: u64) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    let limit = raise_nofile_limit(needed);
     assert!(
-        hard >= needed,
-        "this test needs {needed} descriptors; the hard limit is {hard} (raise it: ulimit -Hn)"
+        limit >= needed,
+        "this test needs {needed} descriptors; the hard limit is {limit} (raise it: ulimit -Hn)"
     );
 }
 

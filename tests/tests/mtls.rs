@@ -10,46 +10,13 @@
 //! for its echo or for the end of the connection, so a refusal is observed,
 //! not inferred from a client that gave up. The service is the Rust pongd,
 //! which logs every connection it gets: a refused client must never reach it.
-//! Needs only `python3`; the certificates come from [`libipc_tests::certs`].
+//! Needs only the Python venv (`tests/py/mtls_clients.py` is the client); the
+//! certificates come from [`libipc_tests::certs`].
 
 use std::path::Path;
-use std::process::Command;
 
 use libipc_tests::certs::{self, Pki, ServerPair};
-use libipc_tests::{CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, Proc, READY_TIMEOUT, World, run_cmd};
-
-/// For each client (name, certificate, key in `argv[4:]`): connects over TLS
-/// 1.3 with its certificate, names the service (`argv[3]` is `routed`) and
-/// sends its name in a frame; prints `NAME: ok` when the echo comes back,
-/// `NAME: refused (...)` when the connection ends or fails before it.
-const PYTHON_MTLS: &str = r#"
-import ssl
-port, ca, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-args = sys.argv[4:]
-for name, cert, key in zip(args[0::3], args[1::3], args[2::3]):
-    ctx = ssl.create_default_context(cafile=ca)
-    ctx.load_cert_chain(cert, key)
-    want = (b"ok" if mode == "routed" else b"") + frame(name.encode())
-    got = b""
-    try:
-        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
-                            server_hostname="localhost")
-        s.sendall((b"pong\n" if mode == "routed" else b"") + frame(name.encode()))
-        while len(got) < len(want):
-            chunk = s.recv(len(want) - len(got))
-            if not chunk:
-                break
-            got += chunk
-        end = "closed"
-    except (ssl.SSLError, ConnectionError) as e:
-        end = type(e).__name__
-    if got == want:
-        print(f"{name}: ok")
-    elif got == b"":
-        print(f"{name}: refused ({end})")
-    else:
-        print(f"{name}: got {got!r}")
-"#;
+use libipc_tests::{CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, World, python, run_cmd};
 
 /// A client certificate of the test and whether the allow lists let it in.
 struct Client {
@@ -111,11 +78,10 @@ impl Bench {
     fn assert_admissions(&self, label: &str, tlsd: &mut Daemon, mode: &str, clients: &[Client]) {
         let before = self.service_connections();
         let refused_before = tlsd.log().matches("peer identity refused").count();
-        let script = self.w.path().join(format!("{label}.py"));
-        std::fs::write(&script, format!("{PYTHON_FRAMES}{PYTHON_MTLS}")).unwrap();
-        let mut cmd = Command::new("python3");
-        cmd.arg(&script)
-            .arg(tlsd.addr.port().to_string())
+        // For each client: `NAME: ok` if its echo came back, `NAME: refused
+        // (...)` if the connection ended or failed before.
+        let mut cmd = python("mtls_clients.py");
+        cmd.arg(tlsd.addr.port().to_string())
             .arg(&self.pki.ca.cert)
             .arg(mode);
         for c in clients {

@@ -18,130 +18,17 @@ use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 
 use libipc_tests::certs;
-use libipc_tests::{
-    CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, READY_TIMEOUT, World, run_cmd, spawn, spawn_with_stdin,
-    venv_bin,
-};
+use libipc_tests::{CHILD_TIMEOUT, Daemon, READY_TIMEOUT, World, run_cmd, spawn, spawn_with_stdin};
 
-/// `python3 <label>.py ARGS`, the script being `PYTHON_FRAMES`, then `body`;
+/// Runs the Python client `tests/py/<script>` (a `proxy_*.py`) with `args`;
 /// it must exit 0. Returns its stdout.
-fn python(w: &World, label: &str, body: &str, args: &[&str]) -> String {
-    let script = w.path().join(format!("{label}.py"));
-    std::fs::write(&script, format!("{PYTHON_FRAMES}{body}")).unwrap();
-    let mut cmd = Command::new(venv_bin("python"));
-    cmd.arg(script).args(args);
+fn python(w: &World, label: &str, script: &str, args: &[&str]) -> String {
+    let mut cmd = libipc_tests::python(script);
+    cmd.args(args);
     let run = run_cmd(cmd, w.path(), label, CHILD_TIMEOUT);
     run.assert_success(label);
     run.stdout
 }
-
-/// PROXY headers as balancers write them (v1 text, v2 binary), and a check
-/// of the peer info a service receives.
-const PYTHON_PROXY: &str = r#"
-import ipaddress, json
-
-def v1(src, sport, dst="127.0.0.1", dport=9000):
-    fam = "TCP4" if ipaddress.ip_address(src).version == 4 else "TCP6"
-    return f"PROXY {fam} {src} {dst} {sport} {dport}\r\n".encode()
-
-SIG = b"\r\n\r\n\x00\r\nQUIT\n"
-
-def v2(src, sport, dst="127.0.0.1", dport=9000):
-    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
-    if s.version == 4:
-        body = s.packed + d.packed + struct.pack(">HH", sport, dport)
-        return SIG + bytes([0x21, 0x11]) + struct.pack(">H", len(body)) + body
-    d = ipaddress.IPv6Address(f"::ffff:{d}") if d.version == 4 else d
-    body = s.packed + d.packed + struct.pack(">HH", sport, dport)
-    return SIG + bytes([0x21, 0x21]) + struct.pack(">H", len(body)) + body
-
-V2_LOCAL = SIG + bytes([0x20, 0x00, 0, 0])
-
-def addr(a):
-    host, port = a[0], a[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-def connect(port):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
-
-def peer_info(what, payload, **want):
-    info = json.loads(payload)
-    for k, v in want.items():
-        got = info
-        for part in k.split("__"):
-            got = got.get(part) if isinstance(got, dict) else None
-        if got != v:
-            sys.exit(f"{what}: peer info {k} = {got!r}, want {v!r} (all: {info})")
-    return info
-"#;
-
-/// tcpd clients: v1 and v2 headers (whole, and v2 byte by byte), a health
-/// check (v2 LOCAL), a trusted balancer that sends no header or a broken one.
-const TCPD_TRUSTED: &str = r#"
-port = int(sys.argv[1])
-
-# v1 and the raw name in one write: the service hears about 203.0.113.7 first.
-s = connect(port)
-s.sendall(v1("203.0.113.7", 40001) + b"echo\n" + frame(b"hello"))
-check("v1 answer", recv_exact(s, 2), b"ok")
-peer_info("v1", recv_frame(s), address="203.0.113.7:40001", via=addr(s.getsockname()))
-check("v1 echo", recv_frame(s), b"hello")
-s.close()
-
-# v2 with IPv6 addresses, one byte per write, then a framed name.
-s = connect(port)
-for b in v2("2001:db8::7", 40002):
-    s.sendall(bytes([b]))
-s.sendall(frame(b"echo"))
-check("v2 answer", recv_frame(s), b"ok")
-s.sendall(frame(b"x" * 70000))
-peer_info("v2", recv_frame(s), address="[2001:db8::7]:40002")
-check("v2 echo", recv_frame(s), b"x" * 70000)
-s.close()
-
-# A health check (v2 LOCAL) is the balancer itself.
-s = connect(port)
-s.sendall(V2_LOCAL + b"echo\n")
-check("LOCAL answer", recv_exact(s, 2), b"ok")
-peer_info("LOCAL", recv_frame(s), address=addr(s.getsockname()), via=addr(s.getsockname()))
-s.close()
-
-# A trusted peer must send a header: no answer, the connection closed.
-for what, data in [("no header", b"echo\n"), ("broken v1", b"PROXY TCP4 1.2.3.4\r\necho\n"),
-                   ("v2 for UDP", SIG + bytes([0x21, 0x12, 0, 12]) + bytes(12) + b"echo\n")]:
-    s = connect(port)
-    s.sendall(data)
-    check(what, recv_all(s), b"")
-    s.close()
-print("trusted: ok")
-"#;
-
-/// tcpd clients from outside --proxy-from (or with no --proxy-protocol at
-/// all): served as they are; a PROXY header is a bad handshake.
-const TCPD_UNTRUSTED: &str = r#"
-port, peer_info_on = int(sys.argv[1]), sys.argv[2] == "peer-info"
-
-s = connect(port)
-s.sendall(v1("203.0.113.7", 40001) + b"echo\n")
-answer = recv_all(s)
-want = b"no: bad handshake: a PROXY protocol header from a client not trusted to send one"
-if not answer.startswith(want):
-    sys.exit(f"untrusted PROXY header: got {answer!r}")
-s.close()
-
-s = connect(port)
-s.sendall(b"echo\n" + frame(b"direct"))
-check("direct answer", recv_exact(s, 2), b"ok")
-if peer_info_on:
-    info = peer_info("direct", recv_frame(s), address=addr(s.getsockname()))
-    if "via" in info:
-        sys.exit(f"a direct client has no balancer: {info}")
-check("direct echo", recv_frame(s), b"direct")
-s.close()
-print("untrusted: ok")
-"#;
 
 #[test]
 fn tcpd_believes_proxy_headers_only_from_trusted_balancers() {
@@ -161,12 +48,7 @@ fn tcpd_believes_proxy_headers_only_from_trusted_balancers() {
         ],
     );
     let port = trusted.addr.port().to_string();
-    let out = python(
-        &w,
-        "trusted",
-        &format!("{PYTHON_PROXY}{TCPD_TRUSTED}"),
-        &[&port],
-    );
+    let out = python(&w, "trusted", "proxy_tcpd_trusted.py", &[&port]);
     assert!(out.contains("trusted: ok"), "{out}");
     trusted.assert_running("after the trusted clients");
     let log = trusted.log();
@@ -200,33 +82,15 @@ fn tcpd_believes_proxy_headers_only_from_trusted_balancers() {
         ],
     );
     let port = untrusted.addr.port().to_string();
-    let body = format!("{PYTHON_PROXY}{TCPD_UNTRUSTED}");
-    let out = python(&w, "untrusted", &body, &[&port, "peer-info"]);
+    let script = "proxy_tcpd_untrusted.py";
+    let out = python(&w, "untrusted", script, &[&port, "peer-info"]);
     assert!(out.contains("untrusted: ok"), "{out}");
     // No flag at all: the same.
     let plain = Daemon::start(&w, "tcpd", "tcpd-plain", &["--no-outbound"]);
     let port = plain.addr.port().to_string();
-    let out = python(&w, "plain", &body, &[&port, "-"]);
+    let out = python(&w, "plain", script, &[&port, "-"]);
     assert!(out.contains("untrusted: ok"), "{out}");
 }
-
-/// Fixed mode behind a balancer: its health checks (v2 LOCAL, then a close
-/// or a reset) never reach the service; a client does, described.
-const FIXED_CLIENTS: &str = r#"
-port = int(sys.argv[1])
-for how in ["close", "reset"]:
-    s = connect(port)
-    s.sendall(V2_LOCAL)
-    if how == "reset":
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()
-s = connect(port)
-s.sendall(v1("192.0.2.99", 4242) + frame(b"fixed"))
-peer_info("fixed", recv_frame(s), address="192.0.2.99:4242")
-check("fixed echo", recv_frame(s), b"fixed")
-s.close()
-print("fixed: ok")
-"#;
 
 #[test]
 fn health_checks_of_a_balancer_never_reach_a_fixed_service() {
@@ -248,12 +112,7 @@ fn health_checks_of_a_balancer_never_reach_a_fixed_service() {
         ],
     );
     let port = tcpd.addr.port().to_string();
-    let out = python(
-        &w,
-        "fixed",
-        &format!("{PYTHON_PROXY}{FIXED_CLIENTS}"),
-        &[&port],
-    );
+    let out = python(&w, "fixed", "proxy_fixed.py", &[&port]);
     assert!(out.contains("fixed: ok"), "{out}");
     tcpd.proc
         .wait_for_stderr_lines("balancer health check", 2, READY_TIMEOUT);
@@ -301,29 +160,6 @@ fn proxy_flags_are_checked_at_startup() {
     }
 }
 
-/// A TLS client behind a balancer, with a client certificate; `fixed`: tlsd
-/// in fixed mode (no name to send).
-const TLS_CLIENT: &str = r#"
-import ssl
-port, ca, cert, key, mode = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, key)
-ctx.set_alpn_protocols(["ipc"])
-raw = connect(int(port))
-raw.sendall(v2("198.51.100.9", 50123))
-s = ctx.wrap_socket(raw, server_hostname="localhost")
-if mode == "routed":
-    s.sendall(b"echo\n")
-    check("answer", recv_exact(s, 2), b"ok")
-s.sendall(frame(b"over tls"))
-peer_info("tls", recv_frame(s), address="198.51.100.9:50123", via=addr(s.getsockname()),
-          tls__version="TLSv1_3", tls__server_name="localhost", tls__alpn="ipc",
-          tls__identity='CN=["alice"] SAN=["dns:alice.example"]')
-check("echo", recv_frame(s), b"over tls")
-s.close()
-print("tls: ok")
-"#;
-
 #[test]
 fn tlsd_behind_a_balancer_tells_the_service_who_the_client_is() {
     let w = World::new();
@@ -356,7 +192,6 @@ fn tlsd_behind_a_balancer_tells_the_service_who_the_client_is() {
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
-    let body = format!("{PYTHON_PROXY}{TLS_CLIENT}");
     for (label, extra, mode) in [
         ("routed", &[][..], "routed"),
         ("fixed", &["--service", "echo"][..], "fixed"),
@@ -368,7 +203,7 @@ fn tlsd_behind_a_balancer_tells_the_service_who_the_client_is() {
         let out = python(
             &w,
             &format!("tls-{label}"),
-            &body,
+            "proxy_tls.py",
             &[
                 &port,
                 ca,
@@ -401,23 +236,6 @@ fn tlsd_behind_a_balancer_tells_the_service_who_the_client_is() {
     }
 }
 
-/// A WebSocket client (the `websockets` library) on a socket that has sent
-/// a PROXY header first, as a balancer in front of websocketd would.
-const WS_CLIENT: &str = r#"
-from websockets.sync.client import connect as ws_connect
-port = int(sys.argv[1])
-raw = connect(port)
-raw.sendall(v1("192.0.2.44", 61000))
-with ws_connect(f"ws://127.0.0.1:{port}/echo?room=7", sock=raw,
-                origin="https://app.example.org", subprotocols=["chat"]) as ws:
-    ws.send("hello")
-    peer_info("ws", ws.recv(timeout=10), address="192.0.2.44:61000",
-              websocket__path="/echo?room=7", websocket__origin="https://app.example.org",
-              websocket__subprotocol="chat")
-    check("echo", ws.recv(timeout=10), "hello")
-print("ws: ok")
-"#;
-
 #[test]
 fn websocketd_behind_a_balancer_tells_the_service_the_request() {
     let w = World::new();
@@ -438,74 +256,11 @@ fn websocketd_behind_a_balancer_tells_the_service_the_request() {
         ],
     );
     let port = ws.addr.port().to_string();
-    let out = python(&w, "ws", &format!("{PYTHON_PROXY}{WS_CLIENT}"), &[&port]);
+    let out = python(&w, "ws", "proxy_ws.py", &[&port]);
     assert!(out.contains("ws: ok"), "{out}");
     ws.assert_running("after the client");
     assert!(ws.log().contains("peer=192.0.2.44:61000"), "{}", ws.log());
 }
-
-/// Clients of HAProxy, from 127.0.0.2: `first` of them connect and exchange
-/// numbered messages; once all are connected they print their local ports
-/// (the test then kills one tcpd) and go on for `rounds` more messages each;
-/// then `later` new clients connect. Prints one line per client:
-/// `first|later PORT ok`, or what went wrong.
-const BALANCED_CLIENTS: &str = r#"
-import threading
-port, first, later, rounds = (int(a) for a in sys.argv[1:5])
-
-def client():
-    s = socket.socket()
-    s.settimeout(10)
-    s.bind(("127.0.0.2", 0))
-    s.connect(("127.0.0.1", port))
-    s.sendall(b"echo\n")
-    if recv_exact(s, 2) != b"ok":
-        sys.exit("no ok")
-    return s
-
-def recv_frame_or_none(s):
-    head = b""
-    while len(head) < 4:
-        c = s.recv(4 - len(head))
-        if not c:
-            return None
-        head += c
-    (n,) = struct.unpack(">I", head)
-    return recv_exact(s, n)
-
-def talk(s, start, n, result):
-    # Numbered messages in lock step, each checked.
-    try:
-        for i in range(start, start + n):
-            m = f"{s.getsockname()[1]}:{i}:".encode() * (1 + i % 50)
-            s.sendall(frame(m))
-            got = recv_frame_or_none(s)
-            if got is None:
-                result.append(f"closed after {i} messages")
-                return
-            if got != m:
-                result.append(f"wrong echo of message {i}: {got[:60]!r}")
-                return
-    except OSError as e:
-        result.append(f"error at message {i}: {e!r}")
-
-socks = [client() for _ in range(first)]
-results = [[] for _ in socks]
-for s, r in zip(socks, results):
-    talk(s, 0, 10, r)
-print("ports " + " ".join(str(s.getsockname()[1]) for s in socks), flush=True)
-threads = [threading.Thread(target=talk, args=(s, 10, rounds, r)) for s, r in zip(socks, results) if not r]
-for t in threads: t.start()
-for t in threads: t.join()
-for s, r in zip(socks, results):
-    print(f"first {s.getsockname()[1]} {r[0] if r else 'ok'}")
-for _ in range(later):
-    s, r = client(), []
-    talk(s, 0, 20, r)
-    print(f"later {s.getsockname()[1]} {r[0] if r else 'ok'}")
-    s.close()
-print("done", flush=True)
-"#;
 
 #[test]
 fn haproxy_balances_two_tcpd_and_the_survivor_loses_nothing() {
@@ -553,10 +308,9 @@ fn haproxy_balances_two_tcpd_and_the_survivor_loses_nothing() {
     }
     assert!(haproxy.running(), "HAProxy exited");
 
-    let script = w.path().join("balanced.py");
-    std::fs::write(&script, format!("{PYTHON_FRAMES}{BALANCED_CLIENTS}")).unwrap();
-    let mut cmd = Command::new("python3");
-    cmd.arg(&script).args([
+    // Each client prints `first|later PORT ok`, or what went wrong.
+    let mut cmd = libipc_tests::python("proxy_balanced.py");
+    cmd.args([
         front_port.to_string(),
         "40".into(),
         "10".into(),

@@ -37,9 +37,11 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use libipc_tests::certs;
+use libipc_tests::clients::tcp;
 use libipc_tests::frame;
+use libipc_tests::limits::POLL;
 use libipc_tests::{
-    CHILD_TIMEOUT, PYTHON_FRAMES, Proc, READY_TIMEOUT, World, artifacts, run_cmd, spawn, workspace,
+    CHILD_TIMEOUT, Proc, READY_TIMEOUT, World, artifacts, python, run_cmd, spawn, workspace,
 };
 use nix::sys::signal::Signal;
 
@@ -51,12 +53,6 @@ const INSTALLED_BIN: &str = "/usr/local/bin/";
 
 /// Highest `systemd-analyze security` exposure a daemon's service may have.
 const MAX_EXPOSURE: &str = "2.0";
-
-/// Longest any single socket read or write of a test client may block.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How often waits poll.
-const POLL: Duration = Duration::from_millis(10);
 
 /// The repository's `systemd/` directory.
 fn units_dir() -> PathBuf {
@@ -548,11 +544,7 @@ struct WsOrTcp {
 
 impl WsOrTcp {
     fn connect(addr: SocketAddr) -> WsOrTcp {
-        let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        WsOrTcp { s }
+        WsOrTcp { s: tcp(addr) }
     }
 
     fn send(&mut self, bytes: &[u8]) {
@@ -784,25 +776,9 @@ fn tcpd_socket_activated_serves_the_queued_client_reloads_and_stops() {
 }
 
 /// A Python TLS client of a fixed-mode tlsd: one message and its echo.
-const PYTHON_TLS_ECHO: &str = r#"
-import ssl
-port, ca, message = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
-ctx = ssl.create_default_context(cafile=ca)
-with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-        s.sendall(frame(message))
-        check("echo", recv_frame(s), message)
-print("tls echo: ok")
-"#;
-
 fn tls_echo(w: &World, label: &str, addr: SocketAddr, ca: &Path, message: &str) {
-    let script = w.path().join("tls_echo.py");
-    std::fs::write(&script, format!("{PYTHON_FRAMES}{PYTHON_TLS_ECHO}")).unwrap();
-    let mut cmd = Command::new("python3");
-    cmd.arg(&script)
-        .arg(addr.port().to_string())
-        .arg(ca)
-        .arg(message);
+    let mut cmd = python("tls_echo.py");
+    cmd.arg(addr.port().to_string()).arg(ca).arg(message);
     let run = run_cmd(cmd, w.path(), label, CHILD_TIMEOUT);
     run.assert_success(label);
     run.assert_lines(&["tls echo: ok"]);

@@ -5,7 +5,7 @@
 //!
 //!     cargo test -p libipc-tests --test tcpd
 //!
-//! Needs `socat`, `python3` and a C compiler (`tests/run` installs them). tcpd
+//! Needs `socat`, the Python venv and a C compiler (`tests/run` makes them). tcpd
 //! and the Rust examples are built by the test itself
 //! ([`libipc_tests::build_binaries`]). Every test has its own temporary RUNDIR,
 //! lets tcpd pick its port (`--listen 127.0.0.1:0`, read back from its
@@ -21,15 +21,11 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use libipc_tests::frame;
 use libipc_tests::{
-    CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, Proc, World, assert_pongd_done, echoes, run_cmd,
-    spawn_with_stdin,
+    CHILD_TIMEOUT, Daemon, IO_TIMEOUT, Proc, World, assert_pongd_done, echoes, frame, pattern,
+    python, run_cmd, spawn_with_stdin,
 };
 use nix::sys::signal::Signal;
-
-/// Longest any single socket read or write of a test client may block.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running tcpd and the address it listens on.
 type Tcpd = Daemon;
@@ -187,13 +183,6 @@ impl Client {
     }
 }
 
-/// A payload of `len` bytes that tells whose and which it is.
-fn pattern(seed: usize, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|k| (k.wrapping_mul(31) ^ seed.wrapping_mul(7919) ^ (k >> 8)) as u8)
-        .collect()
-}
-
 // ---------------------------------------------------------------------------
 // Clients nobody here wrote.
 
@@ -262,41 +251,6 @@ fn socat_pipeline_with_framed_name_and_a_socat_service() {
     );
 }
 
-/// A client written with Python's socket module: both handshake forms, a name
-/// with the first message in the same write, big and empty messages, both
-/// refusal forms.
-const PYTHON_CLIENT: &str = r#"
-port = int(sys.argv[1])
-names = sys.argv[2:]
-
-def conn():
-    return socket.create_connection(("127.0.0.1", port), timeout=10)
-
-msgs = [b"hello from python", b"", bytes(range(256)) * 300, b"last"]
-for name in names:
-    s = conn()
-    s.sendall(name.encode() + b"\n")
-    check(f"{name}: raw answer", recv_exact(s, 2), b"ok")
-    s.sendall(b"".join(frame(m) for m in msgs))
-    for i, m in enumerate(msgs):
-        check(f"{name}: echo {i}", recv_frame(s), m)
-    s.close()
-
-    s = conn()
-    s.sendall(frame(name.encode()) + frame(b"first, with the name"))
-    check(f"{name}: framed answer", recv_frame(s), b"ok")
-    check(f"{name}: first message", recv_frame(s), b"first, with the name")
-    s.close()
-
-s = conn()
-s.sendall(b"nope\n")
-check("raw refusal", recv_all(s), b"no: unknown service\n")
-s = conn()
-s.sendall(frame(b"nope"))
-check("framed refusal", recv_all(s), frame(b"no: unknown service"))
-print("python: ok")
-"#;
-
 #[test]
 fn python_socket_client() {
     let w = World::new();
@@ -310,12 +264,9 @@ fn python_socket_client() {
     let _cat = w.start_service(cmd, "cat", "socat-cat");
     let tcpd = start_tcpd(&w, &[]);
 
-    let script = w.path().join("client.py");
-    std::fs::write(&script, format!("{PYTHON_FRAMES}{PYTHON_CLIENT}")).unwrap();
-    let mut cmd = Command::new("python3");
-    cmd.arg(&script)
-        .arg(tcpd.addr.port().to_string())
-        .args(["pong", "cat"]);
+    // Both handshake forms, big and empty messages, both refusal forms.
+    let mut cmd = python("tcpd_client.py");
+    cmd.arg(tcpd.addr.port().to_string()).args(["pong", "cat"]);
     let run = run_cmd(cmd, w.path(), "python", CHILD_TIMEOUT);
     run.assert_success("python client");
     run.assert_lines(&["python: ok"]);

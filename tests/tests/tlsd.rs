@@ -7,7 +7,7 @@
 //!
 //!     cargo test -p libipc-tests --test tlsd
 //!
-//! Needs `openssl`, `python3`, a C compiler and `testssl` (Debian's
+//! Needs `openssl`, the Python venv, a C compiler and `testssl` (Debian's
 //! testssl.sh): `tests/run` installs them. tlsd and the Rust examples are built
 //! by the test itself ([`libipc_tests::build_binaries`]). Certificates and keys
 //! are generated for each test ([`libipc_tests::certs`], with rcgen; the PKCS#1
@@ -20,29 +20,18 @@
 //! client's output), never assumed after a sleep.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libipc_tests::certs::{self, Ca, ServerPair};
-use libipc_tests::clients::until_closed;
-use libipc_tests::frame;
+use libipc_tests::clients::{tcp, until_closed};
 use libipc_tests::{
-    CHILD_TIMEOUT, Daemon, PYTHON_FRAMES, Proc, READY_TIMEOUT, Run, World, echoes, run_cmd,
-    spawn_with_stdin,
+    CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, Run, World, echoes, frame, pattern, python,
+    raise_nofile_limit, run_cmd, spawn_with_stdin,
 };
 use nix::sys::signal::Signal;
-
-/// Longest any single socket read or write of the test itself may block.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A payload of `len` bytes, every byte value included (binary-safe check).
-fn pattern(seed: usize, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|k| (k.wrapping_mul(31) ^ seed.wrapping_mul(7919) ^ (k >> 8)) as u8)
-        .collect()
-}
 
 /// A running tlsd and the address it listens on.
 type Tlsd = Daemon;
@@ -264,105 +253,18 @@ fn session_resumption_tls12_and_tls13() {
 // ---------------------------------------------------------------------------
 // Python's ssl module.
 
-/// What the Python clients share: reading frames, checking, connecting with a
-/// context that verifies the certificate (against the CA) and the host name.
-const PYTHON_COMMON: &str = r#"
-import ssl
-
-port = int(sys.argv[1])
-ca = sys.argv[2]
-
-def context(cafile, version=None):
-    ctx = ssl.create_default_context(cafile=cafile)
-    assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
-    if version is not None:
-        ctx.minimum_version = ctx.maximum_version = version
-    return ctx
-
-def conn(ctx, hostname="localhost"):
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    return ctx.wrap_socket(raw, server_hostname=hostname)
-
-def payload(n):
-    return (bytes(range(256)) * (n // 256 + 1))[:n]
-
-VERSIONS = [(None, "TLSv1.3"), (ssl.TLSVersion.TLSv1_2, "TLSv1.2")]
-"#;
-
-/// A client written with Python's `ssl` module: both handshake forms (the
-/// framed one with the first message in the same write), empty and big
-/// messages (`argv[4]` bytes), TLS 1.3 and 1.2, the IP address SAN, refusals in
-/// both forms, and a wrong host name and a wrong CA (`argv[3]`) failing
-/// verification.
-const PYTHON_CLIENT: &str = r#"
-wrong_ca, big = sys.argv[3], int(sys.argv[4])
-msgs = [b"hello from python ssl", b"", payload(big), b"last"]
-for version, name in VERSIONS:
-    ctx = context(ca, version)
-    s = conn(ctx)
-    check("version", s.version(), name)
-    s.sendall(b"pong\n")
-    check(f"{name}: raw answer", recv_exact(s, 2), b"ok")
-    s.sendall(b"".join(frame(m) for m in msgs))
-    for i, m in enumerate(msgs):
-        check(f"{name}: raw, echo {i}", recv_frame(s), m)
-    s.close()
-
-    s = conn(ctx)
-    s.sendall(frame(b"pong") + frame(b"first, with the name"))
-    check(f"{name}: framed answer", recv_frame(s), b"ok")
-    check(f"{name}: first message", recv_frame(s), b"first, with the name")
-    for i, m in enumerate(msgs):
-        s.sendall(frame(m))
-        check(f"{name}: framed, echo {i}", recv_frame(s), m)
-    s.close()
-
-ctx = context(ca)
-# The certificate's IP address SAN.
-s = conn(ctx, "127.0.0.1")
-s.sendall(b"pong\n")
-check("by IP address: answer", recv_exact(s, 2), b"ok")
-s.close()
-
-s = conn(ctx)
-s.sendall(b"nope\n")
-check("raw refusal", recv_all(s), b"no: unknown service\n")
-s = conn(ctx)
-s.sendall(frame(b"nope"))
-check("framed refusal", recv_all(s), frame(b"no: unknown service"))
-
-for what, c, host in [("wrong host name", ctx, "not-localhost.example"),
-                      ("wrong CA", context(wrong_ca), "localhost")]:
-    try:
-        conn(c, host).close()
-        sys.exit(f"{what}: the certificate was accepted")
-    except ssl.SSLCertVerificationError as e:
-        print(f"{what}: refused: {e.verify_message}")
-print("python-ssl: ok")
-"#;
-
-/// `python3 <label>.py`, the script being `PYTHON_FRAMES` then `body`, written
-/// to the world's directory (the caller adds the arguments).
-fn python_cmd(w: &World, label: &str, body: &str) -> Command {
-    let script = w.path().join(format!("{label}.py"));
-    std::fs::write(&script, format!("{PYTHON_FRAMES}{body}")).unwrap();
-    let mut cmd = Command::new("python3");
-    cmd.arg(script);
-    cmd
-}
-
-/// Runs a Python client (`PYTHON_COMMON` then `body`) with `port`, `ca` and
-/// `args`; it must exit 0 and print `ok_line`.
+/// Runs the Python client `tests/py/<script>` (a `tlsd_*.py`) with tlsd's
+/// port, `ca` and `args`; it must exit 0 and print `ok_line`.
 fn run_python(
     w: &World,
     label: &str,
-    body: &str,
+    script: &str,
     tlsd: &Tlsd,
     ca: &Path,
     args: &[&str],
     ok_line: &str,
 ) {
-    let mut cmd = python_cmd(w, label, &format!("{PYTHON_COMMON}{body}"));
+    let mut cmd = python(script);
     cmd.arg(tlsd.addr.port().to_string()).arg(ca).args(args);
     let run = run_cmd(cmd, w.path(), label, CHILD_TIMEOUT);
     run.assert_success(&format!("python client {label}"));
@@ -379,7 +281,7 @@ fn python_ssl_client() {
     run_python(
         &w,
         "python",
-        PYTHON_CLIENT,
+        "tlsd_client.py",
         &tlsd,
         &pki.ca.cert,
         &[wrong_ca, "100000"],
@@ -388,97 +290,28 @@ fn python_ssl_client() {
     tlsd.assert_running("after the python client");
 }
 
-/// Messages of 64 KiB and more, each in both directions.
-const PYTHON_LARGE: &str = r#"
-for version, name in VERSIONS:
-    s = conn(context(ca, version))
-    s.sendall(b"pong\n")
-    check(f"{name}: raw answer", recv_exact(s, 2), b"ok")
-    for n in [65_535, 65_536, 100_000, 1_000_000]:
-        m = payload(n)
-        s.sendall(frame(m))
-        check(f"{name}: echo of {n} bytes", recv_frame(s), m)
-    s.close()
-print("python-large: ok")
-"#;
-
-/// Runs Python client `body` (`PYTHON_COMMON` first), which must print
-/// `LABEL: ok`, against a tlsd in front of pongd `pong`; returns the world
-/// (pongd runs until it is dropped) and the tlsd, still running.
-fn python_against_pong(label: &str, body: &str) -> (World, Proc, Tlsd) {
+/// Runs the Python client `script`, which must print `LABEL: ok`, against a
+/// tlsd in front of pongd `pong`; returns the world (pongd runs until it is
+/// dropped) and the tlsd, still running.
+fn python_against_pong(label: &str, script: &str) -> (World, Proc, Tlsd) {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
     let pongd = w.rust_pongd("pong");
     let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
     let ok = format!("{label}: ok");
-    run_python(&w, label, body, &tlsd, &pki.ca.cert, &[], &ok);
+    run_python(&w, label, script, &tlsd, &pki.ca.cert, &[], &ok);
     tlsd.assert_running(&format!("after {label}"));
     (w, pongd, tlsd)
 }
 
 #[test]
 fn python_ssl_client_messages_of_64k_and_more() {
-    python_against_pong("python-large", PYTHON_LARGE);
+    python_against_pong("python-large", "tlsd_large.py");
 }
-
-/// A client that ends its conversation with close_notify and keeps the TCP
-/// connection open for the answer (Python's `SSLSocket.unwrap()`): the
-/// service must see the end, and tlsd answer with its own close_notify.
-const PYTHON_CLOSE_NOTIFY: &str = r#"
-for version, name in VERSIONS:
-    s = conn(context(ca, version))
-    s.sendall(b"pong\n" + frame(b"one") + frame(b"two"))
-    check(f"{name}: answer", recv_exact(s, 2), b"ok")
-    check(f"{name}: echo 1", recv_frame(s), b"one")
-    check(f"{name}: echo 2", recv_frame(s), b"two")
-    raw = s.unwrap()  # our close_notify, then theirs
-    check(f"{name}: after close_notify", recv_all(raw), b"")
-    raw.close()
-
-# The end of the handshake (TLS 1.3: the client's Finished), the name, a
-# message and close_notify, all in one write: tlsd reads the end before the
-# service is even attached.
-for version, name in VERSIONS:
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = context(ca, version).wrap_bio(inc, out, server_hostname="localhost")
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    while True:
-        try:
-            obj.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            sock.sendall(out.read())
-            chunk = sock.recv(65536)
-            if not chunk:
-                sys.exit(f"{name}: closed during the handshake")
-            inc.write(chunk)
-    obj.write(b"pong\n" + frame(b"coalesced"))
-    try:
-        obj.unwrap()
-    except ssl.SSLWantReadError:
-        pass  # close_notify written; theirs comes later
-    sock.sendall(out.read())
-    plain = b""
-    while True:
-        try:
-            plain += obj.read(65536)
-            continue
-        except ssl.SSLZeroReturnError:
-            break  # tlsd's close_notify: the service saw our end
-        except ssl.SSLWantReadError:
-            pass
-        chunk = sock.recv(65536)
-        if not chunk:
-            sys.exit(f"{name}: EOF without close_notify after {plain!r}")
-        inc.write(chunk)
-    check(f"{name}: coalesced", plain, b"ok" + frame(b"coalesced"))
-    sock.close()
-print("close-notify: ok")
-"#;
 
 #[test]
 fn close_notify_with_the_tcp_connection_still_open_ends_the_conversation() {
-    let (_w, _pongd, mut tlsd) = python_against_pong("close-notify", PYTHON_CLOSE_NOTIFY);
+    let (_w, _pongd, mut tlsd) = python_against_pong("close-notify", "tlsd_close_notify.py");
     // Each of the four conversations ended cleanly, not at a timeout.
     tlsd.proc
         .wait_for_stderr_lines("connection closed", 4, READY_TIMEOUT);
@@ -486,20 +319,9 @@ fn close_notify_with_the_tcp_connection_still_open_ends_the_conversation() {
     assert!(!log.contains("timeout"), "{log}");
 }
 
-/// Clients that name their service, send part of a big message and reset
-/// the connection (SO_LINGER 0), while the daemon is attaching the service.
-const PYTHON_RESETS: &str = r#"
-for i in range(100):
-    s = conn(context(ca))
-    s.sendall(frame(b"pong") + struct.pack(">I", 200_000) + b"x" * 100_000)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()
-print("resets: ok")
-"#;
-
 #[test]
 fn clients_that_reset_while_their_service_is_attached_are_not_blamed_on_it() {
-    let (_w, _pongd, mut tlsd) = python_against_pong("resets", PYTHON_RESETS);
+    let (_w, _pongd, mut tlsd) = python_against_pong("resets", "tlsd_resets.py");
     tlsd.proc
         .wait_for_stderr_lines("connection closed", 100, READY_TIMEOUT);
     // Found by the soak: a client gone before its service was attached was
@@ -562,15 +384,6 @@ fn tls_min_version_13_refuses_a_tls12_client() {
     );
 }
 
-/// A TCP client of tlsd that does not speak TLS.
-fn tcp_connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    s
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -583,7 +396,7 @@ fn plain_tcp_client_naming_a_service_is_closed_without_ok() {
     let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
 
     for hello in [&b"pong\n"[..], &[&b"pong\n"[..], &frame(b"hello")].concat()] {
-        let mut s = tcp_connect(tlsd.addr);
+        let mut s = tcp(tlsd.addr);
         let started = Instant::now();
         s.write_all(hello).unwrap();
         let got = until_closed(&mut s);
@@ -607,7 +420,7 @@ fn plain_tcp_client_naming_a_service_is_closed_without_ok() {
 /// Connects, says nothing, and expects tlsd to close within `[min, max)`.
 fn assert_silent_client_closed(tlsd: &Tlsd, min: Duration, max: Duration) {
     let started = Instant::now();
-    let mut s = tcp_connect(tlsd.addr);
+    let mut s = tcp(tlsd.addr);
     let got = until_closed(&mut s);
     let took = started.elapsed();
     assert!(
@@ -847,46 +660,6 @@ fn sec1_ec_key_loads() {
 // ---------------------------------------------------------------------------
 // SIGHUP.
 
-/// A Python ssl client that keeps one connection busy: after its first echo it
-/// prints `started`, then exchanges numbered messages, each checked (printing
-/// `count N` every 10), until a line comes on its stdin; then 20 more, and it
-/// prints how many in all.
-const LONG_CLIENT: &str = r#"
-import select, ssl
-
-port, ca = int(sys.argv[1]), sys.argv[2]
-
-ctx = ssl.create_default_context(cafile=ca)
-s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
-                    server_hostname="localhost")
-s.sendall(b"pong\n")
-if recv_exact(s, 2) != b"ok":
-    sys.exit("no ok")
-
-count = 0
-def exchange():
-    global count
-    m = f"message {count} ".encode() * (1 + count % 100)
-    s.sendall(frame(m))
-    back = recv_frame(s)
-    if back != m:
-        sys.exit(f"echo {count}: got {back[:60]!r}, sent {m[:60]!r}")
-    count += 1
-    if count % 10 == 0:
-        print(f"count {count}", flush=True)
-
-exchange()
-print("started", flush=True)
-while not select.select([sys.stdin], [], [], 0.005)[0]:
-    exchange()
-sys.stdin.readline()
-for _ in range(20):
-    exchange()
-print(f"exchanged {count}", flush=True)
-s.close()
-print("long client: ok", flush=True)
-"#;
-
 /// The last `count N` the long client printed (0 if none yet).
 fn last_count(out: &[u8]) -> usize {
     String::from_utf8_lossy(out)
@@ -996,7 +769,7 @@ fn sighup_reloads_the_pair_and_open_connections_carry_on() {
     assert_trusted_by(w, "before-ca1", &r.tlsd, ca1);
     assert_not_trusted_by(w, "before-ca2", &r.tlsd, r.ca2());
 
-    let mut cmd = python_cmd(w, "long-client", LONG_CLIENT);
+    let mut cmd = python("tlsd_long_client.py");
     cmd.arg(r.tlsd.addr.port().to_string()).arg(&ca1.cert);
     let mut long = spawn_with_stdin(cmd, w.path(), "long-client", Stdio::piped());
     let mut long_stdin = long.take_stdin().expect("piped stdin");
@@ -1078,135 +851,12 @@ const LOAD_AFTER: usize = 40;
 /// on a 2-core machine that other tests share.
 const LOAD_LIMIT: Duration = Duration::from_secs(60);
 
-/// A Python ssl client keeping `argv[4]` connections busy at once, one thread
-/// each, all verifying tlsd's certificate against the old CA (`argv[2]`). Each
-/// sends numbered messages (30 bytes to 20 KiB), four in a write, and checks
-/// every echo, in order. Once each has had a few echoes it prints `busy: ...`; then
-/// a line on its stdin says the reload is done: a new connection must then
-/// verify against the new CA (`argv[3]`) and no longer against the old one,
-/// and each old connection must have `argv[5]` more echoes, checked as before.
-/// Bounded: `argv[6]` seconds in all, and a cap on echoes before the reload.
-const LOAD_CLIENT: &str = r#"
-import resource, select, ssl, threading, time
-
-port, old_ca, new_ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-conns, after, limit = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
-WINDOW = 4
-MAX_BEFORE = 400_000
-deadline = time.monotonic() + limit
-
-def left():
-    return deadline - time.monotonic()
-
-# A descriptor a connection, and then some: raise the soft limit if need be.
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-want = conns + 64
-if soft != resource.RLIM_INFINITY and soft < want:
-    if hard != resource.RLIM_INFINITY and hard < want:
-        sys.exit(f"RLIMIT_NOFILE: hard limit {hard}, {want} descriptors needed")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-threading.stack_size(256 * 1024)
-
-def connect(ca):
-    ctx = ssl.create_default_context(cafile=ca)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=max(left(), 1))
-    return ctx.wrap_socket(raw, server_hostname="localhost")
-
-def message(c, n):
-    # 30 bytes to 1 KiB; one in 50 about 20 KiB, more than a TLS record holds.
-    times = 700 if (c + n) % 50 == 0 else 1 + (c + n) % 40
-    return f"connection {c} message {n};".encode() * times
-
-reloaded = threading.Event()
-failures = []
-done = [0] * conns          # echoes checked, in order, per connection
-at_reload = [None] * conns  # how many when it learnt of the reload
-
-def client(c):
-    try:
-        s = connect(old_ca)
-        n = 0
-        while at_reload[c] is None or n < at_reload[c] + after:
-            if left() < 0:
-                raise TimeoutError(f"time ran out after {n} echoes")
-            if n >= MAX_BEFORE:
-                raise RuntimeError(f"no reload after {n} echoes")
-            batch = [message(c, n + k) for k in range(WINDOW)]
-            s.sendall(b"".join(frame(m) for m in batch))
-            for m in batch:
-                back = recv_frame(s)
-                if back != m:
-                    raise AssertionError(f"echo {n}: got {back[:60]!r}, sent {m[:60]!r}")
-                n += 1
-            done[c] = n
-            if at_reload[c] is None and reloaded.is_set():
-                at_reload[c] = n
-        s.close()
-    except BaseException as e:
-        failures.append(f"connection {c}: {e!r}")
-
-started = time.monotonic()
-threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(conns)]
-for t in threads:
-    t.start()
-while min(done) < 2 * WINDOW and not failures and left() > 0:
-    time.sleep(0.01)
-if failures:
-    sys.exit(f"{len(failures)} connections failed: " + "; ".join(failures[:10]))
-if min(done) < 2 * WINDOW:
-    sys.exit(f"only {sum(1 for d in done if d)} of {conns} connections echoing in time")
-print(f"busy: {conns} connections, {sum(done)} echoes, "
-      f"{time.monotonic() - started:.1f} s", flush=True)
-
-# The test replaces the certificate, sends SIGHUP and, once tlsd has logged
-# the reload, writes a line.
-if not select.select([sys.stdin], [], [], max(left(), 0))[0]:
-    sys.exit("no word of the reload in time")
-sys.stdin.readline()
-before = sum(done)
-reloaded.set()
-print(f"reloaded after {before} echoes", flush=True)
-
-# A new connection meanwhile gets the new certificate.
-s = connect(new_ca)
-s.sendall(frame(b"a new connection"))
-check("echo on a new connection", recv_frame(s), b"a new connection")
-s.close()
-try:
-    connect(old_ca).close()
-    sys.exit("a new connection verified tlsd against the old CA")
-except ssl.SSLCertVerificationError as e:
-    print(f"old CA, new connection: refused: {e.verify_message}", flush=True)
-
-for t in threads:
-    t.join(max(left(), 0))
-if failures:
-    sys.exit(f"{len(failures)} connections failed: " + "; ".join(failures[:10]))
-late = [c for c, t in enumerate(threads) if t.is_alive()]
-if late:
-    sys.exit(f"{len(late)} connections not done in time, e.g. {late[:10]}")
-least = min(d - r for d, r in zip(done, at_reload))
-print(f"echoes: {sum(done)} in all, {sum(done) - before} after the reload, "
-      f"at least {least} on each connection; {time.monotonic() - started:.1f} s", flush=True)
-print("load client: ok", flush=True)
-"#;
-
-/// Raises this process's soft limit on open descriptors to `want` (at most
-/// the hard limit), for the daemons and clients it starts.
-fn raise_nofile_limit(want: u64) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
-    if soft < want {
-        setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard).expect("setrlimit");
-    }
-}
-
 #[test]
 fn sighup_under_load_of_500_connections_loses_no_message() {
     // tlsd holds two descriptors a connection (TLS and the service's socket).
     raise_nofile_limit(4096);
     let mut r = Reload::start(&["--service", "pong"]);
-    let mut cmd = python_cmd(&r.w, "load-client", LOAD_CLIENT);
+    let mut cmd = python("tlsd_load.py");
     cmd.arg(r.tlsd.addr.port().to_string())
         .arg(&r.pki.ca.cert)
         .arg(&r.ca2().cert)
@@ -1596,14 +1246,6 @@ const SCAN_TIMEOUT: Duration = Duration::from_secs(240);
 /// The severities of testssl.sh findings that fail the scan.
 const FAILING_SEVERITIES: [&str; 3] = ["MEDIUM", "HIGH", "CRITICAL"];
 
-/// Reads a testssl.sh JSON file (`argv[1]`) and prints each finding on one
-/// line: severity, id and finding, separated by tabs.
-const PYTHON_FINDINGS: &str = r#"
-import json, sys
-for f in json.load(open(sys.argv[1])):
-    print("\t".join(" ".join(str(f.get(k, "")).split()) for k in ("severity", "id", "finding")))
-"#;
-
 /// One finding of the scan.
 struct Finding {
     severity: String,
@@ -1619,8 +1261,8 @@ impl std::fmt::Display for Finding {
 
 /// The findings in testssl.sh's JSON file `json`.
 fn scan_findings(w: &World, json: &Path) -> Vec<Finding> {
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", PYTHON_FINDINGS]).arg(json);
+    let mut cmd = python("testssl_findings.py");
+    cmd.arg(json);
     let run = run_cmd(cmd, w.path(), "findings", CHILD_TIMEOUT);
     run.assert_success("reading testssl's JSON findings");
     run.stdout

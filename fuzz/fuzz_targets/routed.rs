@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
                 if accept {
                     t.accepted(relay)
                 } else {
-                    t.refused("unknown service", relay)
+                    t.refused(libipc::switch::Refusal::UnknownService, relay)
                 }
             });
         }

@@ -19,11 +19,13 @@ use crate::queue::OutQueue;
 
 mod dial;
 mod proxied;
+mod refusal;
 mod routed;
 #[cfg(feature = "tls")]
 mod tls;
 pub use dial::Dial;
 pub use proxied::Proxied;
+pub use refusal::Refusal;
 pub use routed::Routed;
 #[cfg(feature = "tls")]
 pub use tls::{PeerCheck, Tls};
@@ -190,8 +192,8 @@ pub trait Transport: Send + fmt::Debug {
     /// The service could not be attached (`reason`: unknown service, not allowed,
     /// service down, handshake timeout): queue the answer for the network peer;
     /// the connection is closed once it is written.
-    fn refused(&mut self, reason: &str, relay: &mut Relay<'_>) {
-        let _ = (reason, relay);
+    fn refused(&mut self, refusal: Refusal, relay: &mut Relay<'_>) {
+        let _ = (refusal, relay);
     }
 
     /// While the transport's own handshake (TLS, an HTTP upgrade) is not finished,
@@ -376,8 +378,8 @@ impl Transport for Box<dyn Transport> {
     fn accepted(&mut self, relay: &mut Relay<'_>) {
         (**self).accepted(relay)
     }
-    fn refused(&mut self, reason: &str, relay: &mut Relay<'_>) {
-        (**self).refused(reason, relay)
+    fn refused(&mut self, refusal: Refusal, relay: &mut Relay<'_>) {
+        (**self).refused(refusal, relay)
     }
     fn handshake_phase(&self) -> Option<&'static str> {
         (**self).handshake_phase()

@@ -77,7 +77,8 @@ fn a_refused_client_gets_the_reason_then_eof() {
         .attach_service(id, std::str::from_utf8(&name).unwrap())
         .unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err}");
-    ctx.refuse(id, "unknown service").unwrap();
+    ctx.refuse(id, libipc::switch::Refusal::UnknownService)
+        .unwrap();
     let reason = loop {
         if let Event::Disconnection { id: gone, reason } = ctx.wait_event().unwrap() {
             assert_eq!(gone, id);

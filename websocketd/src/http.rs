@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::files;
 use crate::site::Site;
-use libipc::switch::WebSocketInfo;
+use libipc::switch::{Refusal, WebSocketInfo};
 
 /// Largest request head accepted (request line and headers).
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -109,21 +109,16 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// The answer to a refusal from the daemon (`reason` as the daemon words it).
-pub fn refusal(reason: &str) -> Vec<u8> {
-    let status = match reason {
-        "invalid service name" | "unknown service" => 404,
-        "service not allowed" => 403,
-        r if r.ends_with("timeout") => 408,
-        _ => 503,
-    };
+/// The answer to a refusal from the daemon: its HTTP status, its text.
+pub fn refusal(refusal: Refusal) -> Vec<u8> {
+    let status = refusal.http_status();
     // A full daemon or a busy service: worth trying again soon.
     let retry: &[(&str, &str)] = if status == 503 {
         &[("Retry-After", "1")]
     } else {
         &[]
     };
-    error(status, reason, retry)
+    error(status, &refusal.text(), retry)
 }
 
 fn refuse(status: u16, why: &str, line: &str, headers: &[(&str, &str)]) -> Decision {

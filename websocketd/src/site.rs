@@ -65,13 +65,13 @@ pub struct Site {
 
 /// A refused request: its HTTP status and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub struct Rejection {
     pub status: u16,
     pub why: String,
 }
 
-fn refusal(status: u16, why: String) -> Refusal {
-    Refusal { status, why }
+fn rejection(status: u16, why: String) -> Rejection {
+    Rejection { status, why }
 }
 
 /// The host of a Host header or an origin: lowercase, no trailing dot, IPv6
@@ -161,18 +161,18 @@ impl Site {
     pub fn check_host<'h>(
         &self,
         mut hosts: impl Iterator<Item = &'h str>,
-    ) -> Result<Authority, Refusal> {
+    ) -> Result<Authority, Rejection> {
         let (Some(raw), None) = (hosts.next(), hosts.next()) else {
-            return Err(refusal(400, "exactly one Host header is required".into()));
+            return Err(rejection(400, "exactly one Host header is required".into()));
         };
         let raw = raw.trim();
         let Some(host) = Authority::parse(raw) else {
-            return Err(refusal(400, format!("malformed Host {raw:?}")));
+            return Err(rejection(400, format!("malformed Host {raw:?}")));
         };
         if self.any_host || self.is_own_host(&host) {
             Ok(host)
         } else {
-            Err(refusal(
+            Err(rejection(
                 421,
                 format!("host {raw:?} is not this daemon's (see --public-host)"),
             ))
@@ -214,7 +214,7 @@ impl Site {
     /// The scheme is the listener's (http for ws, https for wss); a
     /// --public-host's origins may also be https on a plain listener, which
     /// is then behind a TLS terminator. Refused with 403.
-    pub fn check_origin(&self, origin: Option<&str>, host: &Authority) -> Result<(), Refusal> {
+    pub fn check_origin(&self, origin: Option<&str>, host: &Authority) -> Result<(), Rejection> {
         let Some(origin) = origin.map(str::trim) else {
             return Ok(());
         };
@@ -226,7 +226,7 @@ impl Site {
         if allowed {
             Ok(())
         } else {
-            Err(refusal(403, format!("origin {origin:?} not allowed")))
+            Err(rejection(403, format!("origin {origin:?} not allowed")))
         }
     }
 

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use libipc::frame::Decoder;
-use libipc::switch::{PeerInfo, Relay, Transport, WebSocketInfo};
+use libipc::switch::{PeerInfo, Refusal, Relay, Transport, WebSocketInfo};
 use libipc::{Error, Result};
 use tungstenite::Message;
 use tungstenite::error::Error as WsError;
@@ -302,8 +302,8 @@ impl Transport for WebSocket {
         }
     }
 
-    fn refused(&mut self, reason: &str, relay: &mut Relay<'_>) {
-        relay.to_network(&http::refusal(reason));
+    fn refused(&mut self, refusal: Refusal, relay: &mut Relay<'_>) {
+        relay.to_network(&http::refusal(refusal));
         self.state = State::Done;
     }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use libipc::proxy::Cidr;
 use libipc::service::validate_name;
-use libipc::switch::{PeerInfo, Proxied, Transport};
+use libipc::switch::{PeerInfo, Proxied, Refusal, Transport};
 use libipc::traffic::Traffic;
 use libipc::{Config, ConnId, Context, Event};
 use libipc::{Error, Result};
@@ -33,7 +33,7 @@ mod resolver;
 mod stats;
 pub use outbound::Destination;
 pub use resolver::{LookupFn, Resolver};
-pub use stats::{ServiceStats, Snapshot, Stats};
+pub use stats::{Failure, ServiceStats, Snapshot, Stats};
 
 /// Clients past --max-connections a worker reads until it can refuse them in
 /// their own form (see `Worker::accept`).
@@ -468,7 +468,7 @@ impl Worker {
             let overflow = self.stats.open.load(Ordering::Relaxed) >= self.config.max_connections;
             if overflow && self.overflow >= MAX_OVERFLOW {
                 tracing::warn!(%peer, limit = self.config.max_connections, "refused: too many connections");
-                self.stats.refused("too many connections");
+                self.stats.refused(Refusal::TooManyConnections);
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -528,7 +528,7 @@ impl Worker {
             self.dialing.remove(&local);
             if let Err(e) = self.ctx.attach(id, local) {
                 tracing::warn!(conn = %id, error = %e, "cannot join local client");
-                let _ = self.ctx.refuse(id, "internal error");
+                let _ = self.ctx.refuse(id, Refusal::Internal);
             }
             conn.service_id = Some(local);
             let _ = self.ctx.set_deadline(id, None);
@@ -538,10 +538,10 @@ impl Worker {
         }
         let shown = String::from_utf8_lossy(&name[..name.len().min(80)]).into_owned();
         let refusal = match validate_name(name) {
-            _ if conn.overflow => Some("too many connections"),
-            Err(_) => Some("invalid service name"),
+            _ if conn.overflow => Some(Refusal::TooManyConnections),
+            Err(_) => Some(Refusal::InvalidName),
             Ok(n) if !self.config.allow.is_empty() && !self.config.allow.iter().any(|a| a == n) => {
-                Some("service not allowed")
+                Some(Refusal::NotAllowed)
             }
             Ok(_) => None,
         };
@@ -569,23 +569,23 @@ impl Worker {
             }
             .map_err(|e| match e {
                 Error::Connect { source, .. } => Some(match source.kind() {
-                    io::ErrorKind::NotFound => "unknown service",
-                    io::ErrorKind::WouldBlock => "service busy",
+                    io::ErrorKind::NotFound => Refusal::UnknownService,
+                    io::ErrorKind::WouldBlock => Refusal::ServiceBusy,
                     // Out of descriptors: the daemon is full, not the service.
                     _ if matches!(
                         source.raw_os_error().map(nix::errno::Errno::from_raw),
                         Some(nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)
                     ) =>
                     {
-                        "too many connections"
+                        Refusal::TooManyConnections
                     }
-                    _ => "service down",
+                    _ => Refusal::ServiceDown,
                 }),
                 // The client is gone already (it reset the connection
                 // while the request waited): its DISCONNECTION, queued,
                 // says so. Not the service's fault.
                 Error::NoSuchConnection(_) | Error::WrongKind { .. } => None,
-                _ => Some("service down"),
+                _ => Some(Refusal::ServiceDown),
             }),
         };
         match result {
@@ -604,11 +604,11 @@ impl Worker {
                 }
             }
             Err(None) => tracing::debug!("the client left before its service was attached"),
-            Err(Some(reason)) => {
-                tracing::warn!(reason, "refused");
-                self.stats.refused(reason);
-                if self.ctx.refuse(id, reason).is_err() {
-                    self.close_net(id, reason);
+            Err(Some(refusal)) => {
+                tracing::warn!(reason = %refusal, "refused");
+                self.stats.refused(refusal);
+                if self.ctx.refuse(id, refusal).is_err() {
+                    self.close_net(id, &refusal.text());
                 }
             }
         }
@@ -640,15 +640,11 @@ impl Worker {
                 let _ = self.ctx.set_deadline(id, Some(service_deadline));
                 return;
             }
-            let why = match in_transport {
-                Some(phase) => format!("{phase} timeout"),
-                None => "handshake timeout".to_owned(),
-            };
-            let why = why.as_str();
-            tracing::warn!(parent: &conn.span, "refused: {why}");
-            self.stats.refused(why);
-            if self.ctx.refuse(id, why).is_err() {
-                self.close_net(id, why);
+            let refusal = Refusal::Timeout(in_transport);
+            tracing::warn!(parent: &conn.span, "refused: {refusal}");
+            self.stats.refused(refusal);
+            if self.ctx.refuse(id, refusal).is_err() {
+                self.close_net(id, &refusal.text());
             }
             return;
         }
@@ -743,12 +739,12 @@ impl Worker {
                     Some(Error::Denied(_)) => {}
                     // A balancer's health check, not a failed client.
                     None if conn.proxied => {}
-                    Some(Error::Tls(_)) => self.stats.refused("TLS handshake failed"),
+                    Some(Error::Tls(_)) => self.stats.failed(Failure::Tls),
                     Some(Error::Handshake(m)) if m.starts_with("bad PROXY") => {
-                        self.stats.refused("bad PROXY header")
+                        self.stats.failed(Failure::ProxyHeader)
                     }
-                    Some(Error::Handshake(_)) => self.stats.refused("bad handshake"),
-                    _ => self.stats.refused("closed during the handshake"),
+                    Some(Error::Handshake(_)) => self.stats.failed(Failure::BadHandshake),
+                    _ => self.stats.failed(Failure::ClosedEarly),
                 }
             }
             if let Some(local) = conn.local

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use libipc::switch::Refusal;
 use libipc::traffic::Traffic;
 
 /// A daemon's counters. Connection counts are atomics; the rest is updated
@@ -70,8 +71,18 @@ impl Stats {
         self.accepted.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn refused(&self, reason: &str) {
-        self.with(|t| *t.refused.entry(reason.to_owned()).or_default() += 1);
+    /// A client was refused (counted under the refusal's label).
+    pub(crate) fn refused(&self, refusal: Refusal) {
+        self.count_failure(&refusal.label());
+    }
+
+    /// A client failed its handshake.
+    pub(crate) fn failed(&self, failure: Failure) {
+        self.count_failure(failure.label());
+    }
+
+    fn count_failure(&self, label: &str) {
+        self.with(|t| *t.refused.entry(label.to_owned()).or_default() += 1);
     }
 
     /// A connection was relayed to `service`.
@@ -99,6 +110,32 @@ impl Stats {
     }
 }
 
+/// How a client failed before reaching a service, when it was not refused:
+/// the label it is counted under with the refusals (`reason` in metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Its TLS handshake failed.
+    Tls,
+    /// A balancer's PROXY protocol header was bad.
+    ProxyHeader,
+    /// It broke the handshake (a bad name frame, a bad HTTP request).
+    BadHandshake,
+    /// It left before naming a service.
+    ClosedEarly,
+}
+
+impl Failure {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::Tls => "TLS handshake failed",
+            Failure::ProxyHeader => "bad PROXY header",
+            Failure::BadHandshake => "bad handshake",
+            Failure::ClosedEarly => "closed during the handshake",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,7 +145,8 @@ mod tests {
         let s = Stats::default();
         s.accepted();
         s.accepted();
-        s.refused("unknown service");
+        s.refused(Refusal::UnknownService);
+        s.failed(Failure::Tls);
         s.routed("pong");
         let t = Traffic {
             bytes_in: 9,
@@ -121,6 +159,7 @@ mod tests {
         let snap = s.snapshot();
         assert_eq!(snap.accepted, 2);
         assert_eq!(snap.refused["unknown service"], 1);
+        assert_eq!(snap.refused["TLS handshake failed"], 1);
         let pong = snap.services["pong"];
         assert_eq!((pong.open, pong.connections), (0, 1));
         assert_eq!(pong.traffic.bytes_in, 18);

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::event::{ConnId, Event};
 use crate::queue::OutQueue;
 use crate::service;
-use crate::switch::{Relay, Transport};
+use crate::switch::{Refusal, Relay, Transport};
 
 /// Longest a refused client is read (and dropped) after its answer.
 pub(super) const LINGER: Duration = Duration::from_secs(2);
@@ -199,10 +199,11 @@ impl Context {
         Ok(())
     }
 
-    /// Turns network connection `id` away: its transport answers with `reason`
-    /// (`no: REASON` in tcpd's handshake), and the connection closes once that is
-    /// written. Its DISCONNECTION carries [`Error::Denied`].
-    pub fn refuse(&mut self, id: ConnId, reason: &str) -> Result<()> {
+    /// Turns network connection `id` away: its transport answers with `refusal`
+    /// in its own form (`no: TEXT` in tcpd's handshake, an HTTP status for
+    /// websocketd), and the connection closes once that is written. Its
+    /// DISCONNECTION carries [`Error::Denied`] with the refusal's text.
+    pub fn refuse(&mut self, id: ConnId, refusal: Refusal) -> Result<()> {
         let c = self
             .conns
             .get_mut(id)
@@ -217,10 +218,10 @@ impl Context {
         let _in_conn = p.span.clone().entered();
         let mut relay = Relay::new(&mut p.to_service, &mut c.out);
         let _ = super::relay::guarded(|| {
-            p.transport.refused(reason, &mut relay);
+            p.transport.refused(refusal, &mut relay);
             Ok(())
         });
-        p.closing = Some(Some(Error::Denied(reason.to_owned())));
+        p.closing = Some(Some(Error::Denied(refusal.to_string())));
         c.paused = true;
         self.flush_or_finish(id);
         Ok(())

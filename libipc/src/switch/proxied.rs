@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use crate::error::{Error, Result};
 use crate::proxy::{self, Header};
-use crate::switch::{PeerInfo, Relay, Transport};
+use crate::switch::{PeerInfo, Refusal, Relay, Transport};
 
 /// A PROXY header (v1 or v2), then `inner`.
 #[derive(Debug)]
@@ -97,11 +97,11 @@ impl<T: Transport> Transport for Proxied<T> {
         self.inner.accepted(relay);
     }
 
-    fn refused(&mut self, reason: &str, relay: &mut Relay<'_>) {
+    fn refused(&mut self, refusal: Refusal, relay: &mut Relay<'_>) {
         // Before the header, the peer is a balancer, not a client of the inner
         // protocol: there is no one to answer.
         if self.header.is_some() {
-            self.inner.refused(reason, relay);
+            self.inner.refused(refusal, relay);
         }
     }
 

@@ -16,7 +16,7 @@
 use crate::error::{Error, Result};
 use crate::frame::{self, HEADER_LEN};
 use crate::service::MAX_NAME_LEN;
-use crate::switch::{PeerInfo, Relay, Transport};
+use crate::switch::{PeerInfo, Refusal, Relay, Transport};
 
 /// The handshake's two forms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,14 +183,14 @@ impl<T: Transport> Transport for Routed<T> {
         self.inner.accepted(relay);
     }
 
-    fn refused(&mut self, reason: &str, relay: &mut Relay<'_>) {
+    fn refused(&mut self, refusal: Refusal, relay: &mut Relay<'_>) {
         if let Phase::Name(buf) = &self.phase {
             // Refused before the name is whole (a handshake timeout): a client
             // halfway through a framed name still gets a framed answer.
             self.form = Some(Self::form_of(buf));
         }
         if !matches!(self.phase, Phase::Done) {
-            self.answer(&format!("no: {reason}"), relay);
+            self.answer(&format!("no: {refusal}"), relay);
         }
         self.phase = Phase::Done;
     }
@@ -323,14 +323,14 @@ mod tests {
         let (mut svc, mut net) = (OutQueue::default(), OutQueue::default());
         let mut relay = Relay::new(&mut svc, &mut net);
         t.on_network_data(&framed(b"nope"), &mut relay).unwrap();
-        t.refused("unknown service", &mut relay);
+        t.refused(Refusal::UnknownService, &mut relay);
         assert_eq!(drain(&mut net), framed(b"no: unknown service"));
 
         let mut t = Routed::new(Frames::new(1000));
         let mut relay = Relay::new(&mut svc, &mut net);
         t.on_network_data(b"nope\n", &mut relay).unwrap();
-        t.refused("not allowed", &mut relay);
-        assert_eq!(drain(&mut net), b"no: not allowed\n");
+        t.refused(Refusal::NotAllowed, &mut relay);
+        assert_eq!(drain(&mut net), b"no: service not allowed\n");
     }
 
     #[test]
@@ -344,7 +344,7 @@ mod tests {
             let (mut svc, mut net) = (OutQueue::default(), OutQueue::default());
             let mut relay = Relay::new(&mut svc, &mut net);
             t.on_network_data(begun, &mut relay).unwrap();
-            t.refused("handshake timeout", &mut relay);
+            t.refused(Refusal::Timeout(None), &mut relay);
             assert_eq!(drain(&mut net), answer, "after {begun:?}");
         }
     }

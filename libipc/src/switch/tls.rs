@@ -11,7 +11,7 @@ use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerCon
 
 use crate::error::{Error, Result};
 use crate::queue::OutQueue;
-use crate::switch::{PeerInfo, Relay, TlsInfo, Transport};
+use crate::switch::{PeerInfo, Refusal, Relay, TlsInfo, Transport};
 
 /// Plaintext rustls may hold before it is encrypted: what a service sends before
 /// the handshake is done waits there (bounded), later writes drain at once.
@@ -257,8 +257,8 @@ impl<T: Transport> Transport for Tls<T> {
         self.quietly(relay, |inner, r| inner.accepted(r));
     }
 
-    fn refused(&mut self, reason: &str, relay: &mut Relay<'_>) {
-        self.quietly(relay, |inner, r| inner.refused(reason, r));
+    fn refused(&mut self, refusal: Refusal, relay: &mut Relay<'_>) {
+        self.quietly(relay, |inner, r| inner.refused(refusal, r));
         self.conn.send_close_notify();
         self.flush_tls(relay);
     }

@@ -389,6 +389,9 @@ impl Context {
                 Some(due) if due <= now && c.lingering => {
                     self.end_linger(id);
                 }
+                Some(due) if due <= now && c.answering() => {
+                    self.abandon_answer(id);
+                }
                 Some(due) if due <= now => {
                     c.deadline = None;
                     c.idle = None;
@@ -614,6 +617,10 @@ impl Context {
                 timeout = Some(Duration::ZERO);
             } else if timeout == Some(Duration::ZERO) {
                 return Ok(Event::Timer);
+            } else if !self.dirty.is_empty() {
+                // An answer's next part (`give_more`), due next turn: not
+                // a wait, but no reason to hold up the timer either.
+                timeout = Some(Duration::ZERO);
             }
             let retry_at = self.accept_retry.as_ref().map(|(at, _)| *at);
             let timer_at = self.timers.peek().map(|Reverse((at, _))| *at);
@@ -930,7 +937,9 @@ impl Context {
             }
             Role::Pending(p) => {
                 // Paused while the daemon decides: stays paused here.
-                if flushed.drained && p.closing.is_some() {
+                if flushed.drained && p.sending {
+                    self.give_more(id);
+                } else if flushed.drained && p.closing.is_some() {
                     self.linger(id);
                 }
             }

@@ -2,11 +2,11 @@
 //! policy picked by the first byte, and [`http::head_end`] on any bytes cut
 //! into any reads (websocketd's library, as the daemon runs it).
 //! Checks that a 101 answers only a GET upgrade with a 16-byte nonce (with its
-//! accept value), that every other answer is a complete refusal or file, that
-//! no static file from outside the static directory is ever served, that
-//! nothing is served to a request whose Host names another host (unless
-//! --allow-any-host), and that searching a head read by read finds what one
-//! search of it finds.
+//! accept value), that every other answer is a complete refusal or file (its
+//! head, then its chunks), that no static file from outside the static
+//! directory is ever served, that nothing is served to a request whose Host
+//! names another host (unless --allow-any-host), and that searching a head
+//! read by read finds what one search of it finds.
 #![no_main]
 
 use std::path::PathBuf;
@@ -161,7 +161,19 @@ fuzz_target!(|data: &[u8]| {
                 assert!(policy.subprotocols.contains(p));
             }
         }
-        Decision::Respond { response, line, .. } => {
+        Decision::Respond {
+            mut response,
+            body,
+            line,
+            ..
+        } => {
+            // A file comes after the head, in chunks, as the client reads.
+            if let Some(mut body) = body {
+                assert!(response.starts_with(b"HTTP/1.1 200"));
+                while !body.is_done() {
+                    response.extend(body.next_chunk().unwrap());
+                }
+            }
             assert!(response.starts_with(b"HTTP/1.1 ") && !response.starts_with(b"HTTP/1.1 101"));
             assert!(contains(&response, b"\r\n\r\n"));
             assert!(!contains(&response, OUTSIDE));

@@ -392,6 +392,9 @@ impl Context {
                 }
                 // Let go, and its peer did not read the last words in time.
                 Some(due) if due <= now && c.closing => self.remove(id),
+                Some(due) if due <= now && c.answering() => {
+                    self.abandon_answer(id);
+                }
                 Some(due) if due <= now => {
                     c.deadline = None;
                     c.idle = None;
@@ -646,6 +649,10 @@ impl Context {
                 timeout = Some(Duration::ZERO);
             } else if timeout == Some(Duration::ZERO) {
                 return Ok(Event::Timer);
+            } else if !self.dirty.is_empty() {
+                // An answer's next part (`give_more`), due next turn: not
+                // a wait, but no reason to hold up the timer either.
+                timeout = Some(Duration::ZERO);
             }
             let retry_at = self.accept_retry.as_ref().map(|(at, _)| *at);
             let timer_at = self.timers.peek().map(|Reverse((at, _))| *at);
@@ -963,7 +970,9 @@ impl Context {
             }
             Role::Pending(p) => {
                 // Paused while the daemon decides: stays paused here.
-                if flushed.drained && p.closing.is_some() {
+                if flushed.drained && p.sending {
+                    self.give_more(id);
+                } else if flushed.drained && p.closing.is_some() {
                     self.linger(id);
                 }
             }

@@ -60,6 +60,9 @@ pub struct Relay<'a> {
     /// Bytes for the network peer waiting in the layers below this one (the
     /// records of a TLS transport around this one).
     pub(crate) backlog_below: usize,
+    /// The transport has more for the network peer than it gave in this call
+    /// ([`Relay::more_to_send`]).
+    pub(crate) more: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -76,6 +79,7 @@ impl<'a> Relay<'a> {
             ended: false,
             answered: 0,
             backlog_below: 0,
+            more: false,
         }
     }
 
@@ -139,6 +143,16 @@ impl<'a> Relay<'a> {
         self.finished.get_or_insert(error);
     }
 
+    /// The transport has more for the network peer than it gave in this call,
+    /// to give from [`Transport::network_drained`] as the peer reads (an HTTP
+    /// answer whose body is read from a file in chunks). For a connection
+    /// answered without a service (no [`Relay::request_service`]): nothing
+    /// more is read from it meanwhile, and it closes after a call that
+    /// [`finish`](Relay::finish)es, or gives nothing.
+    pub fn more_to_send(&mut self) {
+        self.more = true;
+    }
+
     /// The network peer ended its side inside the transport's protocol (a TLS
     /// close_notify) while the connection stays open: as on EOF, the service
     /// gets everything already accepted, then EOF, and its replies still flow
@@ -180,6 +194,16 @@ pub trait Transport: Send + fmt::Debug {
     /// Called once when the network connection is added, before any data: a
     /// transport that speaks first (a client handshake) queues its opening here.
     fn start(&mut self, relay: &mut Relay<'_>) {
+        let _ = relay;
+    }
+
+    /// Everything queued for the network peer has been written, and the
+    /// transport said it had more to send ([`Relay::more_to_send`]): give the
+    /// next part, and say so again if more is left. Called only once the
+    /// queue is empty, so that a peer that reads slowly makes the daemon hold
+    /// no more than one call gives (the socket buffer keeps a fast one busy
+    /// meanwhile). Only for connections answered without a service.
+    fn network_drained(&mut self, relay: &mut Relay<'_>) {
         let _ = relay;
     }
 
@@ -374,6 +398,9 @@ impl Transport for Box<dyn Transport> {
     }
     fn on_service_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
         (**self).on_service_data(data, relay)
+    }
+    fn network_drained(&mut self, relay: &mut Relay<'_>) {
+        (**self).network_drained(relay)
     }
     fn accepted(&mut self, relay: &mut Relay<'_>) {
         (**self).accepted(relay)

@@ -2,33 +2,92 @@
 //! WebSocket share one origin. No directory listings, no hidden files, nothing
 //! outside the directory (symbolic links included), a content type by extension.
 
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::http::{error, response};
+use crate::http::{error, response_head};
 
-/// Largest file served: the whole file is read into memory for the answer.
-pub const MAX_FILE: u64 = 8 << 20;
+/// Bytes of a file read in one step, and sent before the next is read: the
+/// most a client that reads slowly makes websocketd hold (besides its socket
+/// buffer), whatever the file's size, and the most one step of the event
+/// loop reads from disk.
+pub const CHUNK: usize = 64 << 10;
 
-/// The answer to `GET path` (`head_only`: HEAD), and the reason when refused.
-pub fn serve(root: &Path, path: &str, head_only: bool) -> (Vec<u8>, Option<String>) {
-    match resolve(root, path) {
-        Ok(file) => match read(&file) {
-            Ok(body) => (
-                response(
-                    200,
-                    &[
-                        ("X-Content-Type-Options", "nosniff"),
-                        ("Cache-Control", "no-cache"),
-                    ],
-                    content_type(&file),
-                    &body,
-                    head_only,
-                ),
-                None,
-            ),
-            Err((status, why)) => (error(status, &why, &[]), Some(why)),
-        },
-        Err(why) => (error(404, "no such file", &[]), Some(why)),
+/// The answer to `GET path` (or HEAD).
+#[derive(Debug)]
+pub struct Answer {
+    /// The response head; for a refusal, the whole response.
+    pub head: Vec<u8>,
+    /// For a 200 to a GET: the file, to send after `head`.
+    pub body: Option<Body>,
+    /// Why the request was refused, if it was.
+    pub refused: Option<String>,
+}
+
+/// A file being sent: opened once, then read [`CHUNK`] by [`CHUNK`] as the
+/// client takes what was sent before, so that it is never held whole.
+#[derive(Debug)]
+pub struct Body {
+    file: File,
+    /// Bytes still to send (the length announced in Content-Length).
+    left: u64,
+    path: PathBuf,
+}
+
+impl Body {
+    /// Whether everything announced has been read.
+    pub fn is_done(&self) -> bool {
+        self.left == 0
+    }
+
+    /// The next bytes of the file, at most [`CHUNK`]. Fails, saying why, if
+    /// the file cannot be read or ends before its announced length (it shrank
+    /// since it was opened): the client then gets a short body, and a close.
+    pub fn next_chunk(&mut self) -> Result<Vec<u8>, String> {
+        let n = self.left.min(CHUNK as u64) as usize;
+        let mut chunk = vec![0; n];
+        self.file
+            .read_exact(&mut chunk)
+            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        self.left -= n as u64;
+        Ok(chunk)
+    }
+}
+
+/// The answer to `GET path` (`head_only`: HEAD). Opens the file; reads none of it.
+pub fn serve(root: &Path, path: &str, head_only: bool) -> Answer {
+    let refuse = |status, message, why| Answer {
+        head: error(status, message, &[]),
+        body: None,
+        refused: Some(why),
+    };
+    let real = match resolve(root, path) {
+        Ok(real) => real,
+        Err(why) => return refuse(404, "no such file", why),
+    };
+    let (file, len) = match open(&real) {
+        Ok(opened) => opened,
+        Err(why) => return refuse(500, "cannot read the file", why),
+    };
+    let head = response_head(
+        200,
+        &[
+            ("X-Content-Type-Options", "nosniff"),
+            ("Cache-Control", "no-cache"),
+        ],
+        content_type(&real),
+        len,
+    );
+    let body = (!head_only && len > 0).then_some(Body {
+        file,
+        left: len,
+        path: real,
+    });
+    Answer {
+        head,
+        body,
+        refused: None,
     }
 }
 
@@ -65,15 +124,13 @@ fn resolve(root: &Path, path: &str) -> Result<PathBuf, String> {
     Ok(real)
 }
 
-fn read(file: &Path) -> Result<Vec<u8>, (u16, String)> {
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if len > MAX_FILE {
-        return Err((
-            500,
-            format!("{} is larger than {MAX_FILE} bytes", file.display()),
-        ));
-    }
-    std::fs::read(file).map_err(|e| (500, format!("cannot read {}: {e}", file.display())))
+/// The file opened, and its length (from the descriptor: the length announced
+/// is that of the file sent).
+fn open(real: &Path) -> Result<(File, u64), String> {
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", real.display());
+    let file = File::open(real).map_err(cannot)?;
+    let len = file.metadata().map_err(cannot)?.len();
+    Ok((file, len))
 }
 
 fn percent_decode(s: &str) -> Option<Vec<u8>> {
@@ -135,8 +192,21 @@ mod tests {
         (dir, root)
     }
 
+    /// The whole response: the head, then the body chunk by chunk.
+    fn whole(answer: Answer) -> String {
+        let mut bytes = answer.head;
+        if let Some(mut body) = answer.body {
+            while !body.is_done() {
+                let chunk = body.next_chunk().unwrap();
+                assert!(!chunk.is_empty() && chunk.len() <= CHUNK);
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+        String::from_utf8(bytes).unwrap()
+    }
+
     fn get(root: &Path, path: &str) -> String {
-        String::from_utf8(serve(root, path, false).0).unwrap()
+        whole(serve(root, path, false))
     }
 
     #[test]
@@ -152,7 +222,7 @@ mod tests {
             "{js}"
         );
         assert!(js.contains("Content-Length: 10\r\n"));
-        let head = String::from_utf8(serve(&root, "/sub/app.js", true).0).unwrap();
+        let head = whole(serve(&root, "/sub/app.js", true));
         assert!(head.contains("Content-Length: 10\r\n") && head.ends_with("\r\n\r\n"));
         assert!(get(&root, "/sub/%61pp.js").starts_with("HTTP/1.1 200"));
     }
@@ -180,6 +250,47 @@ mod tests {
                 "{path}: {r}"
             );
         }
+    }
+
+    #[test]
+    fn a_big_file_comes_in_chunks_of_what_was_announced() {
+        let (_d, root) = site();
+        let data: Vec<u8> = (0..3 * CHUNK + 5).map(|i| (i % 251) as u8).collect();
+        std::fs::write(root.join("big.bin"), &data).unwrap();
+        let answer = serve(&root, "/big.bin", false);
+        let head = String::from_utf8(answer.head).unwrap();
+        assert!(head.contains(&format!("Content-Length: {}\r\n", data.len())));
+        let mut body = answer.body.unwrap();
+        let mut got = Vec::new();
+        while !body.is_done() {
+            got.push(body.next_chunk().unwrap());
+        }
+        let sizes: Vec<usize> = got.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [CHUNK, CHUNK, CHUNK, 5]);
+        assert_eq!(got.concat(), data);
+        // HEAD: the same length, nothing opened to send.
+        let head = serve(&root, "/big.bin", true);
+        assert!(head.body.is_none());
+        let text = String::from_utf8(head.head).unwrap();
+        assert!(text.contains(&format!("Content-Length: {}\r\n", data.len())));
+    }
+
+    #[test]
+    fn a_file_that_changes_while_sent_is_cut_at_its_announced_length() {
+        let (_d, root) = site();
+        let path = root.join("changing.txt");
+        std::fs::write(&path, vec![b'a'; CHUNK + 10]).unwrap();
+        // Grows after the answer's head: only what was announced is sent.
+        let mut body = serve(&root, "/changing.txt", false).body.unwrap();
+        std::fs::write(&path, vec![b'b'; 3 * CHUNK]).unwrap();
+        assert_eq!(body.next_chunk().unwrap().len(), CHUNK);
+        assert_eq!(body.next_chunk().unwrap().len(), 10);
+        assert!(body.is_done());
+        // Shrinks: the rest cannot be read, and that is said.
+        let mut body = serve(&root, "/changing.txt", false).body.unwrap();
+        std::fs::write(&path, b"short").unwrap();
+        let why = body.next_chunk().unwrap_err();
+        assert!(why.contains("changing.txt"), "{why}");
     }
 
     mod props {
@@ -257,8 +368,9 @@ mod tests {
             });
             runner
                 .run(&path(), |p| {
-                    let (answer, refused) = serve(&root, &p, false);
-                    let text = String::from_utf8_lossy(&answer);
+                    let answer = serve(&root, &p, false);
+                    let refused = answer.refused.clone();
+                    let text = whole(answer);
                     if text.starts_with("HTTP/1.1 200 ") {
                         prop_assert!(refused.is_none());
                         let body = text.split("\r\n\r\n").nth(1).unwrap_or("");

@@ -36,10 +36,12 @@ pub enum Decision {
         response: Vec<u8>,
         client: WebSocketInfo,
     },
-    /// Answer and close. `refused` says why, when the client asked for something
-    /// it may not have or sent a bad request (logged as a warning).
+    /// Answer and close: `response`, then `body` if there is one (a file).
+    /// `refused` says why, when the client asked for something it may not
+    /// have or sent a bad request (logged as a warning).
     Respond {
         response: Vec<u8>,
+        body: Option<files::Body>,
         refused: Option<String>,
         line: String,
     },
@@ -63,19 +65,29 @@ pub fn response(
     body: &[u8],
     head_only: bool,
 ) -> Vec<u8> {
+    let mut out = response_head(status, headers, content_type, body.len() as u64);
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// The head of an HTTP/1.1 response that closes the connection, for a body
+/// of `length` bytes sent after it.
+pub fn response_head(
+    status: u16,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    length: u64,
+) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status));
     for (name, value) in headers {
         out.push_str(&format!("{name}: {value}\r\n"));
     }
     out.push_str(&format!(
-        "Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "Content-Type: {content_type}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
     ));
-    let mut out = out.into_bytes();
-    if !head_only {
-        out.extend_from_slice(body);
-    }
-    out
+    out.into_bytes()
 }
 
 /// A plain-text error response.
@@ -124,6 +136,7 @@ pub fn refusal(refusal: Refusal) -> Vec<u8> {
 fn refuse(status: u16, why: &str, line: &str, headers: &[(&str, &str)]) -> Decision {
     Decision::Respond {
         response: error(status, why, headers),
+        body: None,
         refused: Some(why.to_owned()),
         line: line.to_owned(),
     }
@@ -177,10 +190,11 @@ pub fn decide(head: &[u8], policy: &Policy) -> Decision {
         }
         return match &policy.static_dir {
             Some(dir) => {
-                let (response, refused) = files::serve(dir, path, head_only);
+                let answer = files::serve(dir, path, head_only);
                 Decision::Respond {
-                    response,
-                    refused,
+                    response: answer.head,
+                    body: answer.body,
+                    refused: answer.refused,
                     line,
                 }
             }

@@ -95,7 +95,8 @@ struct Args {
     subprotocols: Vec<String>,
 
     /// Serve the files in this directory for plain GET requests (index.html for
-    /// directories; no listings, nothing outside it, files up to 8 MiB).
+    /// directories; no listings, nothing outside it; sent 64 KiB at a time as
+    /// the client reads).
     #[arg(long)]
     static_dir: Option<PathBuf>,
 

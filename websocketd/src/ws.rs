@@ -17,6 +17,7 @@ use tungstenite::error::Error as WsError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 
+use crate::files;
 use crate::http::{self, Decision, Policy};
 
 /// How the type of a message to the client is chosen (a LibIPC message has no
@@ -57,6 +58,9 @@ enum State {
         ws: Box<WebSocketContext>,
         early: Vec<u8>,
     },
+    /// Sending a file after its response head, a chunk each time the client
+    /// has taken the one before.
+    Sending(files::Body),
     /// Answered without a WebSocket (an HTTP response), or closed.
     Done,
 }
@@ -117,20 +121,28 @@ impl WebSocket {
             }
             Decision::Respond {
                 response,
+                body,
                 refused,
                 line,
             } => {
                 let status = String::from_utf8_lossy(&response[9..12]).into_owned();
                 relay.to_network(&response);
                 self.state = State::Done;
-                match refused {
-                    Some(why) => {
+                match (refused, body) {
+                    (Some(why), _) => {
                         tracing::warn!(request = %line, %status, reason = %why, "HTTP request refused");
                         relay.finish(Some(Error::Handshake(format!("HTTP {status}: {why}"))));
                     }
-                    None => {
+                    (None, body) => {
                         tracing::info!(request = %line, %status, "HTTP");
-                        relay.finish(None);
+                        match body {
+                            // The head is queued: the first chunk once it is written.
+                            Some(body) => {
+                                self.state = State::Sending(body);
+                                relay.more_to_send();
+                            }
+                            None => relay.finish(None),
+                        }
                     }
                 }
             }
@@ -268,7 +280,8 @@ impl Transport for WebSocket {
                     early.extend_from_slice(data);
                 }
             }
-            State::Done => {}
+            // Not read (the request was all there is to read).
+            State::Sending(_) | State::Done => {}
         }
         Ok(())
     }
@@ -287,6 +300,32 @@ impl Transport for WebSocket {
             _ => tracing::debug!(bytes = out.len(), "service messages after close dropped"),
         }
         Ok(())
+    }
+
+    /// The next chunks of a file, while the socket takes them whole (at most
+    /// [`CHUNKS_PER_TURN`]); the connection closes after the last one.
+    fn network_drained(&mut self, relay: &mut Relay<'_>) {
+        for _ in 0..CHUNKS_PER_TURN {
+            let State::Sending(body) = &mut self.state else {
+                return;
+            };
+            match body.next_chunk() {
+                Ok(chunk) => relay.to_network(&chunk),
+                Err(why) => {
+                    tracing::warn!(reason = %why, "static file cut short");
+                    self.state = State::Done;
+                    return relay.finish(Some(Error::Transport(why)));
+                }
+            }
+            if body.is_done() {
+                self.state = State::Done;
+                return relay.finish(None);
+            }
+            if relay.network_backlog() > 0 {
+                break;
+            }
+        }
+        relay.more_to_send();
     }
 
     fn accepted(&mut self, relay: &mut Relay<'_>) {
@@ -363,6 +402,10 @@ impl Transport for WebSocket {
         }
     }
 }
+
+/// Most file chunks sent in one turn of the event loop, to a client whose
+/// socket takes each whole: a fast download does not hold up other clients.
+const CHUNKS_PER_TURN: usize = 4;
 
 /// tungstenite's settings for a client of websocketd.
 fn server_config(max_message_size: usize) -> WebSocketConfig {

@@ -56,6 +56,9 @@ pub(super) struct Pending {
     /// TLS close_notify with its last data): the service gets EOF once
     /// attached.
     pub(super) ended: bool,
+    /// The transport's answer is not all given yet ([`crate::switch::Relay::more_to_send`]):
+    /// the rest is asked for as the client reads it.
+    pub(super) sending: bool,
 }
 
 impl Pending {
@@ -163,6 +166,13 @@ impl Conn {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// A network client being answered without a service (a refusal, an HTTP
+    /// answer), before its lingering close.
+    pub(super) fn answering(&self) -> bool {
+        !self.lingering
+            && matches!(&self.role, Role::Pending(p) if p.sending || p.closing.is_some())
     }
 
     pub(super) fn switched(&mut self) -> Option<&mut Switched> {

@@ -24,6 +24,11 @@ use crate::switch::{Refusal, Relay, Transport};
 
 /// Longest a refused client is read (and dropped) after its answer.
 pub(super) const LINGER: Duration = Duration::from_secs(2);
+/// Longest a client answered without a service may take none of its answer
+/// before it is closed: what a client that never reads holds (a descriptor,
+/// at most one part of the answer) is held this long, whatever the answer's
+/// size, and one that reads slowly gets all of it.
+pub(super) const ANSWER_STALL: Duration = Duration::from_secs(30);
 /// Most connections lingering at once in a context; past that, refused clients
 /// are closed at once (a flood must not hold descriptors).
 const MAX_LINGERING: usize = 1024;
@@ -65,6 +70,7 @@ impl Context {
             span: tracing::Span::none(),
             fixed,
             ended: false,
+            sending: false,
         };
         let id = self.insert(
             Io::Stream(fd),
@@ -215,6 +221,11 @@ impl Context {
                 what: "only a connection waiting for a service can be refused",
             });
         };
+        if p.sending || p.closing.is_some() {
+            // Answered already (a timeout racing the answer): that answer
+            // stands, bounded by ANSWER_STALL.
+            return Ok(());
+        }
         let _in_conn = p.span.clone().entered();
         let mut relay = Relay::new(&mut p.to_service, &mut c.out);
         let _ = super::relay::guarded(|| {
@@ -223,8 +234,77 @@ impl Context {
         });
         p.closing = Some(Some(Error::Denied(refusal.to_string())));
         c.paused = true;
+        self.answer_timer(id);
         self.flush_or_finish(id);
         Ok(())
+    }
+
+    /// Network client `id` is being answered without a service: its own
+    /// deadlines (the handshake's) no longer apply, [`ANSWER_STALL`] does.
+    fn answer_timer(&mut self, id: ConnId) {
+        let now = self.now;
+        if let Some(c) = self.conns.get_mut(id) {
+            c.deadline = None;
+            c.idle = Some(ANSWER_STALL);
+            c.last_active = now;
+            self.arm(id);
+        }
+    }
+
+    /// Closes network client `id`, which took nothing of its answer for
+    /// [`ANSWER_STALL`].
+    pub(super) fn abandon_answer(&mut self, id: ConnId) {
+        tracing::debug!(conn = %id, "answer abandoned: the client stopped reading");
+        let why = format!(
+            "the client stopped reading its answer (nothing taken for {} s)",
+            ANSWER_STALL.as_secs()
+        );
+        self.disconnect(id, Some(Error::Transport(why)));
+    }
+
+    /// Network client `id` has taken everything of its answer so far, and
+    /// its transport has more ([`crate::switch::Relay::more_to_send`]): asks
+    /// for the next part, written straight to the socket as far as it takes
+    /// it. A part given means another turn once it is written; nothing given
+    /// ends the answer.
+    pub(super) fn give_more(&mut self, id: ConnId) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        let Role::Pending(p) = &mut c.role else {
+            return;
+        };
+        p.sending = false;
+        let _in_conn = p.span.clone().entered();
+        let mut relay = Relay::new(&mut p.to_service, &mut c.out);
+        relay.network_fd = Some(c.io.fd());
+        let _ = super::relay::guarded(|| {
+            p.transport.network_drained(&mut relay);
+            Ok(())
+        });
+        let (given, more) = (relay.answered, relay.more);
+        let (failed, finished) = (relay.failed.take(), relay.finished.take());
+        if let Some(e) = failed {
+            return self.disconnect(id, Some(e.into()));
+        }
+        match finished {
+            Some(reason) => p.closing = Some(reason),
+            None if more && given > 0 => p.sending = true,
+            None => {
+                p.closing = Some(Some(Error::Transport(
+                    "the transport left its answer unfinished".into(),
+                )))
+            }
+        }
+        if given > 0 {
+            c.last_active = now;
+            // Written next turn (or now taken whole by the socket: the next
+            // part then), so that other connections get their turn between parts.
+            self.mark_dirty(id);
+        } else {
+            self.flush_or_finish(id);
+        }
     }
 
     /// While network connection `id` (waiting for its service, or switched) is
@@ -341,6 +421,7 @@ impl Context {
         let result = super::relay::guarded(|| p.transport.on_network_data(data, &mut relay));
         let request = relay.request.take();
         let finished = relay.finished.take();
+        let more = relay.more;
         p.ended |= relay.ended;
         match (result, finished) {
             (Err(e), _) => {
@@ -353,6 +434,12 @@ impl Context {
                 p.closing = Some(reason);
                 c.paused = true;
             }
+            // Answered, more to come as the client reads (a file): the
+            // request is all there is to read.
+            (Ok(()), None) if more && request.is_none() => {
+                p.sending = true;
+                c.paused = true;
+            }
             (Ok(()), None) => {
                 if let Some(name) = request.or_else(|| p.fixed_request()) {
                     // Wait for the daemon's decision before reading more.
@@ -360,6 +447,9 @@ impl Context {
                     self.pending.push_back(Event::ServiceRequest { id, name });
                 }
             }
+        }
+        if c.answering() {
+            self.answer_timer(id);
         }
         self.flush_or_finish(id);
     }

@@ -443,6 +443,7 @@ impl Context {
                 let after = s.after_flush;
                 self.after_flush(id, after);
             }
+            Role::Pending(p) if p.sending => self.give_more(id),
             Role::Pending(p) if p.closing.is_some() => self.linger(id),
             _ => {}
         }

@@ -93,6 +93,10 @@ impl<T: Transport> Transport for Proxied<T> {
         self.inner.on_service_data(data, relay)
     }
 
+    fn network_drained(&mut self, relay: &mut Relay<'_>) {
+        self.inner.network_drained(relay);
+    }
+
     fn accepted(&mut self, relay: &mut Relay<'_>) {
         self.inner.accepted(relay);
     }

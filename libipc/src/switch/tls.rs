@@ -124,6 +124,7 @@ impl<T: Transport> Tls<T> {
                 relay.failed.get_or_insert(e);
             }
             finished = inner.finished.take();
+            relay.more |= inner.more;
             r
         };
         let plain = plain_out.take_bytes();
@@ -251,6 +252,10 @@ impl<T: Transport> Transport for Tls<T> {
     fn on_service_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
         let (result, written) = self.with_inner(relay, |inner, r| inner.on_service_data(data, r));
         result.and(written)
+    }
+
+    fn network_drained(&mut self, relay: &mut Relay<'_>) {
+        self.quietly(relay, |inner, r| inner.network_drained(r));
     }
 
     fn accepted(&mut self, relay: &mut Relay<'_>) {

@@ -605,7 +605,7 @@ impl Worker {
             }
             Err(None) => tracing::debug!("the client left before its service was attached"),
             Err(Some(refusal)) => {
-                tracing::warn!(reason = %refusal, "refused");
+                tracing::warn!(reason = &*refusal.text(), "refused");
                 self.stats.refused(refusal);
                 if self.ctx.refuse(id, refusal).is_err() {
                     self.close_net(id, &refusal.text());

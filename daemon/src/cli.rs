@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::engine::{Daemon, DaemonConfig, InboundFactory, OutboundFactory, Shutdown};
 use anyhow::{Context as _, Result, bail};
+use libipc::switch::{Frames, Routed, Transport};
 use nix::sys::signal::{SigSet, Signal};
 
 /// Flags every daemon takes (flattened into each binary's own).
@@ -229,14 +230,11 @@ pub struct Plan<'a> {
     pub listen: &'a [String],
     /// The common flags.
     pub common: &'a Common,
-    /// The outbound service's name.
-    pub service_name: &'a str,
-    /// The URI scheme outbound requests use.
-    pub scheme: &'a str,
     /// Makes each inbound client's transport.
     pub inbound: InboundFactory,
-    /// Makes each outbound connection's transport (`None`: no outbound service).
-    pub outbound: Option<OutboundFactory>,
+    /// The daemon's outbound service, if it offers one (`--no-outbound` turns
+    /// it off).
+    pub outbound: Option<Outbound<'a>>,
     /// Time for the transport's own handshake (tlsd: --tls-handshake-timeout).
     pub transport_handshake_timeout: Option<std::time::Duration>,
     /// The transport names the fixed service itself (websocketd answers its
@@ -246,6 +244,31 @@ pub struct Plan<'a> {
     pub keepalive: Option<Duration>,
     /// Called on SIGHUP (reload).
     pub on_hup: Box<dyn Fn() + Send>,
+}
+
+/// A daemon's outbound service: local clients' `SCHEME://HOST:PORT/SERVICE`
+/// requests, dialled.
+#[allow(missing_debug_implementations)] // holds a closure
+pub struct Outbound<'a> {
+    /// Its name (`--service-name`), in `$RUNDIR/.outbound/`.
+    pub service_name: &'a str,
+    /// The URI scheme it dials (`tcp`, `tls`); the service's own name is
+    /// accepted too.
+    pub scheme: &'a str,
+    /// Makes each outbound connection's transport.
+    pub factory: OutboundFactory,
+}
+
+/// The transport of a client of a daemon that speaks LibIPC frames on the
+/// network (tcpd, and tlsd inside TLS): the routed handshake first, unless
+/// the daemon is in fixed mode (`--service`).
+pub fn frames_inbound(common: &Common) -> Box<dyn Transport> {
+    let frames = Frames::new(common.max_message_size);
+    if common.service.is_some() {
+        Box::new(frames)
+    } else {
+        Box::new(Routed::new(frames))
+    }
 }
 
 /// The sockets a daemon serves: its clients' listeners, and the metrics one.
@@ -312,7 +335,9 @@ pub fn serve(plan: Plan<'_>, listeners: Listeners) -> Result<()> {
     for s in &c.allow {
         libipc::service::validate_name(s.as_bytes()).context("--allow-service")?;
     }
-    libipc::service::validate_name(plan.service_name.as_bytes()).context("--service-name")?;
+    if let Some(o) = &plan.outbound {
+        libipc::service::validate_name(o.service_name.as_bytes()).context("--service-name")?;
+    }
     for s in &c.expose_outbound {
         libipc::service::validate_name(s.as_bytes()).context("--expose-outbound")?;
         tracing::warn!(
@@ -321,7 +346,8 @@ pub fn serve(plan: Plan<'_>, listeners: Listeners) -> Result<()> {
              connect wherever its --outbound-allow permits"
         );
     }
-    if plan.outbound.is_none() && !c.outbound_allow.is_empty() {
+    let outbound = plan.outbound.filter(|_| !c.no_outbound);
+    if outbound.is_none() && !c.outbound_allow.is_empty() {
         bail!("--outbound-allow: {} offers no outbound service", plan.name);
     }
     // Signals go to one thread that waits for them; block them in every thread
@@ -347,26 +373,28 @@ pub fn serve(plan: Plan<'_>, listeners: Listeners) -> Result<()> {
         drain_timeout: c.drain_timeout,
         max_message_size: c.max_message_size,
         rundir: c.rundir.clone(),
-        local_service: Some(plan.service_name.to_owned()),
+        local_service: outbound.as_ref().map(|o| o.service_name.to_owned()),
         outbound_allow: c.outbound_allow.clone(),
         expose_outbound: c.expose_outbound.clone(),
-        scheme: plan.scheme.to_owned(),
+        scheme: outbound
+            .as_ref()
+            .map_or_else(String::new, |o| o.scheme.to_owned()),
         proxy_from: c.proxy_from.clone(),
         peer_info: c.peer_info,
     };
-    let outbound = if c.no_outbound { None } else { plan.outbound };
-    if outbound.is_some() {
+    if let Some(o) = &outbound {
         match c.outbound_allow.as_slice() {
             [] => tracing::info!(
-                service = plan.service_name,
+                service = o.service_name,
                 "outbound: any destination (no --outbound-allow)"
             ),
             allow => {
                 let allow: Vec<String> = allow.iter().map(ToString::to_string).collect();
-                tracing::info!(service = plan.service_name, allow = %allow.join(","), "outbound: allowed destinations");
+                tracing::info!(service = o.service_name, allow = %allow.join(","), "outbound: allowed destinations");
             }
         }
     }
+    let outbound = outbound.map(|o| o.factory);
     let daemon = Daemon::new(config, listeners, workers, plan.inbound, outbound)?;
     spawn_signal_thread(signals, daemon.shutdown_handle(), plan.on_hup)?;
     if let Some(l) = metrics {

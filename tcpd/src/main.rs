@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use daemon::cli::{self, Common, Plan};
-use libipc::switch::{Dial, Frames, Routed, Transport};
+use daemon::cli::{self, Common, Outbound, Plan};
+use libipc::switch::{Dial, Frames, Transport};
 
 /// Puts local LibIPC services on TCP.
 ///
@@ -49,25 +49,19 @@ fn main() -> ExitCode {
     let args = cli::parse::<Args>();
     cli::main_with("tcpd", &args.common, || {
         let max = args.common.max_message_size;
-        let fixed = args.common.service.is_some();
+        let common = args.common.clone();
         cli::run(Plan {
             name: "tcpd",
             listen: &args.listen,
             common: &args.common,
-            service_name: &args.service_name,
-            scheme: "tcp",
-            inbound: Arc::new(move || -> Box<dyn Transport> {
-                if fixed {
-                    Box::new(Frames::new(max))
-                } else {
-                    Box::new(Routed::new(Frames::new(max)))
-                }
-            }),
-            outbound: Some(Arc::new(
-                move |service: &str, _host: &str| -> Box<dyn Transport> {
+            inbound: Arc::new(move || cli::frames_inbound(&common)),
+            outbound: Some(Outbound {
+                service_name: &args.service_name,
+                scheme: "tcp",
+                factory: Arc::new(move |service: &str, _host: &str| -> Box<dyn Transport> {
                     Box::new(Dial::new(service, Frames::new(max)))
-                },
-            )),
+                }),
+            }),
             transport_handshake_timeout: None,
             fixed_in_transport: false,
             keepalive: None,

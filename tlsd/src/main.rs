@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use daemon::cli::{self, Common, Plan};
-use libipc::switch::{Dial, Frames, Routed, Tls, Transport};
+use daemon::cli::{self, Common, Outbound, Plan};
+use libipc::switch::{Dial, Frames, Tls, Transport};
 use rustls::pki_types::ServerName;
 
 use daemon::tls::certs;
@@ -72,24 +72,19 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<()> {
     let server = TlsServer::new(&args.tls)?;
     let max = args.common.max_message_size;
-    let fixed = args.common.service.is_some();
     let inbound = {
-        let server = server.clone();
-        Arc::new(move || -> Box<dyn Transport> {
-            server.wrap(if fixed {
-                Box::new(Frames::new(max))
-            } else {
-                Box::new(Routed::new(Frames::new(max)))
-            })
-        })
+        let (server, common) = (server.clone(), args.common.clone());
+        Arc::new(move || server.wrap(cli::frames_inbound(&common)))
     };
     let outbound = if args.common.no_outbound {
         None
     } else {
         let identity = args.client_cert.as_deref().zip(args.client_key.as_deref());
         let client = certs::client_config(args.ca.as_deref(), identity).context("outbound TLS")?;
-        Some(
-            Arc::new(move |service: &str, host: &str| -> Box<dyn Transport> {
+        Some(Outbound {
+            service_name: &args.service_name,
+            scheme: "tls",
+            factory: Arc::new(move |service: &str, host: &str| -> Box<dyn Transport> {
                 let inner = Dial::new(service, Frames::new(max));
                 let name = ServerName::try_from(host.to_owned());
                 match name
@@ -99,15 +94,13 @@ fn run(args: &Args) -> Result<()> {
                     Ok(t) => Box::new(t),
                     Err(e) => Box::new(Refuse(e)),
                 }
-            }) as daemon::engine::OutboundFactory,
-        )
+            }),
+        })
     };
     cli::run(Plan {
         name: "tlsd",
         listen: &args.listen,
         common: &args.common,
-        service_name: &args.service_name,
-        scheme: "tls",
         inbound,
         outbound,
         transport_handshake_timeout: Some(args.tls.tls_handshake_timeout),

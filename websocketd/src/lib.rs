@@ -6,9 +6,11 @@
 //!   message each way);
 //! - [`http`]: the request head, the upgrade decision and the answers;
 //! - [`site`]: the daemon's own hosts and origins (the Host and Origin checks);
-//! - [`files`]: static files for plain GET requests (`--static-dir`).
+//! - [`files`]: static files for plain GET requests (`--static-dir`);
+//! - [`flags`]: its own flags, and the settings they make.
 
 pub mod files;
+pub mod flags;
 pub mod http;
 pub mod site;
 pub mod ws;

@@ -15,7 +15,7 @@
 //! assumed after a sleep.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -1032,4 +1032,76 @@ fn metrics_count_connections_traffic_and_refusals() {
         "no close line with the traffic in:\n{log}"
     );
     tcpd.assert_running("after the scrapes");
+}
+
+/// tcpd that cannot start says so on one line, `tcpd: WHAT: WHY`, each cause
+/// once (the line is also logged at ERROR level).
+#[test]
+fn startup_errors_say_each_cause_once() {
+    let w = World::new();
+    let file = w.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let used = taken.local_addr().unwrap().to_string();
+    let under_file = file.join("rundir");
+    let cases = [
+        (
+            "rundir-is-a-file",
+            vec![],
+            Some(&file),
+            format!(
+                "run directory {}: exists and is not a directory",
+                file.display()
+            ),
+        ),
+        (
+            "rundir-under-a-file",
+            vec![],
+            Some(&under_file),
+            format!(
+                "run directory {}: Not a directory (os error 20)",
+                under_file.display()
+            ),
+        ),
+        (
+            "port-in-use",
+            vec!["--listen", used.as_str()],
+            None,
+            format!("--listen {used}: bind {used}: Address already in use (os error 98)"),
+        ),
+    ];
+    for (label, args, rundir, says) in cases {
+        let mut cmd = Daemon::command(&w, "tcpd", &args);
+        if let Some(dir) = rundir {
+            cmd.env("RUNDIR", dir);
+        }
+        let run = run_cmd(cmd, w.path(), label, CHILD_TIMEOUT);
+        assert_eq!(
+            run.status.and_then(|s| s.code()),
+            Some(1),
+            "{label}\n{}",
+            run.report()
+        );
+        let printed: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("tcpd: "))
+            .collect();
+        assert_eq!(
+            printed,
+            [format!("tcpd: {says}")],
+            "{label}\n{}",
+            run.report()
+        );
+        let logged = run
+            .stderr
+            .lines()
+            .filter(|l| l.contains(" ERROR "))
+            .collect::<Vec<_>>();
+        assert!(
+            logged.len() == 1 && logged[0].ends_with(&says),
+            "{label}: logged {logged:?}\n{}",
+            run.report()
+        );
+    }
 }

@@ -10,6 +10,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::ConnId;
+use crate::proxy::BadHeader;
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -134,6 +135,11 @@ pub enum Error {
     #[error("bad handshake: {0}")]
     Handshake(String),
 
+    /// A trusted load balancer's PROXY protocol header was missing or
+    /// malformed (see [`crate::switch::Proxied`]).
+    #[error(transparent)]
+    Proxy(#[from] BadHeader),
+
     /// A daemon turned a network connection away (unknown service, not allowed...).
     #[error("denied: {0}")]
     Denied(String),
@@ -210,6 +216,7 @@ mod tests {
                 source: io::Error::from_raw_os_error(2),
             },
             Error::Io(io::Error::from_raw_os_error(98)),
+            Error::Proxy(BadHeader("expected a PROXY header first")),
         ]
     }
 
@@ -235,6 +242,16 @@ mod tests {
         assert_eq!(
             Chain(e).to_string(),
             "cannot connect to service at /run/x/svc: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn a_bad_proxy_header_is_its_own_variant() {
+        let e = Error::from(BadHeader("v1 header too short"));
+        assert!(matches!(e, Error::Proxy(BadHeader(_))));
+        assert_eq!(
+            Chain(&e).to_string(),
+            "bad PROXY protocol header: v1 header too short"
         );
     }
 }

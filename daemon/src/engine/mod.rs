@@ -744,9 +744,7 @@ impl Worker {
                     // A balancer's health check, not a failed client.
                     None if conn.proxied => {}
                     Some(Error::Tls(_)) => self.stats.refused("TLS handshake failed"),
-                    Some(Error::Handshake(m)) if m.starts_with("bad PROXY") => {
-                        self.stats.refused("bad PROXY header")
-                    }
+                    Some(Error::Proxy(_)) => self.stats.refused("bad PROXY header"),
                     Some(Error::Handshake(_)) => self.stats.refused("bad handshake"),
                     _ => self.stats.refused("closed during the handshake"),
                 }

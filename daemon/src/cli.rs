@@ -197,28 +197,13 @@ pub fn main_with(name: &str, common: &Common, run: impl FnOnce() -> Result<()>) 
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let message = describe(&e);
+            // The context the binary added, then each cause once.
+            let message = format!("{e:#}");
             tracing::error!("{message}");
             eprintln!("{name}: {message}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its causes on one line, each cause once: libipc's errors
-/// already name the system's reason, which is also their source.
-fn describe(e: &anyhow::Error) -> String {
-    let mut message = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            if !message.is_empty() {
-                message.push_str(": ");
-            }
-            message.push_str(&text);
-        }
-    }
-    message
 }
 
 /// What a daemon binary hands to [`run`].

@@ -9,13 +9,14 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use libipc::error::Chain;
 use libipc::{Context, Event};
 
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pong: {e}");
+            eprintln!("pong: {}", Chain(&*e));
             ExitCode::FAILURE
         }
     }

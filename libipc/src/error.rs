@@ -1,9 +1,16 @@
 //! The library's error type.
+//!
+//! A variant's message says what failed; the error it wraps, if any, is its
+//! [`source`](std::error::Error::source) and says why, and is not repeated in
+//! the message. Print the whole chain, each cause once, with [`Chain`] (or
+//! anyhow's `{:#}`).
 
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
 use crate::ConnId;
+use crate::proxy::BadHeader;
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -22,7 +29,7 @@ pub enum Error {
     },
 
     /// The run directory could not be created or used.
-    #[error("run directory {path}: {source}")]
+    #[error("run directory {path}")]
     RunDir {
         /// The directory.
         path: PathBuf,
@@ -40,7 +47,7 @@ pub enum Error {
     },
 
     /// Creating the service socket failed.
-    #[error("cannot create service socket {path}: {source}")]
+    #[error("cannot create service socket {path}")]
     Bind {
         /// The socket path.
         path: PathBuf,
@@ -49,7 +56,7 @@ pub enum Error {
     },
 
     /// Connecting to a service failed.
-    #[error("cannot connect to service at {path}: {source}")]
+    #[error("cannot connect to service at {path}")]
     Connect {
         /// The socket path that was tried.
         path: PathBuf,
@@ -128,6 +135,11 @@ pub enum Error {
     #[error("bad handshake: {0}")]
     Handshake(String),
 
+    /// A trusted load balancer's PROXY protocol header was missing or
+    /// malformed (see [`crate::switch::Proxied`]).
+    #[error(transparent)]
+    Proxy(#[from] BadHeader),
+
     /// A daemon turned a network connection away (unknown service, not allowed...).
     #[error("denied: {0}")]
     Denied(String),
@@ -148,5 +160,98 @@ pub enum Error {
 impl From<nix::Error> for Error {
     fn from(e: nix::Error) -> Self {
         Error::Io(io::Error::from(e))
+    }
+}
+
+/// An error and its causes on one line, `what failed: why: why...`, each
+/// once: how a log line, or an answer to a peer, says why.
+///
+/// ```
+/// use libipc::error::{Chain, Error};
+/// let e = Error::RunDir {
+///     path: "/run/libipc".into(),
+///     source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+/// };
+/// assert_eq!(Chain(&e).to_string(), "run directory /run/libipc: permission denied");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: io::ErrorKind) -> io::Error {
+        io::Error::from(kind)
+    }
+
+    /// Every variant that wraps an error, as the library makes them.
+    fn wrapping() -> Vec<Error> {
+        vec![
+            Error::RunDir {
+                path: "/run/x".into(),
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists and is not a directory",
+                ),
+            },
+            Error::Bind {
+                path: "/run/x/svc".into(),
+                source: io(io::ErrorKind::PermissionDenied),
+            },
+            Error::Connect {
+                path: "/run/x/svc".into(),
+                source: io::Error::from_raw_os_error(2),
+            },
+            Error::Io(io::Error::from_raw_os_error(98)),
+            Error::Proxy(BadHeader("expected a PROXY header first")),
+        ]
+    }
+
+    #[test]
+    fn a_chain_says_each_cause_once() {
+        for e in wrapping() {
+            let line = Chain(&e).to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                let why = c.to_string();
+                assert_eq!(line.matches(&why).count(), 1, "{why:?} in {line:?}");
+                cause = c.source();
+            }
+            // The message itself, then the causes: nothing lost.
+            assert!(line.starts_with(&e.to_string()), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn a_message_says_what_failed_and_the_source_why() {
+        let e = &wrapping()[2];
+        assert_eq!(e.to_string(), "cannot connect to service at /run/x/svc");
+        assert_eq!(
+            Chain(e).to_string(),
+            "cannot connect to service at /run/x/svc: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn a_bad_proxy_header_is_its_own_variant() {
+        let e = Error::from(BadHeader("v1 header too short"));
+        assert!(matches!(e, Error::Proxy(BadHeader(_))));
+        assert_eq!(
+            Chain(&e).to_string(),
+            "bad PROXY protocol header: v1 header too short"
+        );
     }
 }

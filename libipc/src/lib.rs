@@ -32,7 +32,7 @@
 #![warn(missing_docs)]
 
 mod context;
-mod error;
+pub mod error;
 mod event;
 pub mod frame;
 #[cfg(fuzzing)]

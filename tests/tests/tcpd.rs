@@ -15,7 +15,7 @@
 //! assumed after a sleep.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -1032,4 +1032,123 @@ fn metrics_count_connections_traffic_and_refusals() {
         "no close line with the traffic in:\n{log}"
     );
     tcpd.assert_running("after the scrapes");
+}
+
+#[test]
+fn metrics_count_bad_proxy_headers_apart_from_bad_handshakes() {
+    let w = World::new();
+    let _pongd = w.rust_pongd("pong");
+    let mut tcpd = start_tcpd(
+        &w,
+        &[
+            "--metrics",
+            "127.0.0.1:0",
+            "--proxy-protocol",
+            "--proxy-from",
+            "127.0.0.1/32",
+        ],
+    );
+    let metrics = tcpd.logged_address("metrics at http://");
+
+    // A trusted balancer that sends a name instead of a header: nobody to
+    // answer (it is not a client), closed.
+    let mut balancer = Client::connect(tcpd.addr, "balancer without a PROXY header");
+    balancer.send(b"pong\n");
+    assert_eq!(balancer.until_closed(), b"");
+    // A good header, then a bad name: the client's handshake, not the header.
+    let mut client = Client::connect(tcpd.addr, "proxied client with a bad name");
+    client.send(b"PROXY TCP4 192.0.2.7 10.0.0.1 56324 9000\r\n/pong\n");
+    let answer = String::from_utf8(client.until_closed()).unwrap();
+    assert!(answer.starts_with("no: bad handshake: "), "{answer:?}");
+    scrape_until(
+        metrics,
+        &[
+            "ipc_handshake_failures_total{daemon=\"tcpd\",reason=\"bad PROXY header\"} 1",
+            "ipc_handshake_failures_total{daemon=\"tcpd\",reason=\"bad handshake\"} 1",
+        ],
+    );
+    // The close line says why, once.
+    let log = tcpd.log();
+    let closed = log
+        .lines()
+        .find(|l| l.contains("expected a PROXY header first"))
+        .unwrap_or_else(|| panic!("no line says why the balancer was closed\n{log}"));
+    assert_eq!(
+        closed.matches("bad PROXY protocol header").count(),
+        1,
+        "{closed}"
+    );
+    tcpd.assert_running("after the bad headers");
+}
+
+/// tcpd that cannot start says so on one line, `tcpd: WHAT: WHY`, each cause
+/// once (the line is also logged at ERROR level).
+#[test]
+fn startup_errors_say_each_cause_once() {
+    let w = World::new();
+    let file = w.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let used = taken.local_addr().unwrap().to_string();
+    let under_file = file.join("rundir");
+    let cases = [
+        (
+            "rundir-is-a-file",
+            vec![],
+            Some(&file),
+            format!(
+                "run directory {}: exists and is not a directory",
+                file.display()
+            ),
+        ),
+        (
+            "rundir-under-a-file",
+            vec![],
+            Some(&under_file),
+            format!(
+                "run directory {}: Not a directory (os error 20)",
+                under_file.display()
+            ),
+        ),
+        (
+            "port-in-use",
+            vec!["--listen", used.as_str()],
+            None,
+            format!("--listen {used}: bind {used}: Address already in use (os error 98)"),
+        ),
+    ];
+    for (label, args, rundir, says) in cases {
+        let mut cmd = Daemon::command(&w, "tcpd", &args);
+        if let Some(dir) = rundir {
+            cmd.env("RUNDIR", dir);
+        }
+        let run = run_cmd(cmd, w.path(), label, CHILD_TIMEOUT);
+        assert_eq!(
+            run.status.and_then(|s| s.code()),
+            Some(1),
+            "{label}\n{}",
+            run.report()
+        );
+        let printed: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("tcpd: "))
+            .collect();
+        assert_eq!(
+            printed,
+            [format!("tcpd: {says}")],
+            "{label}\n{}",
+            run.report()
+        );
+        let logged = run
+            .stderr
+            .lines()
+            .filter(|l| l.contains(" ERROR "))
+            .collect::<Vec<_>>();
+        assert!(
+            logged.len() == 1 && logged[0].ends_with(&says),
+            "{label}: logged {logged:?}\n{}",
+            run.report()
+        );
+    }
 }

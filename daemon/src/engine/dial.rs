@@ -14,6 +14,7 @@ use super::resolver::Answer;
 use super::{NetConn, Worker};
 use libipc::ConnId;
 use libipc::Error;
+use libipc::error::Chain;
 use libipc::network::parse_uri;
 use libipc::service::validate_name;
 
@@ -179,7 +180,7 @@ impl Worker {
         let net = self
             .ctx
             .add_network(fd, factory(&req.service, &req.host))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Chain(&e).to_string())?;
         self.stats.open.fetch_add(1, Ordering::Relaxed);
         let _ = self
             .ctx
@@ -210,7 +211,7 @@ impl Worker {
         }
         let text = match reason {
             Some(Error::Denied(answer)) => answer.clone(),
-            Some(e) => format!("no: {e}"),
+            Some(e) => format!("no: {}", Chain(e)),
             None => "no: the remote daemon closed the connection".into(),
         };
         self.answer_local(local, &text);

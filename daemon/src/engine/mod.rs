@@ -492,9 +492,7 @@ impl Worker {
                     // A balancer's health check, not a failed client.
                     None if conn.proxied => {}
                     Some(Error::Tls(_)) => self.stats.failed(Failure::Tls),
-                    Some(Error::Handshake(m)) if m.starts_with("bad PROXY") => {
-                        self.stats.failed(Failure::ProxyHeader)
-                    }
+                    Some(Error::Proxy(_)) => self.stats.failed(Failure::ProxyHeader),
                     Some(Error::Handshake(_)) => self.stats.failed(Failure::BadHandshake),
                     _ => self.stats.failed(Failure::ClosedEarly),
                 }

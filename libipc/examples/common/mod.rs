@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use libipc::Context;
+use libipc::error::Chain;
 
 /// Runs service `program`: logs to stderr (`RUST_LOG`, default `info`), creates
 /// `$RUNDIR/NAME` (NAME: the first argument, else `default_name`), says it is
@@ -37,7 +38,7 @@ pub fn run_service(
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{program}: {e}");
+            eprintln!("{program}: {}", Chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -16,7 +16,7 @@ use mio::Interest;
 
 use super::conn::{Io, Pending, Role, set_nonblocking};
 use super::{Chunk, Context, Start};
-use crate::error::{Error, Result};
+use crate::error::{Chain, Error, Result};
 use crate::event::{ConnId, Event};
 use crate::queue::OutQueue;
 use crate::service;
@@ -425,7 +425,7 @@ impl Context {
         p.ended |= relay.ended;
         match (result, finished) {
             (Err(e), _) => {
-                tracing::debug!(conn = %id, error = %e, "handshake failed");
+                tracing::debug!(conn = %id, error = %Chain(&e), "handshake failed");
                 p.closing = Some(Some(e));
                 c.paused = true;
             }

@@ -8,7 +8,7 @@ use nix::sys::socket::{Shutdown, shutdown};
 
 use super::conn::{AfterFlush, Conn, Role, Switched, set_nonblocking, set_nonblocking_to};
 use super::{Chunk, Context, Start};
-use crate::error::{Error, Result};
+use crate::error::{Chain, Error, Result};
 use crate::event::{ConnId, Event};
 use crate::frame::Decoder;
 use crate::switch::{HookStatus, Relay, SwitchHooks, Transport};
@@ -123,7 +123,7 @@ impl Context {
     /// once what was accepted for it is written.
     fn finish_pair(&mut self, network: ConnId, service: ConnId, reason: Option<Error>) {
         if let Some(e) = &reason {
-            tracing::debug!(conn = %network, error = %e, "transport ended the pair");
+            tracing::debug!(conn = %network, error = %Chain(e), "transport ended the pair");
         }
         let mut reason = Some(reason);
         for id in [network, service] {
@@ -175,7 +175,7 @@ impl Context {
                 // its text (Error is not Clone).
                 let text = match &e {
                     Error::Transport(t) => t.clone(),
-                    other => other.to_string(),
+                    other => Chain(other).to_string(),
                 };
                 self.fail_pair(id, e);
                 Err(Error::Transport(text))
@@ -365,7 +365,7 @@ impl Context {
         let me_dirty = !me.out.is_empty();
         self.pending.push_back(Event::SwitchRx { id });
         if let Err(e) = result {
-            tracing::warn!(conn = %id, error = %e, "relay refused data; closing the pair");
+            tracing::warn!(conn = %id, error = %Chain(&e), "relay refused data; closing the pair");
             return self.fail_pair(id, e);
         }
         if let Some(reason) = finished {
@@ -394,7 +394,7 @@ impl Context {
             return;
         }
         if let Some(Err(e)) = s.transport.as_mut().map(|t| guarded(|| t.network_closed())) {
-            tracing::info!(conn = %id, error = %e, "network peer closed uncleanly");
+            tracing::info!(conn = %id, error = %Chain(&e), "network peer closed uncleanly");
         }
         if let Some(ps) = self.conns.get_mut(peer).and_then(Conn::switched) {
             ps.after_flush = AfterFlush::ShutdownWrite;
@@ -503,7 +503,7 @@ impl Context {
             }
             let _ = net.out.flush(net.io.fd());
         }
-        let text = error.to_string();
+        let text = Chain(&error).to_string();
         self.disconnect(id, Some(error));
         self.disconnect(
             peer,

@@ -84,7 +84,7 @@ impl<T: Transport> Transport for Proxied<T> {
             }
             Err(e) => {
                 self.head = None;
-                Err(Error::Handshake(e.to_string()))
+                Err(Error::Proxy(e))
             }
         }
     }
@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn no_header_is_a_bad_handshake() {
         let (_, request, r) = feed(&[b"echo\n"]);
-        assert!(matches!(r, Err(Error::Handshake(_))), "{r:?}");
+        assert!(matches!(r, Err(Error::Proxy(_))), "{r:?}");
         assert_eq!(request, None);
         // Incomplete header, then the balancer closes.
         let (mut t2, _, r2) = feed(&[b"PROXY TCP4 192.0"]);

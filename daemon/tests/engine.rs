@@ -9,28 +9,18 @@
 //! those answers rely on.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use daemon::engine::{
-    Daemon, DaemonConfig, InboundFactory, LookupFn, OutboundFactory, Resolver, Shutdown,
-};
-use libipc::switch::{Dial, Frames, Routed, Transport};
-use libipc::{Config, Context, Event};
+use daemon::engine::{LookupFn, Resolver};
+use libipc::{Context, Event};
 
-// libipc's own test helpers (an echo service, frames, a temporary RUNDIR).
-#[path = "../../libipc/tests/common/mod.rs"]
-mod common;
-use common::*;
-
-/// How long a client waits for an answer the worker should give at once: far
-/// less than [`LIMIT`], so that a stalled worker fails the test, not hangs it.
-const PROMPT: Duration = Duration::from_secs(3);
+mod support;
+use support::*;
 
 /// Name lookups that wait until the test opens the gate, and say which names
 /// they were asked (as they start).
@@ -71,107 +61,30 @@ impl Gate {
     }
 }
 
-struct Running {
-    _tmp: tempfile::TempDir,
-    rundir: PathBuf,
-    addr: SocketAddr,
-    shutdown: Shutdown,
-    daemon: Option<JoinHandle<libipc::Result<()>>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        if let Some(d) = self.daemon.take() {
-            let _ = d.join();
-        }
-    }
-}
-
-/// The daemon's listener, bound before the daemon so the lookup can name it.
-fn listener() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    (l, addr)
-}
-
 /// A tcpd-like daemon (one worker, outbound service `tcp`) on `listener`,
 /// with an echo service, resolving names with `resolver`.
-fn start(listener: TcpListener, resolver: Resolver) -> Running {
-    let (tmp, rundir) = rundir();
-    let _seen = echo_service(&rundir, "echo", Config::default(), usize::MAX);
-    let addr = listener.local_addr().unwrap();
-    let config = DaemonConfig {
-        fixed_service: None,
-        allow: Vec::new(),
-        max_connections: 100,
-        handshake_timeout: Duration::from_secs(10),
-        transport_handshake_timeout: None,
-        idle_timeout: None,
-        keepalive: None,
-        drain_timeout: Duration::from_secs(1),
-        max_message_size: 1 << 20,
-        rundir: rundir.clone(),
-        local_service: Some("tcp".into()),
-        outbound_allow: Vec::new(),
-        expose_outbound: Vec::new(),
-        scheme: "tcp".into(),
-        proxy_from: Vec::new(),
-        peer_info: false,
-    };
-    let inbound: InboundFactory =
-        Arc::new(|| -> Box<dyn Transport> { Box::new(Routed::new(Frames::new(1 << 20))) });
-    let outbound: OutboundFactory = Arc::new(|service: &str, _host: &str| -> Box<dyn Transport> {
-        Box::new(Dial::new(service, Frames::new(1 << 20)))
-    });
-    let daemon = Daemon::new(config, vec![listener], 1, inbound, Some(outbound))
-        .unwrap()
-        .with_resolver(resolver);
-    let shutdown = daemon.shutdown_handle();
-    let (ready, is_ready) = mpsc::channel();
-    let daemon = thread::spawn(move || daemon.run_then(move || ready.send(()).unwrap()));
-    is_ready.recv_timeout(LIMIT).expect("the daemon is ready");
-    Running {
-        _tmp: tmp,
-        rundir,
-        addr,
-        shutdown,
-        daemon: Some(daemon),
-    }
+fn start(listener: std::net::TcpListener, resolver: Resolver) -> Running {
+    let mut setup = Setup::routed();
+    setup.config.local_service = Some("tcp".into());
+    setup.outbound = true;
+    setup.resolver = resolver;
+    Service::start(setup.rundir(), "echo");
+    setup.start(listener)
 }
 
-impl Running {
-    /// A local client of the outbound service that sent `uri`.
-    fn ask(&self, uri: &str) -> UnixStream {
-        let mut s = UnixStream::connect(self.rundir.join(".outbound/tcp")).unwrap();
-        s.set_read_timeout(Some(PROMPT)).unwrap();
-        s.write_all(&frame(uri.as_bytes())).unwrap();
-        s
-    }
-
-    /// A network client gets `echo` and an echo back, each within [`PROMPT`]:
-    /// the worker is serving.
-    fn assert_serving(&self) {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(PROMPT)).unwrap();
-        s.write_all(&[frame(b"echo"), frame(b"hi")].concat())
-            .unwrap();
-        let ok = read_frame(&mut s).expect("the worker answers a network client");
-        assert_eq!(ok, b"ok");
-        assert_eq!(read_frame(&mut s).unwrap(), b"hi");
-    }
-}
-
-/// The answer a local client got, as text.
-fn answer(s: &mut UnixStream) -> String {
-    String::from_utf8_lossy(&read_frame(s).expect("an answer")).into_owned()
+/// A local client of the outbound service that sent `uri`.
+fn ask(d: &Running, uri: &str) -> UnixStream {
+    let mut s = UnixStream::connect(d.rundir.join(".outbound/tcp")).unwrap();
+    s.set_read_timeout(Some(PROMPT)).unwrap();
+    s.write_all(&frame(uri.as_bytes())).unwrap();
+    s
 }
 
 /// A local client connected through the daemon to its echo service.
 fn assert_echoes(s: &mut UnixStream) {
-    assert_eq!(answer(s), "ok");
+    assert_eq!(framed_answer(s), "ok");
     s.write_all(&frame(b"through")).unwrap();
-    assert_eq!(answer(s), "through");
+    assert_eq!(framed_answer(s), "through");
 }
 
 #[test]
@@ -180,11 +93,11 @@ fn a_slow_name_lookup_does_not_stop_the_worker() {
     let gate = Gate::new();
     let (lookup, asked) = gate.lookup(vec![addr]);
     let d = start(l, Resolver::new(lookup));
-    let mut local = d.ask(&format!("tcp://slow.test:{}/echo", addr.port()));
+    let mut local = ask(&d, &format!("tcp://slow.test:{}/echo", addr.port()));
     assert_eq!(asked.recv_timeout(LIMIT).unwrap(), "slow.test");
     // The lookup hangs; the worker serves network clients meanwhile.
     for _ in 0..3 {
-        d.assert_serving();
+        d.echo_client("echo");
     }
     gate.open();
     assert_echoes(&mut local);
@@ -199,24 +112,33 @@ fn name_lookups_are_bounded_in_time_and_number() {
     let d = start(l, Resolver::new(lookup).timeout(timeout).max_pending(1));
     let uri = |host: &str| format!("tcp://{host}:{}/echo", addr.port());
     let started = Instant::now();
-    let mut slow = d.ask(&uri("slow.test"));
+    let mut slow = ask(&d, &uri("slow.test"));
     assert_eq!(asked.recv_timeout(LIMIT).unwrap(), "slow.test");
     // One lookup outstanding: the next is refused at once, not queued.
-    let mut second = d.ask(&uri("other.test"));
-    assert_eq!(answer(&mut second), "no: too many name lookups in progress");
-    assert_eq!(answer(&mut slow), "no: cannot resolve slow.test: timed out");
+    let mut second = ask(&d, &uri("other.test"));
+    assert_eq!(
+        framed_answer(&mut second),
+        "no: too many name lookups in progress"
+    );
+    assert_eq!(
+        framed_answer(&mut slow),
+        "no: cannot resolve slow.test: timed out"
+    );
     assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
     // Answered means closed.
     assert_eq!(slow.read(&mut [0; 1]).unwrap(), 0);
     // The timed-out lookup still holds its thread: still counted.
-    let mut third = d.ask(&uri("third.test"));
-    assert_eq!(answer(&mut third), "no: too many name lookups in progress");
+    let mut third = ask(&d, &uri("third.test"));
+    assert_eq!(
+        framed_answer(&mut third),
+        "no: too many name lookups in progress"
+    );
     // Its late answer is dropped; the next lookup goes through.
     gate.open();
     let deadline = Instant::now() + LIMIT;
     let mut fast = loop {
-        let mut s = d.ask(&uri("fast.test"));
-        match answer(&mut s).as_str() {
+        let mut s = ask(&d, &uri("fast.test"));
+        match framed_answer(&mut s).as_str() {
             "ok" => break s,
             "no: too many name lookups in progress" => {}
             other => panic!("{other}"),
@@ -225,8 +147,8 @@ fn name_lookups_are_bounded_in_time_and_number() {
         thread::sleep(Duration::from_millis(10));
     };
     fast.write_all(&frame(b"through")).unwrap();
-    assert_eq!(answer(&mut fast), "through");
-    d.assert_serving();
+    assert_eq!(framed_answer(&mut fast), "through");
+    d.echo_client("echo");
 }
 
 #[test]
@@ -238,14 +160,14 @@ fn the_allowed_addresses_are_tried_in_order() {
     gate.open();
     let (lookup, _asked) = gate.lookup(vec![refused, addr]);
     let d = start(l, Resolver::new(lookup));
-    let mut local = d.ask(&format!("tcp://two.test:{}/echo", addr.port()));
+    let mut local = ask(&d, &format!("tcp://two.test:{}/echo", addr.port()));
     assert_echoes(&mut local);
     // Every address refused: the client hears so.
     let (lookup, _asked) = gate.lookup(vec![refused]);
     let (l, _) = listener();
     let d = start(l, Resolver::new(lookup));
-    let mut local = d.ask("tcp://none.test:1/echo");
-    let got = answer(&mut local);
+    let mut local = ask(&d, "tcp://none.test:1/echo");
+    let got = framed_answer(&mut local);
     assert!(got.starts_with("no: ") && got.contains("refused"), "{got}");
 }
 
@@ -256,9 +178,9 @@ fn a_local_client_that_never_reads_does_not_stall_the_worker() {
     // A request whose refusal would quote it whole: half a megabyte, more
     // than the socket holds. The client never reads.
     let scheme = "x".repeat(512 << 10);
-    let mut silent = d.ask(&format!("{scheme}://127.0.0.1:1/echo"));
+    let mut silent = ask(&d, &format!("{scheme}://127.0.0.1:1/echo"));
     for _ in 0..3 {
-        d.assert_serving();
+        d.echo_client("echo");
     }
     // What it is answered is short, and ends the connection.
     let mut got = Vec::new();

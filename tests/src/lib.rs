@@ -333,6 +333,19 @@ impl World {
     }
 }
 
+/// How many clients a Rust pongd from [`World::rust_pongd`] has accepted so
+/// far: its own count, from its "client connected" lines, less the
+/// readiness probe. A daemon's connections counted at the service, not by
+/// the daemon's word.
+pub fn pongd_clients(pongd: &Proc) -> usize {
+    let lines = pongd.output(None).stderr;
+    let accepted = lines
+        .lines()
+        .filter(|l| l.contains("client connected"))
+        .count();
+    accepted.saturating_sub(1)
+}
+
 /// The lines a pong client prints for `message` sent `count` times.
 pub fn echoes(message: &str, count: usize) -> String {
     format!("{message}\n").repeat(count)

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use libipc_tests::certs::{self, Ca, ServerPair};
 use libipc_tests::clients::{tcp, until_closed};
 use libipc_tests::{
-    CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, Run, World, echoes, frame, pattern, python,
-    raise_nofile_limit, run_cmd, spawn_with_stdin,
+    CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, Run, World, echoes, frame, pattern, pongd_clients,
+    python, raise_nofile_limit, run_cmd, spawn_with_stdin,
 };
 use nix::sys::signal::Signal;
 
@@ -179,7 +179,7 @@ fn s_client_refused(
 fn openssl_s_client_tls13_and_tls12_raw_name_and_frame_in_one_write() {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
-    let _pongd = w.rust_pongd("pong");
+    let pongd = w.rust_pongd("pong");
     let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
 
     for (flag, version) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
@@ -197,8 +197,8 @@ fn openssl_s_client_tls13_and_tls12_raw_name_and_frame_in_one_write() {
         );
     }
     tlsd.assert_running("after the s_client sessions");
-    // Each was a connection to pong, closed when s_client left.
-    assert_eq!(tlsd.connected(None), 2, "{}", tlsd.log());
+    // Each was a connection to pong, counted there.
+    assert_eq!(pongd_clients(&pongd), 2, "{}", tlsd.log());
 }
 
 #[test]
@@ -338,7 +338,7 @@ fn clients_that_reset_while_their_service_is_attached_are_not_blamed_on_it() {
 fn tls10_and_tls11_clients_are_refused() {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
-    let _pongd = w.rust_pongd("pong");
+    let pongd = w.rust_pongd("pong");
     let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
 
     for flag in ["-tls1", "-tls1_1"] {
@@ -359,8 +359,10 @@ fn tls10_and_tls11_clients_are_refused() {
         );
     }
     tlsd.assert_running("after old TLS versions");
-    assert_eq!(tlsd.connected(None), 0, "{}", tlsd.log());
     s_client_echo(&w, "s_client-after", tlsd.addr, &pki.ca.cert, &[]);
+    // Only that last client reached pong (it was echoed: pong had accepted
+    // every earlier connection).
+    assert_eq!(pongd_clients(&pongd), 1, "{}", tlsd.log());
 }
 
 #[test]
@@ -392,7 +394,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn plain_tcp_client_naming_a_service_is_closed_without_ok() {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
-    let _pongd = w.rust_pongd("pong");
+    let pongd = w.rust_pongd("pong");
     let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
 
     for hello in [&b"pong\n"[..], &[&b"pong\n"[..], &frame(b"hello")].concat()] {
@@ -413,8 +415,10 @@ fn plain_tcp_client_naming_a_service_is_closed_without_ok() {
         );
     }
     tlsd.assert_running("after plain TCP clients");
-    assert_eq!(tlsd.connected(None), 0, "{}", tlsd.log());
     s_client_echo(&w, "s_client-after", tlsd.addr, &pki.ca.cert, &[]);
+    // Only that last client reached pong (it was echoed: pong had accepted
+    // every earlier connection).
+    assert_eq!(pongd_clients(&pongd), 1, "{}", tlsd.log());
 }
 
 /// Connects, says nothing, and expects tlsd to close within `[min, max)`.
@@ -902,7 +906,8 @@ struct Chain {
     _b: World,
     tlsd_a: Tlsd,
     tlsd_b: Tlsd,
-    _pongd: Proc,
+    /// B's pong, which counts the connections tlsd B made to it.
+    pongd: Proc,
 }
 
 impl Chain {
@@ -918,7 +923,7 @@ impl Chain {
             _b: b,
             tlsd_a,
             tlsd_b,
-            _pongd: pongd,
+            pongd,
         }
     }
 
@@ -970,7 +975,7 @@ fn rust_and_c_pong_through_two_chained_tlsd() {
         2,
         "tlsd A\n{log_a}"
     );
-    assert_eq!(chain.tlsd_b.connected(Some("pong")), 2, "tlsd B\n{log_b}");
+    assert_eq!(pongd_clients(&chain.pongd), 2, "tlsd B\n{log_b}");
 
     // A refusal from B reaches the client through A.
     let mut cmd = chain.a.example("pong");
@@ -1006,7 +1011,7 @@ fn outbound_to_a_tlsd_of_another_ca_is_refused() {
         run.report()
     );
     let log_b = chain.tlsd_b.log();
-    assert_eq!(chain.tlsd_b.connected(None), 0, "tlsd B\n{log_b}");
+    assert_eq!(pongd_clients(&chain.pongd), 0, "tlsd B\n{log_b}");
     chain
         .tlsd_a
         .assert_running("after a refused outbound connection");

@@ -4,6 +4,8 @@
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -57,6 +59,19 @@ pub fn echo_service(
     config: Config,
     stop_after: usize,
 ) -> mpsc::Receiver<Seen> {
+    counting_echo_service(rundir, name, config, stop_after).0
+}
+
+/// [`echo_service`], and the connections it has accepted so far (for tests
+/// that count them while the service runs).
+pub fn counting_echo_service(
+    rundir: &Path,
+    name: &str,
+    config: Config,
+    stop_after: usize,
+) -> (mpsc::Receiver<Seen>, Arc<AtomicUsize>) {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
     let mut ctx = Context::with_config(config).unwrap();
     ctx.set_rundir(rundir);
     ctx.service_init(name).unwrap();
@@ -66,7 +81,10 @@ pub fn echo_service(
         let mut seen = Seen::default();
         while seen.disconnections.len() < stop_after {
             match ctx.wait_event().unwrap() {
-                Event::Connection { .. } => seen.connections += 1,
+                Event::Connection { .. } => {
+                    seen.connections += 1;
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
                 Event::Message { id, payload } => {
                     seen.messages += 1;
                     ctx.schedule_vec(id, payload).unwrap();
@@ -81,7 +99,7 @@ pub fn echo_service(
         }
         tx.send(seen).unwrap();
     });
-    rx
+    (rx, connections)
 }
 
 pub fn rundir() -> (tempfile::TempDir, PathBuf) {

@@ -1,0 +1,168 @@
+//! In-process tests of the engine's routing: which service a network client
+//! reaches, and what it is answered when it reaches none. Asserted on the
+//! answers, on the connections the services saw, and on the daemon's counters.
+
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+
+mod support;
+use support::*;
+
+#[test]
+fn raw_and_framed_handshakes_reach_the_service_named() {
+    let setup = Setup::routed();
+    let mut echo = Service::start(setup.rundir(), "echo");
+    let mut other = Service::start(setup.rundir(), "other");
+    let d = setup.start(listener().0);
+    // Framed: a framed `ok`, then frames both ways.
+    let framed = d.echo_client("echo");
+    // Raw, as typed into nc: the raw bytes `ok`, then frames.
+    let mut raw = d.connect();
+    raw.write_all(b"echo\n").unwrap();
+    let mut ok = [0; 2];
+    std::io::Read::read_exact(&mut raw, &mut ok).unwrap();
+    assert_eq!(&ok, b"ok");
+    assert_echoes(&mut raw, b"typed");
+    assert_eq!((echo.connections(), other.connections()), (2, 0));
+    let stats = d.stats();
+    assert_eq!(stats.accepted, 2);
+    assert_eq!(
+        (
+            stats.services["echo"].connections,
+            stats.services["echo"].open
+        ),
+        (2, 2)
+    );
+    assert!(stats.refused.is_empty(), "{stats:?}");
+    drop((framed, raw));
+    d.stats_when(|s| s.open == 0 && s.services["echo"].open == 0);
+}
+
+/// Each refusal, in the framed form and with its exact words, closes the
+/// connection and reaches no service.
+#[test]
+fn names_that_reach_no_service_are_refused() {
+    let mut setup = Setup::routed();
+    setup.config.allow = vec!["echo".into(), "nobody".into(), "down".into()];
+    let mut echo = Service::start(setup.rundir(), "echo");
+    let mut hidden = Service::start(setup.rundir(), "hidden");
+    // A socket nobody listens on any more: the service is down.
+    drop(UnixListener::bind(setup.rundir().join("down")).unwrap());
+    let d = setup.start(listener().0);
+    let cases: [(&[u8], &str); 7] = [
+        (b"nobody", "no: unknown service"),
+        (b"down", "no: service down"),
+        (b"hidden", "no: service not allowed"),
+        (b"../x", "no: invalid service name"),
+        (b".outbound/tcp", "no: invalid service name"),
+        (b"ec\0ho", "no: invalid service name"),
+        (
+            &[b'e'; 65],
+            "no: bad handshake: framed service name longer than 64 bytes",
+        ),
+    ];
+    for (name, want) in cases {
+        let (mut s, answer) = d.ask(name);
+        assert_eq!(
+            answer,
+            want,
+            "asking for {:?}",
+            String::from_utf8_lossy(name)
+        );
+        assert_eq!(until_closed(&mut s), b"", "after {want}");
+    }
+    // No service was reached; the daemon serves on.
+    assert_eq!((echo.connections(), hidden.connections()), (0, 0));
+    drop(d.echo_client("echo"));
+    let stats = d.stats_when(|s| s.open == 0);
+    let refused: Vec<(&str, u64)> = stats
+        .refused
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("bad handshake", 1),
+            ("invalid service name", 3),
+            ("service down", 1),
+            ("service not allowed", 1),
+            ("unknown service", 1),
+        ]
+    );
+    assert_eq!(stats.accepted, 8);
+    assert_eq!(stats.services.keys().collect::<Vec<_>>(), ["echo"]);
+}
+
+/// The raw form is refused in the raw form: a line of text.
+#[test]
+fn a_raw_handshake_is_refused_with_a_line() {
+    let setup = Setup::routed();
+    let d = setup.start(listener().0);
+    let cases: [(&[u8], &[u8]); 3] = [
+        (b"nobody\n", b"no: unknown service\n"),
+        (b"..\r\n", b"no: invalid service name\n"),
+        (
+            &[[b'e'; 65].as_slice(), b"\n"].concat(),
+            b"no: bad handshake: service name longer than 64 bytes\n",
+        ),
+    ];
+    for (hello, want) in cases {
+        let mut s = d.connect();
+        s.write_all(hello).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&until_closed(&mut s)),
+            String::from_utf8_lossy(want)
+        );
+    }
+}
+
+/// Fixed mode: every client reaches the one service, whatever it sends first
+/// (a name is data), and no other.
+#[test]
+fn fixed_mode_reaches_its_service_and_nothing_else() {
+    let mut setup = Setup::routed();
+    setup.config.fixed_service = Some("echo".into());
+    let mut echo = Service::start(setup.rundir(), "echo");
+    let mut other = Service::start(setup.rundir(), "other");
+    let d = setup.start(listener().0);
+    for _ in 0..2 {
+        let mut s = d.connect();
+        // No `ok`: the name is echoed as data.
+        assert_echoes(&mut s, b"other");
+        assert_echoes(&mut s, b"..");
+    }
+    assert_eq!((echo.connections(), other.connections()), (2, 0));
+    let stats = d.stats_when(|s| s.open == 0);
+    assert_eq!(stats.services.keys().collect::<Vec<_>>(), ["echo"]);
+    assert_eq!(stats.services["echo"].connections, 2);
+    assert!(stats.refused.is_empty(), "{stats:?}");
+}
+
+/// A name in --expose-outbound reaches `$RUNDIR/.outbound/NAME`, never a
+/// service of that name in `$RUNDIR`; a name not exposed cannot reach it.
+#[test]
+fn exposed_outbound_names_reach_the_outbound_directory() {
+    let mut setup = Setup::routed();
+    setup.config.expose_outbound = vec!["relay".into()];
+    let mut lookalike = Service::start(setup.rundir(), "relay");
+    let outbound = setup.rundir().join(".outbound");
+    std::fs::create_dir_all(&outbound).unwrap();
+    let relay = UnixListener::bind(outbound.join("relay")).unwrap();
+    let _hidden = UnixListener::bind(outbound.join("hidden")).unwrap();
+    let d = setup.start(listener().0);
+    let (mut s, answer) = d.ask(b"relay");
+    assert_eq!(answer, "ok");
+    assert_eq!(lookalike.connections(), 0);
+    s.write_all(&frame(b"to the outbound side")).unwrap();
+    // Connected before the `ok`: waiting in the backlog now, if anywhere.
+    relay.set_nonblocking(true).unwrap();
+    let (mut served, _) = relay.accept().expect("a connection on the outbound side");
+    served.set_nonblocking(false).unwrap();
+    served.set_read_timeout(Some(PROMPT)).unwrap();
+    assert_eq!(read_frame(&mut served).unwrap(), b"to the outbound side");
+    // Not exposed: as if it did not exist.
+    assert_eq!(d.ask(b"hidden").1, "no: unknown service");
+    assert_eq!(d.ask(b".outbound/relay").1, "no: invalid service name");
+    assert_eq!(d.stats().services["relay"].connections, 1);
+}

@@ -1,5 +1,5 @@
 """websocketd takes LIMIT clients at most: the next is answered 503
-(Retry-After: 1); once one leaves, a new one gets in.
+(Retry-After: 1, "too many connections"); once one leaves, a new one gets in.
 
     target/test-venv/bin/python tests/py/ws_max_connections.py PORT LIMIT
 """
@@ -17,6 +17,7 @@ for i, c in enumerate(cs):
     echo(c, f"client {i}", f"client {i}")
 r = refused("/echo", 503, "one client too many")
 expect("Retry-After", r.headers.get("Retry-After"), "1")
+expect("503 body", bytes(r.body), b"503 Service Unavailable: too many connections\n")
 cs.pop().close()
 deadline = time.monotonic() + 5
 while True:

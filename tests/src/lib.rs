@@ -37,6 +37,8 @@ pub use python::{python, venv_bin};
 pub use wire::{frame, pattern};
 
 use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -346,6 +348,24 @@ pub fn pongd_clients(pongd: &Proc) -> usize {
     accepted.saturating_sub(1)
 }
 
+/// How many clients the Rust pongd `pongd`, serving `name` in `world`, was
+/// given in all: every connection made to it before this call counts, also
+/// one it has not got to yet. A probe of this function's own is echoed first
+/// (a listener accepts in order), so pongd has logged the earlier ones by
+/// then; neither probe is counted. Takes the pongd: a second look would
+/// count this probe.
+pub fn pongd_clients_in_all(world: &World, pongd: Proc, name: &str) -> usize {
+    let mut probe = UnixStream::connect(world.rundir.join(name))
+        .unwrap_or_else(|e| panic!("probe of {name}: connect: {e}"));
+    probe.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let sent = frame(b"anyone before me?");
+    probe.write_all(&sent).expect("probe: write");
+    let mut got = vec![0; sent.len()];
+    probe.read_exact(&mut got).expect("probe: the echo");
+    assert_eq!(got, sent, "probe of {name}");
+    pongd_clients(&pongd) - 1
+}
+
 /// The lines a pong client prints for `message` sent `count` times.
 pub fn echoes(message: &str, count: usize) -> String {
     format!("{message}\n").repeat(count)
@@ -439,17 +459,6 @@ impl Daemon {
     /// Everything the daemon logged so far.
     pub fn log(&self) -> String {
         self.proc.output(None).stderr
-    }
-
-    /// How many clients the daemon connected to a service so far (to `service`
-    /// only, if given): its "connected" lines, in the client's span.
-    pub fn connected(&self, service: Option<&str>) -> usize {
-        let in_span = service.map(|s| format!(" service={s}}}"));
-        self.log()
-            .lines()
-            .filter(|l| l.contains("daemon::engine: connected "))
-            .filter(|l| in_span.as_ref().is_none_or(|s| l.contains(s.as_str())))
-            .count()
     }
 }
 

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libipc::frame;
-use libipc::fuzzing::Harness;
+use libipc::testing::Harness;
 use libipc::service::MAX_NAME_LEN;
 use libipc::switch::{Frames, Routed, Transport};
 use libfuzzer_sys::fuzz_target;
@@ -38,18 +38,18 @@ fuzz_target!(|data: &[u8]| {
     let accept = flags & 2 == 0;
     let reads = reads(input, *seed, false);
     let mut t = Routed::new(Frames::new(max));
-    let mut h = Harness::default();
+    let mut h = Harness::new();
     // The name asked for, and where the read that carried it ends.
     let mut request: Option<(Vec<u8>, usize)> = None;
     let mut failed = None;
     let mut fed = 0;
     for read in &reads {
-        let (result, asked) = h.relay(|relay| t.on_network_data(read, relay));
+        let call = h.call(|relay| t.on_network_data(read, relay));
         fed += read.len();
-        if let Some(name) = asked {
+        if let Some(name) = call.requested {
             assert!(request.is_none(), "a second service request");
             request = Some((name, fed));
-            h.relay(|relay| {
+            h.call(|relay| {
                 if accept {
                     t.accepted(relay)
                 } else {
@@ -57,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             });
         }
-        if let Err(e) = result {
+        if let Err(e) = call.value {
             failed = Some(e);
             break;
         }
@@ -127,8 +127,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(t.network_closed().is_ok(), consumed == after.len());
         // The service's frames go to the client as they are.
         let hello = answer(true, "hello");
-        let (sent, _) = h.relay(|relay| t.on_service_data(&hello, relay));
-        sent.unwrap();
+        h.call(|relay| t.on_service_data(&hello, relay)).value.unwrap();
         assert_eq!(h.take_to_network(), hello);
     }
 });

@@ -26,7 +26,8 @@
 //! names and sockets, [`network`] the `IPC_NETWORK` routes, [`Context`] the event
 //! loop, [`switch`] the transports that relay network clients to services (plain
 //! frames, the routed handshake, outbound dialling, TLS with the `tls` feature),
-//! and [`proxy`] the PROXY protocol load balancers speak. The engine the
+//! and [`proxy`] the PROXY protocol load balancers speak. With the `test-util`
+//! feature, `testing` drives a transport in a test, without sockets. The engine the
 //! protocol daemons run on is the `libipc-daemon` crate.
 
 #![warn(missing_docs)]
@@ -35,9 +36,6 @@ mod context;
 pub mod error;
 mod event;
 pub mod frame;
-#[cfg(fuzzing)]
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod network;
 mod pool;
 pub mod proxy;
@@ -45,6 +43,8 @@ mod queue;
 pub mod service;
 mod slab;
 pub mod switch;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod traffic;
 
 pub use context::{Config, Context, write_frame};

@@ -15,11 +15,11 @@ use nix::sys::signal::{SigSet, Signal};
 pub struct Common {
     /// Fixed mode: every client goes to this service without naming one (it is
     /// connected once the client's TLS handshake or PROXY header, if any, is done).
-    #[arg(long)]
+    #[arg(long, value_parser = service_name)]
     pub service: Option<String>,
 
     /// Only these services may be reached (repeatable; default: any in RUNDIR).
-    #[arg(long = "allow-service", value_name = "NAME")]
+    #[arg(long = "allow-service", value_name = "NAME", value_parser = service_name)]
     pub allow: Vec<String>,
 
     /// Do not offer the outbound service.
@@ -41,7 +41,7 @@ pub struct Common {
     /// (repeatable). Off by default: a network client that reaches an outbound
     /// service can make it connect anywhere its --outbound-allow permits.
     /// Logged as a warning at startup.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = service_name)]
     pub expose_outbound: Vec<String>,
 
     /// Run directory of the services.
@@ -120,6 +120,15 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// A service name ([`libipc::service::validate_name`]): flags that name
+/// services are checked as they are parsed, so a bad one is a usage error
+/// that says the rule.
+pub fn service_name(s: &str) -> Result<String, String> {
+    libipc::service::validate_name(s.as_bytes())
+        .map(str::to_owned)
+        .map_err(|e| e.to_string())
 }
 
 /// A duration: a number and `ms`, `s` (default), `m` or `h`.
@@ -314,17 +323,12 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
 /// exits at once.
 pub fn serve(plan: Plan<'_>, listeners: Listeners) -> Result<()> {
     let c = plan.common;
-    if let Some(s) = &c.service {
-        libipc::service::validate_name(s.as_bytes()).context("--service")?;
-    }
-    for s in &c.allow {
-        libipc::service::validate_name(s.as_bytes()).context("--allow-service")?;
-    }
     if let Some(o) = &plan.outbound {
+        // The daemon's own flag (`value_parser = service_name`), or a name
+        // chosen in code.
         libipc::service::validate_name(o.service_name.as_bytes()).context("--service-name")?;
     }
     for s in &c.expose_outbound {
-        libipc::service::validate_name(s.as_bytes()).context("--expose-outbound")?;
         tracing::warn!(
             service = %s,
             "--expose-outbound: network clients may use the outbound service {s:?} and make it \

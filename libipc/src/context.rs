@@ -19,75 +19,26 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::poll::PollFlags;
 
 use crate::error::{Error, Result};
 use crate::event::{ConnId, Event};
-use crate::frame::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::network::{self, Route};
 use crate::service::{self, ServiceListener};
 use crate::slab::Slab;
 
+mod config;
 mod conn;
+mod daemon;
 mod pending;
 mod readwrite;
 mod relay;
 mod timers;
+mod wait;
 
-pub(crate) use conn::wait_fd;
+pub use config::Config;
 pub use conn::write_frame;
-use conn::{Conn, Io, Role, read_fd, set_nonblocking};
-
-/// Limits of a context. All have safe defaults.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Config {
-    /// Largest payload accepted from a peer (default 1 MiB). A peer announcing more
-    /// is disconnected with [`Error::MessageTooLarge`]; other connections carry on.
-    pub max_message_size: usize,
-    /// Outgoing bytes queued for one connection past which `schedule` refuses with
-    /// [`Error::Backpressure`] (default 1 MiB). Half of it stops reading from the
-    /// connection (or, for a switched pair, from the side feeding it).
-    pub high_water: usize,
-    /// Reading resumes when the queue falls below this (default 128 KiB).
-    pub low_water: usize,
-    /// Bytes read from one connection per round, and the size of the context's one
-    /// read buffer (default 256 KiB).
-    pub read_chunk: usize,
-    /// How long `connect_service` waits for a protocol daemon's answer (default 10 s).
-    pub connect_timeout: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            high_water: 1 << 20,
-            low_water: 128 << 10,
-            read_chunk: 256 << 10,
-            connect_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Config {
-    /// Sets [`Config::max_message_size`].
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
-        self
-    }
-
-    /// Sets [`Config::high_water`] and [`Config::low_water`].
-    pub fn water_marks(mut self, high: usize, low: usize) -> Self {
-        self.high_water = high.max(1);
-        self.low_water = low.min(self.high_water / 2);
-        self
-    }
-
-    fn pause_at(&self) -> usize {
-        self.high_water / 2
-    }
-}
+use conn::{Conn, Io, Role, set_nonblocking};
+pub use daemon::DaemonExt;
 
 /// What one read from a connection gave.
 #[derive(Debug)]
@@ -113,7 +64,43 @@ enum Start {
 
 /// A LibIPC context: services, connections, and the loop that waits on them.
 ///
-/// Not thread-safe by design (like the original): run one context per thread.
+/// A service creates its socket with [`Context::service_init`] and answers
+/// what arrives; a client connects with [`Context::connect_service`]. Both
+/// call [`Context::wait_event`] in a loop and send with
+/// [`Context::schedule`], which queues: the next `wait_event` writes, so a
+/// slow peer never blocks the others. Blocking calls ([`Context::write`],
+/// [`Context::read`]) are there for short clients.
+///
+/// Not thread-safe by design (like the original): run one context per
+/// thread. Protocol daemons use more of it, through
+/// [`DaemonExt`](crate::switch::DaemonExt).
+///
+/// # Example
+///
+/// A service and its client, in one context here (they are usually two
+/// programs):
+///
+/// ```
+/// use libipc::{Context, Event};
+///
+/// # let rundir = tempfile::tempdir()?;
+/// let mut ctx = Context::new()?;
+/// # ctx.set_rundir(rundir.path());
+/// ctx.service_init("echo")?;
+/// let client = ctx.connect_service("echo")?;
+/// ctx.schedule(client, b"hello")?;
+/// let reply = loop {
+///     match ctx.wait_event()? {
+///         // On the service's side: send back what came.
+///         Event::Message { id, payload } if id != client => ctx.schedule(id, &payload)?,
+///         // On the client's side: the echo.
+///         Event::Message { payload, .. } => break payload,
+///         _ => {}
+///     }
+/// };
+/// assert_eq!(reply, b"hello");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Context {
     poll: Poll,
@@ -135,6 +122,8 @@ pub struct Context {
     /// Listeners that hit the descriptor limit (and externals the application
     /// said it could not serve), retried after a pause.
     accept_retry: Option<(Instant, Vec<ConnId>)>,
+    /// Failed accepts on service listeners, reported once a second.
+    accept_backoff: service::AcceptBackoff,
     scratch: Vec<u8>,
     /// The connection of the last event returned.
     last_delivered: Option<ConnId>,
@@ -170,6 +159,7 @@ impl Context {
             lingering: 0,
             timers: BinaryHeap::new(),
             accept_retry: None,
+            accept_backoff: service::AcceptBackoff::default(),
             scratch: Vec::new(),
             now: Instant::now(),
             last_delivered: None,
@@ -266,20 +256,31 @@ impl Context {
     }
 
     /// Creates service `name`: `$RUNDIR/name`, mode 0660, locked against a second
-    /// instance. Clients connecting to it produce [`Event::Connection`].
+    /// instance. Clients connecting to it produce [`Event::Connection`]; their
+    /// messages, [`Event::Message`].
+    ///
+    /// Fails if the name is not a valid service name
+    /// ([`service::validate_name`]: 1 to 64 letters, digits, `.`, `_`, `-`, not
+    /// starting with `.`), or another context serves it.
+    ///
+    /// ```
+    /// use libipc::{Context, Error};
+    ///
+    /// # let rundir = tempfile::tempdir()?;
+    /// let mut ctx = Context::new()?;
+    /// # ctx.set_rundir(rundir.path());
+    /// let service = ctx.service_init("pong")?;
+    /// assert!(ctx.rundir().join("pong").exists());
+    ///
+    /// // The name is taken while `ctx` lives, by this process or another.
+    /// let mut other = Context::new()?;
+    /// # other.set_rundir(rundir.path());
+    /// assert!(other.service_init("pong").is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn service_init(&mut self, name: &str) -> Result<ConnId> {
         let listener = ServiceListener::bind(&self.rundir, name.as_bytes())?;
         tracing::debug!(path = %listener.path().display(), "service listening");
-        self.insert(Io::Listener(listener), Role::Listener, Interest::READABLE)
-    }
-
-    /// Creates a protocol daemon's outbound service `name`:
-    /// `$RUNDIR/.outbound/name` ([`service::OUTBOUND_DIR`]), where `IPC_NETWORK`
-    /// clients find it and no network client of a daemon can name it. Otherwise
-    /// as [`Context::service_init`].
-    pub fn outbound_service_init(&mut self, name: &str) -> Result<ConnId> {
-        let listener = ServiceListener::bind_outbound(&self.rundir, name.as_bytes())?;
-        tracing::debug!(path = %listener.path().display(), "outbound service listening");
         self.insert(Io::Listener(listener), Role::Listener, Interest::READABLE)
     }
 
@@ -290,6 +291,23 @@ impl Context {
     /// daemon to a remote one (see [`crate::network`]); this blocks until the daemon
     /// answers, at most [`Config::connect_timeout`]. Otherwise it connects to
     /// `$RUNDIR/name`.
+    ///
+    /// ```
+    /// use libipc::Context;
+    ///
+    /// # let rundir = tempfile::tempdir()?;
+    /// let mut ctx = Context::new()?;
+    /// # ctx.set_rundir(rundir.path());
+    /// ctx.service_init("pong-v2")?;
+    /// // Clients asking for "pong" reach "pong-v2", as IPC_NETWORK="pong unix://pong-v2"
+    /// // would do for every program started with it.
+    /// ctx.set_network(Some("pong unix://pong-v2".into()));
+    /// let client = ctx.connect_service("pong")?;
+    /// # let _ = client;
+    /// // Nobody serves "ping": the error says which socket was tried.
+    /// assert!(ctx.connect_service("ping").is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connect_service(&mut self, name: &str) -> Result<ConnId> {
         let network = match &self.network {
             Some(n) => n.clone(),
@@ -320,6 +338,21 @@ impl Context {
     /// Watches a foreign descriptor: [`Event::External`] is reported while it is
     /// readable; the application does its I/O. The context owns the descriptor
     /// (closing the connection closes it) but leaves its blocking mode alone.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::os::unix::net::UnixStream;
+    /// use libipc::{Context, Event};
+    ///
+    /// let mut ctx = Context::new()?;
+    /// let (ours, mut theirs) = UnixStream::pair()?;
+    /// let watched = ctx.add_external(ours.into())?;
+    /// theirs.write_all(b"x")?;
+    /// assert!(matches!(ctx.wait_event()?, Event::External { id } if id == watched));
+    /// // Read from `ctx.fd(watched)` here; until then it is reported again.
+    /// assert!(matches!(ctx.wait_event()?, Event::External { id } if id == watched));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn add_external(&mut self, fd: OwnedFd) -> Result<ConnId> {
         self.insert(Io::Stream(fd), Role::External, Interest::READABLE)
     }
@@ -330,6 +363,33 @@ impl Context {
     /// Fails with [`Error::Backpressure`] (nothing queued) when the connection
     /// already has [`Config::high_water`] bytes waiting, with
     /// [`Error::MessageTooLarge`] above 4 GiB, or [`Error::NoSuchConnection`].
+    /// [`Event::MessageTx`] says when a message has been written: a sender
+    /// refused for backpressure waits for it and tries again.
+    ///
+    /// ```
+    /// use libipc::{Config, Context, Error, Event};
+    ///
+    /// # let rundir = tempfile::tempdir()?;
+    /// let config = Config::default().water_marks(64 << 10, 16 << 10);
+    /// let mut ctx = Context::with_config(config)?;
+    /// # ctx.set_rundir(rundir.path());
+    /// ctx.service_init("feed")?;
+    /// let _slow_client = ctx.connect_service("feed")?; // never reads
+    /// let Event::Connection { id, .. } = ctx.wait_event()? else { panic!() };
+    ///
+    /// let chunk = vec![0; 16 << 10];
+    /// let mut queued = 0;
+    /// loop {
+    ///     match ctx.schedule(id, &chunk) {
+    ///         Ok(()) => queued += 1,
+    ///         // The client is behind: stop producing until MessageTx events come.
+    ///         Err(Error::Backpressure { .. }) => break,
+    ///         Err(e) => return Err(e.into()),
+    ///     }
+    /// }
+    /// assert_eq!(queued, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn schedule(&mut self, id: ConnId, payload: &[u8]) -> Result<()> {
         self.check_schedule(id, payload.len())?
             .out
@@ -374,75 +434,6 @@ impl Context {
             });
         }
         Ok(c)
-    }
-
-    /// Sends `payload` now, blocking until it (and everything queued before it) is
-    /// written. Fails if the peer is gone (never raises SIGPIPE).
-    pub fn write(&mut self, id: ConnId, payload: &[u8]) -> Result<()> {
-        crate::frame::header(payload.len())?;
-        let c = self.live_mut(id)?;
-        if !matches!(c.role, Role::Ipc | Role::External) {
-            return Err(Error::WrongKind {
-                id,
-                what: "messages can only be sent on plain connections",
-            });
-        }
-        c.out.push_message(payload);
-        let mut done = 0;
-        loop {
-            let f = c.out.flush(c.io.fd())?;
-            done += f.messages;
-            if f.drained {
-                break;
-            }
-            wait_fd(c.io.fd(), PollFlags::POLLOUT, None)?;
-        }
-        // Messages scheduled earlier still get their MESSAGE_TX; ours does not.
-        for _ in 1..done {
-            self.pending.push_back(Event::MessageTx { id });
-        }
-        Ok(())
-    }
-
-    /// Reads one message from connection `id`, blocking until one arrives, outside
-    /// the event loop. A message already read by the loop is returned first.
-    pub fn read(&mut self, id: ConnId) -> Result<Vec<u8>> {
-        if let Some(pos) = self
-            .pending
-            .iter()
-            .position(|e| matches!(e, Event::Message { id: i, .. } if *i == id))
-            && let Some(Event::Message { payload, .. }) = self.pending.remove(pos)
-        {
-            return Ok(payload);
-        }
-        self.ensure_scratch();
-        let c = self
-            .conns
-            .get_mut(id)
-            .filter(|c| !c.dead && matches!(c.role, Role::Ipc))
-            .ok_or(Error::NoSuchConnection(id))?;
-        let mut first = None;
-        while first.is_none() {
-            let n = match read_fd(c.io.fd(), &mut self.scratch) {
-                Ok(0) => {
-                    c.decoder.finish()?;
-                    return Err(Error::Closed);
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    wait_fd(c.io.fd(), PollFlags::POLLIN, None)?;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let pending = &mut self.pending;
-            c.decoder
-                .feed_owned(&self.scratch[..n], |payload| match first {
-                    None => first = Some(payload),
-                    Some(_) => pending.push_back(Event::Message { id, payload }),
-                })?;
-        }
-        Ok(first.unwrap_or_default())
     }
 
     /// Closes connection `id` now: queued messages are dropped, a service socket file
@@ -531,142 +522,32 @@ impl Context {
     /// Waits for the next event.
     ///
     /// Writes what was scheduled, then returns events one by one. Fails only if the
-    /// poller itself fails; everything about one connection is reported as an event.
+    /// poller itself fails; everything about one connection is reported as an event:
+    /// a peer that breaks the protocol is disconnected
+    /// ([`Event::Disconnection`] with the reason) and the others carry on.
+    ///
+    /// With a timer ([`Context::set_timer`]) it returns [`Event::Timer`] when
+    /// nothing happened for that long:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use libipc::{Context, Event};
+    ///
+    /// # let rundir = tempfile::tempdir()?;
+    /// let mut ctx = Context::new()?;
+    /// # ctx.set_rundir(rundir.path());
+    /// ctx.service_init("clock")?;
+    /// ctx.set_timer(Some(Duration::from_millis(10)));
+    /// match ctx.wait_event()? {
+    ///     Event::Timer => { /* periodic work */ }
+    ///     Event::Connection { id, .. } => println!("client {id}"),
+    ///     Event::Message { id, payload } => ctx.schedule(id, &payload)?,
+    ///     Event::Disconnection { id, reason } => println!("{id} left: {reason:?}"),
+    ///     _ => {}
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait_event(&mut self) -> Result<Event> {
-        // The clock is read here and after each poll; in between, `self.now`
-        // is older only by the time spent handling events.
-        self.now = Instant::now();
-        let deadline = self.timer.map(|t| self.now + t);
-        self.last_gone = None;
-        loop {
-            // Write a connection's replies as soon as the application moves on to
-            // another connection's events: its socket is still warm in the cache,
-            // and all the replies to one read still leave in one write.
-            if !self.dirty.is_empty()
-                && self.pending.front().and_then(Event::id) != self.last_delivered
-            {
-                self.flush_dirty();
-            }
-            if let Some(ev) = self.next_pending() {
-                self.last_delivered = ev.id();
-                return Ok(ev);
-            }
-            self.flush_dirty();
-            self.recheck_externals();
-            if !self.pending.is_empty() {
-                continue;
-            }
-            if self.pending.capacity() > 1024 {
-                // A burst grew it; do not keep that memory while idle.
-                self.pending.shrink_to(64);
-            }
-            let now = self.now;
-            let mut timeout = deadline.map(|d| d.saturating_duration_since(now));
-            if !self.ready.is_empty() {
-                timeout = Some(Duration::ZERO);
-            } else if timeout == Some(Duration::ZERO) {
-                return Ok(Event::Timer);
-            } else if !self.dirty.is_empty() {
-                // An answer's next part (`give_more`), due next turn: not
-                // a wait, but no reason to hold up the timer either.
-                timeout = Some(Duration::ZERO);
-            }
-            let retry_at = self.accept_retry.as_ref().map(|(at, _)| *at);
-            let timer_at = self.timers.peek().map(|Reverse((at, _))| *at);
-            for at in [retry_at, timer_at].into_iter().flatten() {
-                let wait = at.saturating_duration_since(now);
-                timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
-            }
-            match self.poll.poll(&mut self.events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-            for ev in self.events.iter() {
-                let Some(id) = self.conns.id_at(ev.token().0) else {
-                    continue;
-                };
-                let Some(c) = self.conns.get_mut(id) else {
-                    continue;
-                };
-                if c.dead {
-                    continue;
-                }
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    c.readable = true;
-                    c.hup |= ev.is_read_closed() || ev.is_error();
-                    if !c.in_ready {
-                        c.in_ready = true;
-                        self.ready.push_back(id);
-                    }
-                }
-                if (ev.is_writable() || ev.is_write_closed() || ev.is_error()) && !c.in_dirty {
-                    c.in_dirty = true;
-                    self.dirty.push(id);
-                }
-            }
-            let now = Instant::now();
-            self.now = now;
-            self.expire_timers(now);
-            self.retry_accepts();
-            self.run_ready();
-            if self.pending.is_empty()
-                && self.ready.is_empty()
-                && self.dirty.is_empty()
-                && deadline.is_some_and(|d| now >= d)
-            {
-                return Ok(Event::Timer);
-            }
-        }
-    }
-
-    fn next_pending(&mut self) -> Option<Event> {
-        let ev = self.pending.pop_front()?;
-        if let Event::Disconnection { id, .. } = &ev {
-            // The connection stayed so that replies to its last messages could be
-            // written; now its id goes away (its descriptor number stays readable
-            // through `fd()` until the next call).
-            if let Some(c) = self.conns.get_mut(*id) {
-                let _ = c.out.flush(c.io.fd());
-                let traffic = match &c.role {
-                    Role::Switched(s) => s.counter.as_ref().map(|c| c.traffic),
-                    _ => None,
-                };
-                self.last_gone = Some((*id, c.io.fd().as_raw_fd(), traffic));
-                self.remove(*id);
-            }
-        }
-        Some(ev)
-    }
-
-    fn run_ready(&mut self) {
-        // Only what is ready now: connections re-queued below wait for the next round.
-        for _ in 0..self.ready.len() {
-            let Some(id) = self.ready.pop_front() else {
-                break;
-            };
-            let Some(c) = self.conns.get_mut(id) else {
-                continue;
-            };
-            c.in_ready = false;
-            if c.dead || !c.readable || c.paused {
-                continue;
-            }
-            if c.lingering {
-                self.read_lingering(id);
-                continue;
-            }
-            match c.role {
-                Role::Listener => self.accept(id),
-                Role::Ipc => self.read_ipc(id),
-                Role::External => {
-                    c.readable = false;
-                    self.recheck.push(id);
-                    self.pending.push_back(Event::External { id });
-                }
-                Role::Switched(_) => self.read_switched(id),
-                Role::Pending(_) => self.read_pending(id),
-            }
-        }
+        self.next_event()
     }
 }

@@ -101,7 +101,7 @@ pub enum Event {
     /// The timer expired: no event for the configured time since `wait_event` was called.
     Timer,
     /// Connection `id`'s deadline or idle timeout expired (see
-    /// `Context::set_deadline`). Reported once; the connection stays open.
+    /// [`DaemonExt::set_deadline`](crate::switch::DaemonExt::set_deadline)). Reported once; the connection stays open.
     /// Its kind is TIMER (the C API reports it as TIMER with the connection's index).
     Timeout {
         /// The connection.
@@ -123,8 +123,8 @@ pub enum Event {
         /// The connection written to.
         id: ConnId,
     },
-    /// Network connection `id` (see `Context::add_network`) named the service it
-    /// wants. Answer with `Context::attach_service` or `Context::refuse`; until
+    /// Network connection `id` (see [`DaemonExt::add_network`](crate::switch::DaemonExt::add_network)) named the service it
+    /// wants. Answer with `DaemonExt::attach_service` or `DaemonExt::refuse`; until
     /// then nothing more is read from it.
     ServiceRequest {
         /// The network connection.

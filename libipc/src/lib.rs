@@ -25,7 +25,8 @@
 //! Modules: [`frame`] is the wire codec (no I/O), [`service`] the run directory,
 //! names and sockets, [`network`] the `IPC_NETWORK` routes, [`Context`] the event
 //! loop, [`switch`] the transports that relay network clients to services (plain
-//! frames, the routed handshake, outbound dialling, TLS with the `tls` feature),
+//! frames, the routed handshake, outbound dialling, TLS with the `tls` feature)
+//! and [`switch::DaemonExt`], the part of `Context` only protocol daemons use,
 //! and [`proxy`] the PROXY protocol load balancers speak. With the `test-util`
 //! feature, `testing` drives a transport in a test, without sockets. The engine the
 //! protocol daemons run on is the `libipc-daemon` crate.

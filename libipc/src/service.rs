@@ -40,6 +40,36 @@ const SOCKET_MODE: u32 = 0o660;
 /// A directory's set-group-ID bit: files created in it take its group.
 const SETGID: u32 = 0o2000;
 
+/// What a listener does when `accept` fails for want of descriptors or
+/// memory (EMFILE, ENFILE, ENOMEM): the client waits in the backlog, the
+/// listener is tried again after [`AcceptBackoff::RETRY`] rather than at
+/// once (it stays readable: trying at once would spin), and the failures are
+/// reported at most once per [`AcceptBackoff::REPORT_EVERY`], counted. A
+/// context's service listeners and the daemons' network listeners share it.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    failures: u64,
+    next_report: Option<std::time::Instant>,
+}
+
+impl AcceptBackoff {
+    /// Pause before a listener whose accept failed is tried again.
+    pub const RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+    /// Shortest time between two reports of failed accepts.
+    pub const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// Counts a failed accept at `now`. When a report is due, returns how
+    /// many accepts failed since the last one (this one included).
+    pub fn failed(&mut self, now: std::time::Instant) -> Option<u64> {
+        self.failures += 1;
+        if self.next_report.is_some_and(|at| now < at) {
+            return None;
+        }
+        self.next_report = Some(now + Self::REPORT_EVERY);
+        Some(std::mem::take(&mut self.failures))
+    }
+}
+
 /// Checks a service name before it is used to build a path.
 ///
 /// The rule: 1 to 64 bytes of ASCII letters, digits, `.`, `_` and `-`, not starting
@@ -278,6 +308,19 @@ pub fn connect_nonblocking(rundir: &Path, name: &[u8]) -> Result<std::os::fd::Ow
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn accept_failures_are_reported_once_a_second_counted() {
+        let mut backoff = AcceptBackoff::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(backoff.failed(t0), Some(1));
+        let within = |ms| t0 + std::time::Duration::from_millis(ms);
+        for ms in (100..1000).step_by(100) {
+            assert_eq!(backoff.failed(within(ms)), None, "at {ms} ms");
+        }
+        assert_eq!(backoff.failed(within(1000)), Some(10));
+        assert_eq!(backoff.failed(within(1100)), None);
+    }
 
     #[test]
     fn names_follow_the_rule() {

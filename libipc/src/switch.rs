@@ -23,6 +23,7 @@ mod refusal;
 mod routed;
 #[cfg(feature = "tls")]
 mod tls;
+pub use crate::context::DaemonExt;
 pub use dial::Dial;
 pub use proxied::Proxied;
 pub use refusal::Refusal;

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use libipc::switch::Frames;
+use libipc::switch::{DaemonExt, Frames};
 use libipc::{Config, Context, Error, Event};
 
 mod common;

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use libipc::switch::{Frames, Relay, Routed, Transport};
+use libipc::switch::{DaemonExt, Frames, Relay, Routed, Transport};
 use libipc::{Config, ConnId, Context, Error, Event};
 
 mod common;

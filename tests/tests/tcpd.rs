@@ -1150,3 +1150,47 @@ fn startup_errors_say_each_cause_once() {
         );
     }
 }
+
+/// Flags that name a service are checked as they are parsed: a bad name is a
+/// usage error (status 2) naming the flag and the rule, before anything starts.
+#[test]
+fn service_name_flags_are_checked_as_they_are_parsed() {
+    let w = World::new();
+    for (daemon, args, says) in [
+        ("tcpd", &["--service", "../x"][..], "'--service <SERVICE>'"),
+        (
+            "tcpd",
+            &["--allow-service", "a/b"][..],
+            "'--allow-service <NAME>'",
+        ),
+        (
+            "tcpd",
+            &["--expose-outbound", ".outbound"][..],
+            "'--expose-outbound <NAME>'",
+        ),
+        ("tcpd", &["--service-name", ""][..], "must not be empty"),
+        (
+            "websocketd",
+            &["--service", "../x"][..],
+            "must not start with '.'",
+        ),
+    ] {
+        let run = run_cmd(
+            Daemon::command(&w, daemon, args),
+            w.path(),
+            "bad-name-flag",
+            CHILD_TIMEOUT,
+        );
+        assert_eq!(
+            run.status.and_then(|s| s.code()),
+            Some(2),
+            "{daemon} {args:?}\n{}",
+            run.report()
+        );
+        assert!(
+            run.stderr.contains(says) && run.stderr.contains("invalid service name"),
+            "{daemon} {args:?}: want {says:?}\n{}",
+            run.report()
+        );
+    }
+}

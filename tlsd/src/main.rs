@@ -57,7 +57,7 @@ struct Args {
 
     /// Name of tlsd's own LibIPC service, for outbound connections (in
     /// `$RUNDIR/.outbound/`; IPC_NETWORK URIs name it as their scheme).
-    #[arg(long, env = "IPC_SERVICE_NAME", default_value = "tls")]
+    #[arg(long, env = "IPC_SERVICE_NAME", value_parser = cli::service_name, default_value = "tls")]
     service_name: String,
 
     #[command(flatten)]

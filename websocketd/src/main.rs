@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Parser;
 use daemon::cli::{self, Common, Listeners, Plan};
 use daemon::tls::server::{TlsArgs, TlsServer};
@@ -63,9 +63,6 @@ fn run(args: &Args) -> Result<()> {
     } else {
         None
     };
-    if let Some(s) = &args.common.service {
-        libipc::service::validate_name(s.as_bytes()).context("--service")?;
-    }
     // Bound first: the policy knows the daemon by its actual addresses.
     let listeners = Listeners::open(&args.listen, &args.common)?;
     let settings = args

@@ -17,6 +17,7 @@ use libipc::Error;
 use libipc::error::Chain;
 use libipc::network::parse_uri;
 use libipc::service::validate_name;
+use libipc::switch::DaemonExt;
 
 /// How long a local client has to read its last answer (a refusal) before
 /// it is closed anyway: the answer is short, a client that reads at all

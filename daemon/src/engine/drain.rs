@@ -6,6 +6,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use libipc::ConnId;
+use libipc::switch::DaemonExt;
 
 use super::{TARGET, Worker};
 
@@ -58,7 +59,7 @@ impl Worker {
     }
 
     /// Draining: holds client `id` for its goodbye if its transport has one
-    /// (see `Context::hold_for_goodbye`), sent once its service has been quiet
+    /// (see `DaemonExt::hold_for_goodbye`), sent once its service has been quiet
     /// for QUIET_BEFORE_GOODBYE, or half way through the drain time.
     pub(super) fn leave_when_quiet(&mut self, id: ConnId) -> bool {
         let (Some(drained), Some(conn)) = (self.draining, self.conns.get_mut(&id)) else {

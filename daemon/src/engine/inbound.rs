@@ -5,8 +5,8 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use libipc::service::validate_name;
-use libipc::switch::{PeerInfo, Proxied, Refusal};
+use libipc::service::{AcceptBackoff, validate_name};
+use libipc::switch::{DaemonExt, PeerInfo, Proxied, Refusal};
 use libipc::{ConnId, Error};
 use std::sync::atomic::Ordering;
 
@@ -18,8 +18,6 @@ const MAX_OVERFLOW: usize = 64;
 
 impl Worker {
     pub(super) fn accept(&mut self, listener: ConnId) {
-        /// How long a listener out of descriptors waits before the next try.
-        const ACCEPT_RETRY: Duration = Duration::from_millis(100);
         for _ in 0..64 {
             let Some(l) = self.listeners.get(&listener) else {
                 return;
@@ -30,24 +28,16 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // Out of descriptors (EMFILE, ENFILE) or memory: the client
-                    // waits in the backlog. The listener stays readable, and the
-                    // loop reports a readable external again at once: without a
-                    // pause this worker would spin, logging this, until a
-                    // descriptor frees up. Try again shortly; the backlog is
-                    // served then, with no new connection needed to wake us.
-                    // Each new client wakes us again: one line a second at most.
-                    self.accept_failures += 1;
-                    let now = self.ctx.last_wake();
-                    if self.next_accept_warning <= now {
+                    // waits in the backlog, served at the retry with no new
+                    // connection needed to wake us.
+                    if let Some(failures) = self.accept_backoff.failed(self.ctx.last_wake()) {
                         tracing::warn!(target: TARGET,
                             error = %e,
-                            failures = self.accept_failures,
+                            failures,
                             "accept failed; retrying in 100 ms"
                         );
-                        self.accept_failures = 0;
-                        self.next_accept_warning = now + Duration::from_secs(1);
                     }
-                    let _ = self.ctx.retry_external_in(listener, ACCEPT_RETRY);
+                    let _ = self.ctx.retry_external_in(listener, AcceptBackoff::RETRY);
                     return;
                 }
             };

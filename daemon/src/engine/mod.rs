@@ -21,7 +21,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use libipc::proxy::Cidr;
-use libipc::switch::Transport;
+use libipc::service::AcceptBackoff;
+use libipc::switch::{DaemonExt, Transport};
 use libipc::traffic::Traffic;
 use libipc::{Config, ConnId, Context, Event};
 use libipc::{Error, Result};
@@ -212,8 +213,7 @@ impl Daemon {
                 stats: self.stats.clone(),
                 next_stats: Instant::now() + STATS_INTERVAL,
                 overflow: 0,
-                accept_failures: 0,
-                next_accept_warning: Instant::now(),
+                accept_backoff: AcceptBackoff::default(),
                 ctx: Context::with_config(
                     Config::default().max_message_size(self.config.max_message_size),
                 )?,
@@ -320,10 +320,8 @@ struct Worker {
     next_stats: Instant,
     /// Connections accepted past the limit, waiting to be refused.
     overflow: usize,
-    /// Failed accepts (out of descriptors) since the last warning, and when
-    /// the next may be logged.
-    accept_failures: u64,
-    next_accept_warning: Instant,
+    /// Failed accepts (out of descriptors), reported once a second.
+    accept_backoff: AcceptBackoff,
     ctx: Context,
     listeners: HashMap<ConnId, TcpListener>,
     wake: Option<(ConnId, std::os::unix::net::UnixStream)>,

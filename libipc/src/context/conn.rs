@@ -91,7 +91,7 @@ pub(super) struct Switched {
     /// Application-driven reads and writes (C callbacks), with the decoder that
     /// cuts outgoing bytes into the whole frames the write hook expects.
     pub(super) hooks: Option<Box<(Box<dyn SwitchHooks>, Decoder)>>,
-    /// Network side held for a goodbye (`Context::hold_for_goodbye`): not
+    /// Network side held for a goodbye (`DaemonExt::hold_for_goodbye`): not
     /// read, whatever the backpressure says, until the goodbye is sent.
     pub(super) held: bool,
     /// Network side not read because what reading it made the transport
@@ -219,7 +219,7 @@ pub fn write_frame(fd: BorrowedFd<'_>, payload: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-pub(crate) fn wait_fd(
+pub(super) fn wait_fd(
     fd: BorrowedFd<'_>,
     flags: PollFlags,
     timeout: Option<Duration>,

@@ -1,9 +1,9 @@
 //! Network connections before their service is attached: the handshake phase.
 //!
-//! A daemon adds an accepted client with [`Context::add_network`] and its
+//! A daemon adds an accepted client with [`DaemonExt::add_network`](crate::switch::DaemonExt::add_network) and its
 //! transport. The transport reads the handshake and names a service
-//! ([`Event::ServiceRequest`]); the daemon decides: [`Context::attach_service`]
-//! connects the service and switches the pair, [`Context::refuse`] answers the
+//! ([`Event::ServiceRequest`]); the daemon decides: [`DaemonExt::attach_service`](crate::switch::DaemonExt::attach_service)
+//! connects the service and switches the pair, [`DaemonExt::refuse`](crate::switch::DaemonExt::refuse) answers the
 //! client and closes it. Nothing is read from the client while the daemon decides,
 //! and what came with the name is delivered to the service first.
 
@@ -15,12 +15,12 @@ use nix::sys::socket::{Shutdown, shutdown};
 use mio::Interest;
 
 use super::conn::{Io, Pending, Role, set_nonblocking};
-use super::{Chunk, Context, Start};
+use super::{Chunk, Context};
 use crate::error::{Chain, Error, Result};
 use crate::event::{ConnId, Event};
 use crate::queue::OutQueue;
 use crate::service;
-use crate::switch::{Refusal, Relay, Transport};
+use crate::switch::{DaemonExt, Relay, Transport};
 
 /// Longest a refused client is read (and dropped) after its answer.
 pub(super) const LINGER: Duration = Duration::from_secs(2);
@@ -34,29 +34,7 @@ pub(super) const ANSWER_STALL: Duration = Duration::from_secs(30);
 const MAX_LINGERING: usize = 1024;
 
 impl Context {
-    /// Adds a network connection (an accepted TCP socket, say) whose service is not
-    /// known yet. `transport` reads its handshake and names the service, reported
-    /// as [`Event::ServiceRequest`]. Set a deadline ([`Context::set_deadline`]) so
-    /// that a client that never names one is timed out.
-    pub fn add_network(&mut self, fd: OwnedFd, transport: Box<dyn Transport>) -> Result<ConnId> {
-        self.add_pending(fd, transport, None)
-    }
-
-    /// [`Context::add_network`] for a client that goes to service `name`
-    /// whatever it says (a daemon's fixed mode): [`Event::ServiceRequest`] for
-    /// `name` is reported as soon as the transport's own handshake (TLS, a
-    /// PROXY header) is done, at once if it has none. So the service sees the
-    /// client only once it is a client, its TLS handshake finished.
-    pub fn add_network_for(
-        &mut self,
-        fd: OwnedFd,
-        transport: Box<dyn Transport>,
-        name: &str,
-    ) -> Result<ConnId> {
-        self.add_pending(fd, transport, Some(name.as_bytes().to_vec()))
-    }
-
-    fn add_pending(
+    pub(super) fn add_pending(
         &mut self,
         fd: OwnedFd,
         transport: Box<dyn Transport>,
@@ -94,43 +72,9 @@ impl Context {
         Ok(id)
     }
 
-    /// Adds what network connection `id` (waiting for its service) told its
-    /// transport about itself to `info`: the address a PROXY header gave, the
-    /// TLS session, the WebSocket request.
-    pub fn describe(&self, id: ConnId, info: &mut crate::switch::PeerInfo) {
-        if let Some(Role::Pending(p)) = self.conns.get(id).map(|c| &c.role) {
-            let _ = super::relay::guarded(|| {
-                p.transport.describe(info);
-                Ok(())
-            });
-        }
-    }
-
-    /// [`Context::attach_service`], with `first` delivered to the service as a
-    /// message of its own before anything the client sent (`--peer-info`).
-    pub fn attach_service_with(
-        &mut self,
-        id: ConnId,
-        name: &str,
-        first: Option<&[u8]>,
-    ) -> Result<ConnId> {
-        self.attach_named(id, name, false, first)
-    }
-
-    /// [`Context::attach_service_with`] for a protocol daemon's outbound service
-    /// (`$RUNDIR/.outbound/name`): how an operator chains daemons on purpose.
-    pub fn attach_outbound_service_with(
-        &mut self,
-        id: ConnId,
-        name: &str,
-        first: Option<&[u8]>,
-    ) -> Result<ConnId> {
-        self.attach_named(id, name, true, first)
-    }
-
     /// Connects `id` to service `name` (an outbound service if `outbound`) and
     /// switches them, `first` queued ahead.
-    fn attach_named(
+    pub(super) fn attach_named(
         &mut self,
         id: ConnId,
         name: &str,
@@ -156,92 +100,9 @@ impl Context {
         Ok(svc)
     }
 
-    /// Connects network connection `id` to local service `name` and switches them:
-    /// the transport answers the client (`ok`), then what the client already sent
-    /// reaches the service. Returns the service connection.
-    ///
-    /// Fails (leaving `id` waiting, so the caller can [`Context::refuse`] it) if
-    /// `id` is not waiting for a service, the name is invalid, or the service
-    /// cannot be reached.
-    pub fn attach_service(&mut self, id: ConnId, name: &str) -> Result<ConnId> {
-        self.attach_service_with(id, name, None)
-    }
-
-    /// Switches network connection `id` (waiting for a service) with `local`, an
-    /// existing plain connection (a client of the daemon's own service, for
-    /// instance). As with [`Context::attach_service`], the client is answered first.
-    pub fn attach(&mut self, id: ConnId, local: ConnId) -> Result<()> {
-        self.pending_of(id)?;
-        if !matches!(self.live(local)?.role, Role::Ipc) {
-            return Err(Error::WrongKind {
-                id: local,
-                what: "only a plain connection can be attached",
-            });
-        }
-        let Some(c) = self.conns.get_mut(id) else {
-            return Err(Error::NoSuchConnection(id));
-        };
-        let Role::Pending(p) = std::mem::replace(&mut c.role, Role::Ipc) else {
-            return Err(Error::NoSuchConnection(id));
-        };
-        let Pending {
-            transport,
-            mut to_service,
-            span,
-            ended,
-            ..
-        } = *p;
-        let held = to_service.take_bytes();
-        let _in_conn = span.enter();
-        self.pair(id, local, transport, held, Start::Accepted)?;
-        if let Some(s) = self.conns.get_mut(id).and_then(|c| c.switched()) {
-            s.span = span.clone();
-        }
-        if ended {
-            // What came before the client's end is queued for the service:
-            // now the end itself.
-            self.network_eof(id, local);
-        }
-        Ok(())
-    }
-
-    /// Turns network connection `id` away: its transport answers with `refusal`
-    /// in its own form (`no: TEXT` in tcpd's handshake, an HTTP status for
-    /// websocketd), and the connection closes once that is written. Its
-    /// DISCONNECTION carries [`Error::Denied`] with the refusal's text.
-    pub fn refuse(&mut self, id: ConnId, refusal: Refusal) -> Result<()> {
-        let c = self
-            .conns
-            .get_mut(id)
-            .filter(|c| !c.dead)
-            .ok_or(Error::NoSuchConnection(id))?;
-        let Role::Pending(p) = &mut c.role else {
-            return Err(Error::WrongKind {
-                id,
-                what: "only a connection waiting for a service can be refused",
-            });
-        };
-        if p.sending || p.closing.is_some() {
-            // Answered already (a timeout racing the answer): that answer
-            // stands, bounded by ANSWER_STALL.
-            return Ok(());
-        }
-        let _in_conn = p.span.clone().entered();
-        let mut relay = Relay::new(&mut p.to_service, &mut c.out);
-        let _ = super::relay::guarded(|| {
-            p.transport.refused(refusal, &mut relay);
-            Ok(())
-        });
-        p.closing = Some(Some(Error::Denied(refusal.to_string())));
-        c.paused = true;
-        self.answer_timer(id);
-        self.flush_or_finish(id);
-        Ok(())
-    }
-
     /// Network client `id` is being answered without a service: its own
     /// deadlines (the handshake's) no longer apply, [`ANSWER_STALL`] does.
-    fn answer_timer(&mut self, id: ConnId) {
+    pub(super) fn answer_timer(&mut self, id: ConnId) {
         let now = self.now;
         if let Some(c) = self.conns.get_mut(id) {
             c.deadline = None;
@@ -307,29 +168,7 @@ impl Context {
         }
     }
 
-    /// While network connection `id` (waiting for its service, or switched) is
-    /// still in its transport's own handshake (TLS, an HTTP upgrade), that
-    /// phase's name.
-    pub fn transport_handshake(&self, id: ConnId) -> Option<&'static str> {
-        match self.conns.get(id).map(|c| &c.role) {
-            Some(Role::Pending(p)) => p.transport.handshake_phase(),
-            Some(Role::Switched(s)) => s.transport.as_ref().and_then(|t| t.handshake_phase()),
-            _ => None,
-        }
-    }
-
-    /// Sets the span entered around the transport's calls for network
-    /// connection `id` (waiting for a service, or switched): its log lines then
-    /// carry the daemon's fields for that client (peer, service).
-    pub fn set_span(&mut self, id: ConnId, span: tracing::Span) {
-        match self.conns.get_mut(id).map(|c| &mut c.role) {
-            Some(Role::Pending(p)) => p.span = span,
-            Some(Role::Switched(s)) if s.transport.is_some() => s.span = span,
-            _ => {}
-        }
-    }
-
-    fn pending_of(&self, id: ConnId) -> Result<()> {
+    pub(super) fn pending_of(&self, id: ConnId) -> Result<()> {
         match &self.live(id)?.role {
             Role::Pending(p) if p.closing.is_none() => Ok(()),
             _ => Err(Error::WrongKind {

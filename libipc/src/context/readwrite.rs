@@ -4,19 +4,119 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::event::{ConnId, Event};
+use crate::service::AcceptBackoff;
 
-use super::conn::{AfterFlush, Conn, Io, Role, read_fd};
+use super::conn::{AfterFlush, Conn, Io, Role, read_fd, wait_fd};
 use super::{Chunk, Context};
 
 impl Context {
+    /// Sends `payload` now, blocking until it (and everything queued before it) is
+    /// written. Fails if the peer is gone (never raises SIGPIPE).
+    ///
+    /// With [`Context::read`], for a client that asks and waits, without a loop:
+    ///
+    /// ```
+    /// use libipc::{Context, Event};
+    ///
+    /// # let rundir = tempfile::tempdir()?;
+    /// # let dir = rundir.path().to_owned();
+    /// # let mut service = Context::new()?;
+    /// # service.set_rundir(&dir);
+    /// # service.service_init("echo")?;
+    /// # let echo = std::thread::spawn(move || -> libipc::Result<()> {
+    /// #     loop {
+    /// #         match service.wait_event()? {
+    /// #             Event::Message { id, payload } => service.schedule(id, &payload)?,
+    /// #             Event::Disconnection { .. } => return Ok(()),
+    /// #             _ => {}
+    /// #         }
+    /// #     }
+    /// # });
+    /// // Another thread serves "echo".
+    /// let mut ctx = Context::new()?;
+    /// # ctx.set_rundir(&dir);
+    /// let id = ctx.connect_service("echo")?;
+    /// ctx.write(id, b"ping")?;
+    /// assert_eq!(ctx.read(id)?, b"ping");
+    /// ctx.close(id)?;
+    /// # echo.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write(&mut self, id: ConnId, payload: &[u8]) -> Result<()> {
+        crate::frame::header(payload.len())?;
+        let c = self.live_mut(id)?;
+        if !matches!(c.role, Role::Ipc | Role::External) {
+            return Err(Error::WrongKind {
+                id,
+                what: "messages can only be sent on plain connections",
+            });
+        }
+        c.out.push_message(payload);
+        let mut done = 0;
+        loop {
+            let f = c.out.flush(c.io.fd())?;
+            done += f.messages;
+            if f.drained {
+                break;
+            }
+            wait_fd(c.io.fd(), PollFlags::POLLOUT, None)?;
+        }
+        // Messages scheduled earlier still get their MESSAGE_TX; ours does not.
+        for _ in 1..done {
+            self.pending.push_back(Event::MessageTx { id });
+        }
+        Ok(())
+    }
+
+    /// Reads one message from connection `id`, blocking until one arrives, outside
+    /// the event loop. A message already read by the loop is returned first.
+    pub fn read(&mut self, id: ConnId) -> Result<Vec<u8>> {
+        if let Some(pos) = self
+            .pending
+            .iter()
+            .position(|e| matches!(e, Event::Message { id: i, .. } if *i == id))
+            && let Some(Event::Message { payload, .. }) = self.pending.remove(pos)
+        {
+            return Ok(payload);
+        }
+        self.ensure_scratch();
+        let c = self
+            .conns
+            .get_mut(id)
+            .filter(|c| !c.dead && matches!(c.role, Role::Ipc))
+            .ok_or(Error::NoSuchConnection(id))?;
+        let mut first = None;
+        while first.is_none() {
+            let n = match read_fd(c.io.fd(), &mut self.scratch) {
+                Ok(0) => {
+                    c.decoder.finish()?;
+                    return Err(Error::Closed);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_fd(c.io.fd(), PollFlags::POLLIN, None)?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let pending = &mut self.pending;
+            c.decoder
+                .feed_owned(&self.scratch[..n], |payload| match first {
+                    None => first = Some(payload),
+                    Some(_) => pending.push_back(Event::Message { id, payload }),
+                })?;
+        }
+        Ok(first.unwrap_or_default())
+    }
+
     pub(super) fn accept(&mut self, id: ConnId) {
         // Bounded so one busy listener cannot starve the others.
         for _ in 0..128 {
@@ -46,16 +146,22 @@ impl Context {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // EMFILE and friends: the connection stays in the backlog; try
-                    // again shortly rather than spinning on it.
-                    tracing::warn!(listener = %id, error = %e, "accept failed; retrying in 100 ms");
-                    let at = Instant::now() + Duration::from_millis(100);
+                    // EMFILE and friends: the client stays in the backlog.
+                    // Reported as the daemons report it (AcceptBackoff): an
+                    // application that logs each ERROR event logs one line a
+                    // second, not one per retry.
+                    let at = self.now + AcceptBackoff::RETRY;
                     let retry = self.accept_retry.get_or_insert_with(|| (at, Vec::new()));
-                    retry.1.push(id);
-                    self.pending.push_back(Event::Error {
-                        id: Some(id),
-                        error: e.into(),
-                    });
+                    if !retry.1.contains(&id) {
+                        retry.1.push(id);
+                    }
+                    if let Some(failures) = self.accept_backoff.failed(self.now) {
+                        tracing::warn!(listener = %id, error = %e, failures, "accept failed; retrying in 100 ms");
+                        self.pending.push_back(Event::Error {
+                            id: Some(id),
+                            error: e.into(),
+                        });
+                    }
                     return;
                 }
             }

@@ -12,7 +12,7 @@ use crate::error::{Chain, Error, Result};
 use crate::event::{ConnId, Event};
 use crate::frame::Decoder;
 use crate::switch::{HookStatus, Relay, SwitchHooks, Transport};
-use crate::traffic::{Counter, Traffic};
+use crate::traffic::Counter;
 
 impl Context {
     /// Joins two connections: payloads from `network` are unwrapped by `transport`
@@ -141,7 +141,7 @@ impl Context {
 
     /// Runs `f` on the transport of switched network connection `id`, then writes
     /// what it produced, or ends the pair as it asked.
-    fn with_transport<R>(
+    pub(super) fn with_transport<R>(
         &mut self,
         id: ConnId,
         f: impl FnOnce(&mut dyn Transport, &mut Relay<'_>) -> Result<R>,
@@ -190,62 +190,6 @@ impl Context {
                 Ok(r)
             }
         }
-    }
-
-    /// What crossed network connection `id`'s pair so far (switched pairs only;
-    /// still answered in the DISCONNECTION of `id`).
-    pub fn traffic(&self, id: ConnId) -> Option<Traffic> {
-        match self.last_gone {
-            Some((gone, _, traffic)) if gone == id => traffic,
-            _ => match &self.conns.get(id)?.role {
-                Role::Switched(s) => s.counter.as_ref().map(|c| c.traffic),
-                _ => None,
-            },
-        }
-    }
-
-    /// Asks the transport of switched network connection `id` to probe its peer
-    /// (a WebSocket ping); see [`Transport::keepalive`]. An error means the peer
-    /// stopped answering: the pair is closed.
-    pub fn keepalive(&mut self, id: ConnId) -> Result<bool> {
-        self.with_transport(id, |t, relay| t.keepalive(relay))
-    }
-
-    /// Asks the transport of switched network connection `id` to tell its peer
-    /// the daemon is going away (a WebSocket close with 1001); see
-    /// [`Transport::going_away`]. False when it has no way to.
-    pub fn going_away(&mut self, id: ConnId) -> bool {
-        let asked = self
-            .with_transport(id, |t, relay| Ok(t.going_away(relay)))
-            .unwrap_or(false);
-        // Read again: the peer's answer to the goodbye.
-        if let Some(s) = self.conns.get_mut(id).and_then(Conn::switched)
-            && std::mem::take(&mut s.held)
-        {
-            self.resume(id);
-        }
-        asked
-    }
-
-    /// Gets switched network connection `id` ready for its goodbye when the
-    /// daemon shuts down, if its transport has one (a WebSocket close 1001,
-    /// see [`Transport::can_go_away`]): nothing more is read from the client,
-    /// so that the service can answer everything it was already given, and the
-    /// goodbye ([`Context::going_away`]) then follows the last answer. What
-    /// the client sends meanwhile is not taken (the goodbye tells it why).
-    /// False when the transport has no goodbye: such a conversation finishes
-    /// on its own.
-    pub fn hold_for_goodbye(&mut self, id: ConnId) -> bool {
-        let Some(c) = self.conns.get_mut(id) else {
-            return false;
-        };
-        let Some(s) = c.switched() else { return false };
-        if !s.transport.as_ref().is_some_and(|t| t.can_go_away()) {
-            return false;
-        }
-        s.held = true;
-        c.paused = true;
-        true
     }
 
     /// Lets the application read and write switched connection `id` itself: `hooks`

@@ -2,8 +2,16 @@
 //! reaches, and what it is answered when it reaches none. Asserted on the
 //! answers, on the connections the services saw, and on the daemon's counters.
 
-use std::io::Write;
-use std::os::unix::net::UnixListener;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
+};
 
 mod support;
 use support::*;
@@ -165,4 +173,92 @@ fn exposed_outbound_names_reach_the_outbound_directory() {
     assert_eq!(d.ask(b"hidden").1, "no: unknown service");
     assert_eq!(d.ask(b".outbound/relay").1, "no: invalid service name");
     assert_eq!(d.stats().services["relay"].connections, 1);
+}
+
+/// A service at `path` that does not accept: a listen backlog of 1, filled
+/// by connections of the test (returned, to keep it full).
+fn busy_service(path: &Path) -> (UnixListener, Vec<OwnedFd>) {
+    let unix = |flags| socket(AddressFamily::Unix, SockType::Stream, flags, None).unwrap();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let fd = unix(SockFlag::SOCK_CLOEXEC);
+    let addr = UnixAddr::new(path).unwrap();
+    bind(fd.as_raw_fd(), &addr).unwrap();
+    listen(&fd, Backlog::new(1).unwrap()).unwrap();
+    let mut fillers = Vec::new();
+    // Bounded: Linux queues backlog + 1 connections.
+    for _ in 0..16 {
+        let c = unix(SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK);
+        match connect(c.as_raw_fd(), &addr) {
+            Ok(()) => fillers.push(c),
+            Err(nix::errno::Errno::EAGAIN) => {
+                let listener = UnixListener::from(fd);
+                listener.set_nonblocking(true).unwrap();
+                return (listener, fillers);
+            }
+            Err(e) => panic!("filling the backlog: {e}"),
+        }
+    }
+    panic!("the backlog never filled");
+}
+
+/// The next connection to `listener`, within [`PROMPT`].
+fn accept_within(listener: &UnixListener) -> UnixStream {
+    let deadline = Instant::now() + PROMPT;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => return s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "no connection within {PROMPT:?}");
+                thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// A service whose backlog is full for a moment (a burst its accept loop
+/// has not caught up with) is tried again for up to 100 ms, without the
+/// worker waiting: the client reaches it.
+#[test]
+fn a_service_busy_for_a_moment_is_reached() {
+    let setup = Setup::routed();
+    let (busy, _fillers) = busy_service(&setup.rundir().join("busy"));
+    let d = setup.start(listener().0);
+    let mut s = d.connect();
+    s.write_all(&frame(b"busy")).unwrap();
+    // Busy for 30 ms: no answer meanwhile.
+    s.set_read_timeout(Some(Duration::from_millis(30))).unwrap();
+    match s.read(&mut [0; 64]) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("answered at once while the service was busy: {other:?}"),
+    }
+    // The service catches up with its backlog: the client gets through.
+    while busy.accept().is_ok() {}
+    s.set_read_timeout(Some(PROMPT)).unwrap();
+    assert_eq!(framed_answer(&mut s), "ok");
+    let mut served = accept_within(&busy);
+    served.set_read_timeout(Some(PROMPT)).unwrap();
+    s.write_all(&frame(b"made it")).unwrap();
+    assert_eq!(read_frame(&mut served).unwrap(), b"made it");
+    let stats = d.stats();
+    assert!(stats.refused.is_empty(), "{stats:?}");
+    assert_eq!(stats.services["busy"].connections, 1);
+}
+
+/// Still busy after 100 ms: `service busy`.
+#[test]
+fn a_service_busy_throughout_is_refused_after_the_retries() {
+    let setup = Setup::routed();
+    let (_busy, _fillers) = busy_service(&setup.rundir().join("busy"));
+    let d = setup.start(listener().0);
+    let started = Instant::now();
+    let (mut s, answer) = d.ask(b"busy");
+    let waited = started.elapsed();
+    assert_eq!(answer, "no: service busy");
+    assert!(
+        waited >= Duration::from_millis(90),
+        "refused after {waited:?}: not tried again"
+    );
+    assert!(until_closed(&mut s).is_empty());
+    assert_eq!(d.stats().refused.get("service busy"), Some(&1));
 }

@@ -9,7 +9,9 @@
 //! programs still reach them through `IPC_NETWORK`; an operator can expose one on
 //! purpose (`--expose-outbound`), and bound where they connect
 //! (`--outbound-allow`). Dialing is observed where it would land: loopback
-//! listeners of this test that count the connections they get.
+//! listeners of this test that count the connections they get. And the remote
+//! may be the original tcpd: tcpd dials it the way it reads (a stand-in for it,
+//! tests/py/original_tcpd.py, says what it was sent).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -20,7 +22,10 @@ use std::time::{Duration, Instant};
 
 use libipc::{Context, Error};
 use libipc_tests::clients::{tcp, tls, tls_config, until_closed};
-use libipc_tests::{Daemon, Proc, READY_TIMEOUT, World, certs, frame, pongd_clients};
+use libipc_tests::{
+    CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, Run, World, certs, frame, pongd_clients, python,
+    run_cmd, spawn,
+};
 
 /// A loopback listener that counts the connections it accepts (and closes
 /// them): where a daemon's dial would land.
@@ -313,4 +318,78 @@ fn outbound_allow_bounds_where_local_clients_are_dialed() {
         assert!(!run.status.unwrap().success(), "{}", run.report());
         assert!(run.stderr.contains("--outbound-allow"), "{}", run.report());
     }
+}
+
+/// The Python stand-in for the original tcpd, in front of its greeting echo
+/// service `pong`, answering as `mode` says (`ok`, `refuse`), and its address.
+fn original_tcpd(w: &World, mode: &str) -> (Proc, SocketAddr) {
+    let mut cmd = python("original_tcpd.py");
+    cmd.args(["pong", mode]);
+    let mut p = spawn(cmd, w.path(), &format!("original-tcpd-{mode}"));
+    let out = p.wait_for_stdout("listening PORT", READY_TIMEOUT, |o| o.contains(&b'\n'));
+    let port = text(&out)
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("listening "))
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| p.fail("no port"));
+    (p, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// What the stand-in printed after its `listening` line: the first read of
+/// each connection.
+fn first_reads(original: &Proc) -> String {
+    let out = original.output(None).stdout;
+    out.lines().skip(1).map(|l| format!("{l}\n")).collect()
+}
+
+/// tcpd's outbound service running in `w`, and the stand-in for the
+/// original tcpd answering as `mode` says.
+fn tcpd_and_original(w: &World, mode: &str) -> (Daemon, Proc, SocketAddr) {
+    let mut tcpd = Daemon::start(w, "tcpd", "tcpd", &[]);
+    tcpd.proc.wait_for_socket(&w.outbound_socket("tcp"));
+    let (original, addr) = original_tcpd(w, mode);
+    (tcpd, original, addr)
+}
+
+/// The pong example sending `messages` to `service` at `addr`, through tcpd
+/// (`IPC_NETWORK`).
+fn pong_at(w: &World, addr: SocketAddr, service: &str, messages: &[&str]) -> Run {
+    let mut pong = w.example("pong");
+    pong.env("IPC_NETWORK", format!("{service} tcp://{addr}/{service}"))
+        .args(["-s", service])
+        .args(messages);
+    run_cmd(pong, w.path(), &format!("pong-{service}"), CHILD_TIMEOUT)
+}
+
+#[test]
+fn an_original_tcpd_is_sent_the_bare_name_and_its_raw_ok_understood() {
+    let w = World::new();
+    let (tcpd, original, addr) = tcpd_and_original(&w, "ok");
+    let run = pong_at(&w, addr, "pong", &["hi", "there"]);
+    // Its one read was the name, as the original takes it: no frame, no
+    // newline, nothing after it.
+    assert_eq!(first_reads(&original), "name: b'pong'\n", "{}", tcpd.log());
+    run.assert_success("pong through tcpd to the original tcpd");
+    // The service's greeting came in the read of the raw `ok`: it is the
+    // client's first message, then the echo of its own first.
+    assert_eq!(
+        run.stdout,
+        "greetings from the original\nhi\n",
+        "{}",
+        run.report()
+    );
+}
+
+#[test]
+fn a_raw_refusal_from_the_remote_reaches_the_local_client() {
+    let w = World::new();
+    let (_tcpd, original, addr) = tcpd_and_original(&w, "refuse");
+    let run = pong_at(&w, addr, "nope", &["anyone?"]);
+    assert!(
+        run.status.is_some_and(|s| !s.success()) && run.stderr.contains("no: no such service"),
+        "the remote's refusal, word for word\n{}",
+        run.report()
+    );
+    assert_eq!(first_reads(&original), "name: b'nope'\n");
 }

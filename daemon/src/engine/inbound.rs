@@ -16,6 +16,17 @@ use super::{NetConn, TARGET, Worker};
 /// their own form (see `Worker::accept`).
 const MAX_OVERFLOW: usize = 64;
 
+/// A service whose listen backlog is full (its accept loop fell behind a
+/// burst) is tried again after each of these delays, 100 ms in all, before
+/// the client is told `service busy`: a burst usually clears in that time.
+/// Timers of the loop, never a sleep: the worker serves others meanwhile.
+const BUSY_RETRIES: [Duration; 4] = [
+    Duration::from_millis(5),
+    Duration::from_millis(15),
+    Duration::from_millis(30),
+    Duration::from_millis(50),
+];
+
 impl Worker {
     pub(super) fn accept(&mut self, listener: ConnId) {
         for _ in 0..64 {
@@ -186,6 +197,7 @@ impl Worker {
             Err(None) => {
                 tracing::debug!(target: TARGET, "the client left before its service was attached")
             }
+            Err(Some(Refusal::ServiceBusy)) if self.retry_busy(id, name) => {}
             Err(Some(refusal)) => {
                 tracing::warn!(target: TARGET, reason = &*refusal.text(), "refused");
                 self.stats.refused(refusal);
@@ -196,6 +208,23 @@ impl Worker {
         }
     }
 
+    /// Client `id`'s service was busy: tries it again after the next delay
+    /// of BUSY_RETRIES, at the connection's deadline. False once they are
+    /// used up (the client is refused then).
+    fn retry_busy(&mut self, id: ConnId, name: &[u8]) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        let Some(&delay) = BUSY_RETRIES.get(conn.busy_tries) else {
+            return false;
+        };
+        conn.busy_tries += 1;
+        conn.busy_retry = Some(name.to_vec());
+        tracing::debug!(target: TARGET, conn = %id, attempt = conn.busy_tries, "service busy; trying again");
+        let _ = self.ctx.set_deadline(id, Some(Instant::now() + delay));
+        true
+    }
+
     pub(super) fn timeout(&mut self, id: ConnId) {
         if self.lookup_timed_out(id) {
             return;
@@ -203,6 +232,9 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        if let Some(name) = conn.busy_retry.take() {
+            return self.route(id, &name);
+        }
         if std::mem::take(&mut conn.leaving) {
             // Its service was quiet long enough (or half the drain time is
             // gone): the goodbye; the drain deadline covers the rest.

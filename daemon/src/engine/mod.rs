@@ -272,6 +272,10 @@ struct NetConn {
     leaving: bool,
     /// From a trusted balancer (PROXY protocol).
     proxied: bool,
+    /// Its service's backlog was full: the name to try again at its
+    /// deadline, and the tries so far (see `inbound::BUSY_RETRIES`).
+    busy_retry: Option<Vec<u8>>,
+    busy_tries: usize,
     /// Log lines about this connection are in this span (peer, service, and the
     /// TLS identity when there is one).
     span: tracing::Span,
@@ -305,6 +309,8 @@ impl NetConn {
             overflow: false,
             leaving: false,
             proxied,
+            busy_retry: None,
+            busy_tries: 0,
             span,
         }
     }

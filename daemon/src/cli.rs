@@ -370,6 +370,7 @@ pub fn serve(plan: Plan<'_>, listeners: Listeners) -> Result<()> {
             .map_or_else(String::new, |o| o.scheme.to_owned()),
         proxy_from: c.proxy_from.clone(),
         peer_info: c.peer_info,
+        busy_wait: crate::engine::BUSY_WAIT,
     };
     if let Some(o) = &outbound {
         match c.outbound_allow.as_slice() {

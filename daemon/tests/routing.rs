@@ -217,11 +217,14 @@ fn accept_within(listener: &UnixListener) -> UnixStream {
 }
 
 /// A service whose backlog is full for a moment (a burst its accept loop
-/// has not caught up with) is tried again for up to 100 ms, without the
-/// worker waiting: the client reaches it.
+/// has not caught up with) is tried again for a while (`busy_wait`), without
+/// the worker waiting: the client reaches it.
 #[test]
 fn a_service_busy_for_a_moment_is_reached() {
-    let setup = Setup::routed();
+    let mut setup = Setup::routed();
+    // Longer than the daemons' 100 ms, so that a slow test thread cannot
+    // use it up before it frees the backlog.
+    setup.config.busy_wait = Duration::from_secs(10);
     let (busy, _fillers) = busy_service(&setup.rundir().join("busy"));
     let d = setup.start(listener().0);
     let mut s = d.connect();

@@ -17,9 +17,10 @@ use super::{NetConn, TARGET, Worker};
 const MAX_OVERFLOW: usize = 64;
 
 /// A service whose listen backlog is full (its accept loop fell behind a
-/// burst) is tried again after each of these delays, 100 ms in all, before
-/// the client is told `service busy`: a burst usually clears in that time.
-/// Timers of the loop, never a sleep: the worker serves others meanwhile.
+/// burst) is tried again after each of these delays, then every last one,
+/// until `DaemonConfig::busy_wait` is used up; only then is the client told
+/// `service busy`. Timers of the loop, never a sleep: the worker serves
+/// others meanwhile.
 const BUSY_RETRIES: [Duration; 4] = [
     Duration::from_millis(5),
     Duration::from_millis(15),
@@ -209,19 +210,23 @@ impl Worker {
     }
 
     /// Client `id`'s service was busy: tries it again after the next delay
-    /// of BUSY_RETRIES, at the connection's deadline. False once they are
-    /// used up (the client is refused then).
+    /// of BUSY_RETRIES, at the connection's deadline. False once
+    /// `busy_wait` is used up (the client is refused then).
     fn retry_busy(&mut self, id: ConnId, name: &[u8]) -> bool {
         let Some(conn) = self.conns.get_mut(&id) else {
             return false;
         };
-        let Some(&delay) = BUSY_RETRIES.get(conn.busy_tries) else {
+        let now = Instant::now();
+        let first = *conn.busy_since.get_or_insert(now);
+        let left = self.config.busy_wait.saturating_sub(now - first);
+        if left.is_zero() {
             return false;
-        };
+        }
+        let delay = BUSY_RETRIES[conn.busy_tries.min(BUSY_RETRIES.len() - 1)].min(left);
         conn.busy_tries += 1;
         conn.busy_retry = Some(name.to_vec());
         tracing::debug!(target: TARGET, conn = %id, attempt = conn.busy_tries, "service busy; trying again");
-        let _ = self.ctx.set_deadline(id, Some(Instant::now() + delay));
+        let _ = self.ctx.set_deadline(id, Some(now + delay));
         true
     }
 

@@ -96,7 +96,14 @@ pub struct DaemonConfig {
     /// Send each service, as the first message of a connection, what the
     /// daemon knows about the client ([`PeerInfo`] as JSON).
     pub peer_info: bool,
+    /// How long a service whose listen backlog is full is tried again
+    /// before the client is told `service busy` ([`BUSY_WAIT`] in the daemons).
+    pub busy_wait: Duration,
 }
+
+/// How long the daemons try a busy service again (a burst its accept loop
+/// has not caught up with usually clears in that time).
+pub const BUSY_WAIT: Duration = Duration::from_millis(100);
 
 /// A running daemon's stop switch: [`Shutdown::trigger`] makes every worker stop
 /// accepting and drain. Cheap to clone; safe to call from a signal-handling thread.
@@ -273,9 +280,11 @@ struct NetConn {
     /// From a trusted balancer (PROXY protocol).
     proxied: bool,
     /// Its service's backlog was full: the name to try again at its
-    /// deadline, and the tries so far (see `inbound::BUSY_RETRIES`).
+    /// deadline, the tries so far and when the first failed (see
+    /// `inbound::BUSY_RETRIES`).
     busy_retry: Option<Vec<u8>>,
     busy_tries: usize,
+    busy_since: Option<Instant>,
     /// Log lines about this connection are in this span (peer, service, and the
     /// TLS identity when there is one).
     span: tracing::Span,
@@ -311,6 +320,7 @@ impl NetConn {
             proxied,
             busy_retry: None,
             busy_tries: 0,
+            busy_since: None,
             span,
         }
     }

@@ -61,6 +61,7 @@ pub fn config(rundir: PathBuf) -> DaemonConfig {
         scheme: "tcp".into(),
         proxy_from: Vec::new(),
         peer_info: false,
+        busy_wait: daemon::engine::BUSY_WAIT,
     }
 }
 

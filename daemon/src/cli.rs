@@ -34,7 +34,7 @@ pub struct Common {
     /// the daemon host can reach (any local client in the run directory's
     /// group may then use it to reach any host and port). With a policy, the
     /// outbound service must be this daemon's: if another process has its
-    /// name, the daemon stops (see --service-name).
+    /// name, the daemon stops.
     #[arg(long, value_name = "DEST", value_delimiter = ',')]
     pub outbound_allow: Vec<crate::engine::Destination>,
 

@@ -32,7 +32,9 @@ pub struct Common {
     /// matches the address a host name resolves to; a name entry matches the
     /// name as written in the request, never an IP literal. Default: anywhere
     /// the daemon host can reach (any local client in the run directory's
-    /// group may then use it to reach any host and port).
+    /// group may then use it to reach any host and port). With a policy, the
+    /// outbound service must be this daemon's: if another process has its
+    /// name, the daemon stops.
     #[arg(long, value_name = "DEST", value_delimiter = ',')]
     pub outbound_allow: Vec<crate::engine::Destination>,
 
@@ -111,6 +113,23 @@ pub struct Common {
     /// that does not expect it would take it for the client's first message.
     #[arg(long)]
     pub peer_info: bool,
+}
+
+/// The outbound service's name, for the daemons that have one (tcpd, tlsd).
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutboundName {
+    /// Name of the daemon's own LibIPC service for outbound connections, in
+    /// `$RUNDIR/.outbound/` (IPC_NETWORK URIs name it as their scheme).
+    /// Default: the scheme (`tcp`, `tls`), if no other daemon on the RUNDIR
+    /// has it yet.
+    ///
+    /// The default name is offered by the first daemon on the RUNDIR to take
+    /// it: any other says at startup which process has it and serves inbound
+    /// clients only (it does not take the name over when that process exits).
+    /// A name given here, or an --outbound-allow policy, is this daemon's to
+    /// serve: if another process has the name, the daemon stops with an error.
+    #[arg(long, env = "IPC_SERVICE_NAME", value_name = "NAME", value_parser = service_name)]
+    pub service_name: Option<String>,
 }
 
 /// How log lines are written (to stderr).
@@ -244,10 +263,12 @@ pub struct Plan<'a> {
 /// requests, dialled.
 #[allow(missing_debug_implementations)] // holds a closure
 pub struct Outbound<'a> {
-    /// Its name (`--service-name`), in `$RUNDIR/.outbound/`.
-    pub service_name: &'a str,
-    /// The URI scheme it dials (`tcp`, `tls`); the service's own name is
-    /// accepted too.
+    /// The name the operator gave it (`--service-name`), in
+    /// `$RUNDIR/.outbound/`; `None`: the scheme, offered only if no other
+    /// daemon on the RUNDIR has it already (see [`OutboundName`]).
+    pub service_name: Option<&'a str>,
+    /// The URI scheme it dials (`tcp`, `tls`), and the default name of the
+    /// service; the service's own name is accepted too.
     pub scheme: &'a str,
     /// Makes each outbound connection's transport.
     pub factory: OutboundFactory,
@@ -323,10 +344,10 @@ pub fn run(plan: Plan<'_>) -> Result<()> {
 /// exits at once.
 pub fn serve(plan: Plan<'_>, listeners: Listeners) -> Result<()> {
     let c = plan.common;
-    if let Some(o) = &plan.outbound {
+    if let Some(name) = plan.outbound.as_ref().and_then(|o| o.service_name) {
         // The daemon's own flag (`value_parser = service_name`), or a name
         // chosen in code.
-        libipc::service::validate_name(o.service_name.as_bytes()).context("--service-name")?;
+        libipc::service::validate_name(name.as_bytes()).context("--service-name")?;
     }
     for s in &c.expose_outbound {
         tracing::warn!(
@@ -362,7 +383,14 @@ pub fn serve(plan: Plan<'_>, listeners: Listeners) -> Result<()> {
         drain_timeout: c.drain_timeout,
         max_message_size: c.max_message_size,
         rundir: c.rundir.clone(),
-        local_service: outbound.as_ref().map(|o| o.service_name.to_owned()),
+        local_service: outbound
+            .as_ref()
+            .map(|o| o.service_name.unwrap_or(o.scheme).to_owned()),
+        // A name or a policy the operator gave is for this daemon's own
+        // outbound service: not to be left to another one silently.
+        local_service_if_free: outbound
+            .as_ref()
+            .is_some_and(|o| o.service_name.is_none() && c.outbound_allow.is_empty()),
         outbound_allow: c.outbound_allow.clone(),
         expose_outbound: c.expose_outbound.clone(),
         scheme: outbound
@@ -372,18 +400,6 @@ pub fn serve(plan: Plan<'_>, listeners: Listeners) -> Result<()> {
         peer_info: c.peer_info,
         busy_wait: crate::engine::BUSY_WAIT,
     };
-    if let Some(o) = &outbound {
-        match c.outbound_allow.as_slice() {
-            [] => tracing::info!(
-                service = o.service_name,
-                "outbound: any destination (no --outbound-allow)"
-            ),
-            allow => {
-                let allow: Vec<String> = allow.iter().map(ToString::to_string).collect();
-                tracing::info!(service = o.service_name, allow = %allow.join(","), "outbound: allowed destinations");
-            }
-        }
-    }
     let outbound = outbound.map(|o| o.factory);
     let daemon = Daemon::new(config, listeners, workers, plan.inbound, outbound)?;
     spawn_signal_thread(signals, daemon.shutdown_handle(), plan.on_hup)?;

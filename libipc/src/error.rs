@@ -38,12 +38,15 @@ pub enum Error {
     },
 
     /// Another process already serves this name (it holds `<name>.lock`).
-    #[error("service {name:?} is already running (lock {lock} is held by another process)")]
+    #[error("service {name:?} is already running (lock {lock} is held by {})", holder_text(.holder))]
     AlreadyRunning {
         /// The service name.
         name: String,
         /// The lock file.
         lock: PathBuf,
+        /// The process holding the lock, as it wrote its pid there (`None`:
+        /// not written yet, or by a version of libipc that did not).
+        holder: Option<u32>,
     },
 
     /// Creating the service socket failed.
@@ -160,6 +163,14 @@ pub enum Error {
 impl From<nix::Error> for Error {
     fn from(e: nix::Error) -> Self {
         Error::Io(io::Error::from(e))
+    }
+}
+
+/// Who holds a service's lock, for [`Error::AlreadyRunning`].
+fn holder_text(holder: &Option<u32>) -> String {
+    match holder {
+        Some(pid) => format!("pid {pid}"),
+        None => "another process".to_owned(),
     }
 }
 

@@ -206,10 +206,11 @@ impl ServiceListener {
                 source,
             })?;
         match lock.try_lock() {
-            Ok(()) => {}
+            Ok(()) => record_holder(&lock),
             Err(TryLockError::WouldBlock) => {
                 return Err(Error::AlreadyRunning {
                     name: name.to_owned(),
+                    holder: read_holder(&lock),
                     lock: lock_path,
                 });
             }
@@ -264,6 +265,28 @@ impl Drop for ServiceListener {
         // Still ours: the lock kept any other instance from replacing it.
         let _ = fs::remove_file(&self.path);
     }
+}
+
+/// Writes this process's pid in the lock it has just taken, so that a second
+/// instance can say who has the name. Best effort: a lock file that cannot be
+/// written still locks, and only the message of a second instance is poorer.
+fn record_holder(lock: &File) {
+    use std::os::unix::fs::FileExt;
+    let pid = format!("{}\n", std::process::id());
+    // Overwritten in place, then cut: a reader never finds the file empty
+    // because of us, and the first line is always a whole pid.
+    let _ = lock
+        .write_all_at(pid.as_bytes(), 0)
+        .and_then(|()| lock.set_len(pid.len() as u64));
+}
+
+/// The pid [`record_holder`] wrote in a lock held by another process, if any.
+fn read_holder(lock: &File) -> Option<u32> {
+    use std::io::Read;
+    let mut text = String::new();
+    // A pid is at most 10 digits: a larger file is not one of ours.
+    lock.take(32).read_to_string(&mut text).ok()?;
+    text.lines().next()?.trim().parse().ok()
 }
 
 /// Connects (blocking) to service `name` in `rundir`.
@@ -355,8 +378,13 @@ mod tests {
         assert_eq!(meta.mode() & 0o777, 0o660);
 
         let err = ServiceListener::bind(&rundir, b"svc").unwrap_err();
-        assert!(matches!(err, Error::AlreadyRunning { .. }), "{err}");
-        assert!(err.to_string().contains("already running"));
+        let me = std::process::id();
+        assert!(
+            matches!(err, Error::AlreadyRunning { holder: Some(pid), .. } if pid == me),
+            "{err}"
+        );
+        assert!(err.to_string().contains("already running (lock"));
+        assert!(err.to_string().contains(&format!("held by pid {me})")));
 
         let path = svc.path().to_path_buf();
         connect(&rundir, b"svc").unwrap();

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use daemon::cli::{self, Common, Outbound, Plan};
+use daemon::cli::{self, Common, Outbound, OutboundName, Plan};
 use libipc::switch::{Dial, Frames, Transport};
 
 /// Puts local LibIPC services on TCP.
@@ -23,6 +23,8 @@ use libipc::switch::{Dial, Frames, Transport};
 /// behind the tcpd at HOST:PORT. With IPC_NETWORK="pong tcp://HOST:PORT/pong",
 /// libipc's connect does this itself. Network clients cannot reach it (unless
 /// --expose-outbound says so); --outbound-allow bounds where it connects.
+/// Several tcpd (and tlsd, websocketd) may share a RUNDIR: the first to start
+/// offers `tcp`, the others serve inbound clients only (see --service-name).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
@@ -36,10 +38,8 @@ struct Args {
     )]
     listen: Vec<String>,
 
-    /// Name of tcpd's own LibIPC service, for outbound connections (in
-    /// `$RUNDIR/.outbound/`; IPC_NETWORK URIs name it as their scheme).
-    #[arg(long, env = "IPC_SERVICE_NAME", value_parser = cli::service_name, default_value = "tcp")]
-    service_name: String,
+    #[command(flatten)]
+    outbound: OutboundName,
 
     #[command(flatten)]
     common: Common,
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
             common: &args.common,
             inbound: Arc::new(move || cli::frames_inbound(&common)),
             outbound: Some(Outbound {
-                service_name: &args.service_name,
+                service_name: args.outbound.service_name.as_deref(),
                 scheme: "tcp",
                 factory: Arc::new(move |service: &str, _host: &str| -> Box<dyn Transport> {
                     Box::new(Dial::new(service, Frames::new(max)))

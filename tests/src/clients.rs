@@ -1,7 +1,7 @@
 //! Network clients of the daemons, from libraries nobody here wrote (std's TCP,
 //! rustls), each operation bounded by [`IO_TIMEOUT`].
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 pub use crate::limits::IO_TIMEOUT;
+use crate::wire::frame;
 
 /// A TCP connection to `addr` whose reads and writes time out.
 pub fn tcp(addr: SocketAddr) -> TcpStream {
@@ -36,6 +37,19 @@ pub fn until_closed(mut s: impl Read) -> Vec<u8> {
             Err(e) => panic!("not closed by the daemon ({e}); got {all:?}"),
         }
     }
+}
+
+/// An ordinary client of routed tcpd (or tlsd, inside TLS) over `s`: names
+/// `service` in a frame, gets the framed `ok`, and has `message` echoed.
+pub fn routed_echo(mut s: impl Read + Write, service: &str, message: &str) {
+    s.write_all(&[frame(service.as_bytes()), frame(message.as_bytes())].concat())
+        .unwrap_or_else(|e| panic!("{message}: write: {e}"));
+    let want = [frame(b"ok"), frame(message.as_bytes())].concat();
+    let mut got = vec![0; want.len()];
+    s.read_exact(&mut got)
+        .unwrap_or_else(|e| panic!("{message}: read: {e}"));
+    let shown = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert_eq!(shown(&got), shown(&want), "{message}");
 }
 
 /// The client side of TLS, trusting only the test CA in `ca` (PEM).

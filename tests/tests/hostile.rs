@@ -32,7 +32,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use libipc_tests::certs;
-use libipc_tests::clients::{IO_TIMEOUT, tcp, tls, tls_config};
+use libipc_tests::clients::{IO_TIMEOUT, routed_echo, tcp, tls, tls_config};
 use libipc_tests::frame;
 use libipc_tests::{Daemon, Proc, READY_TIMEOUT, World, pongd_clients, raise_nofile_limit};
 use mio::{Events, Interest, Poll, Token};
@@ -344,15 +344,8 @@ impl Regulars {
 
 /// tcpd's (or tlsd's, inside TLS) ordinary client over `s`: names `echo` in a
 /// frame, gets the framed `ok`, and has a message echoed.
-fn framed_echo(mut s: impl Read + Write, i: usize) {
-    let message = format!("regular client {i}");
-    s.write_all(&[frame(b"echo"), frame(message.as_bytes())].concat())
-        .unwrap_or_else(|e| panic!("regular client {i}: write: {e}"));
-    let want = [frame(b"ok"), frame(message.as_bytes())].concat();
-    let mut got = vec![0; want.len()];
-    s.read_exact(&mut got)
-        .unwrap_or_else(|e| panic!("regular client {i}: read: {e}"));
-    assert_eq!(shown(&got), shown(&want), "regular client {i}");
+fn framed_echo(s: impl Read + Write, i: usize) {
+    routed_echo(s, "echo", &format!("regular client {i}"));
 }
 
 /// The first flight of a TLS client (its ClientHello records), as a slow

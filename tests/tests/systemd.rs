@@ -72,16 +72,40 @@ fn directives(unit: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// Copies of the units in `dir`, each `/usr/local/bin/<daemon>` replaced by the
-/// binary the tests built. Returns their paths.
+/// The instance the templated units (`tcpd@.service`...) are checked as:
+/// `systemd-analyze` wants an instance (a port, here) to expand `%i`.
+const INSTANCE: &str = "9001";
+
+/// Each daemon's units as checked: `tcpd`, and its template as `tcpd@9001`.
+fn unit_names() -> Vec<(&'static str, String)> {
+    DAEMONS
+        .iter()
+        .flat_map(|&d| [(d, d.to_owned()), (d, format!("{d}@{INSTANCE}"))])
+        .collect()
+}
+
+/// The file in `systemd/` of unit `name.suffix`: for an instance
+/// (`tcpd@9001`), its template (`tcpd@.service`).
+fn unit_file(name: &str, suffix: &str) -> PathBuf {
+    let file = match name.split_once('@') {
+        Some((daemon, _)) => format!("{daemon}@.{suffix}"),
+        None => format!("{name}.{suffix}"),
+    };
+    units_dir().join(file)
+}
+
+/// Copies of the units in `dir` (templates as [`INSTANCE`]), each
+/// `/usr/local/bin/<daemon>` replaced by the binary the tests built. Returns
+/// their paths.
 fn units_with_built_binaries(dir: &Path) -> Vec<PathBuf> {
     std::fs::create_dir_all(dir).expect("units directory");
     let bins = format!("{}/", artifacts().bins.display());
     let mut out = Vec::new();
-    for daemon in DAEMONS {
+    for (daemon, name) in unit_names() {
         for suffix in ["service", "socket"] {
-            let file = format!("{daemon}.{suffix}");
-            let text = read(&units_dir().join(&file));
+            let file = format!("{name}.{suffix}");
+            // An instance's copy is its template unchanged: systemd expands %i.
+            let text = read(&unit_file(&name, suffix));
             if suffix == "service" {
                 let exec = directives(&text, "ExecStart");
                 assert!(
@@ -129,12 +153,12 @@ fn services_score_2_0_or_lower_in_systemd_analyze_security() {
     units_with_built_binaries(&w.path().join("units"));
     let max = tenths(MAX_EXPOSURE).unwrap();
     let mut summary = Vec::new();
-    for daemon in DAEMONS {
-        let unit = w.path().join("units").join(format!("{daemon}.service"));
+    for (_, name) in unit_names() {
+        let unit = w.path().join("units").join(format!("{name}.service"));
         let mut cmd = Command::new("systemd-analyze");
         cmd.args(["security", "--offline=true", "--no-pager"])
             .arg(&unit);
-        let run = run_cmd(cmd, w.path(), &format!("security-{daemon}"), CHILD_TIMEOUT);
+        let run = run_cmd(cmd, w.path(), &format!("security-{name}"), CHILD_TIMEOUT);
         run.assert_success("systemd-analyze security");
         // "→ Overall exposure level for tcpd.service: 1.3 OK 🙂"
         let line = run
@@ -175,8 +199,11 @@ fn environment_file_names_only_what_units_and_daemons_read() {
     let w = World::new();
     let env = read(&units_dir().join("libipc.env"));
     let mut used = String::new();
-    for daemon in DAEMONS {
-        used += &read(&units_dir().join(format!("{daemon}.service")));
+    for (daemon, name) in unit_names() {
+        used += &read(&unit_file(&name, "service"));
+        if name.contains('@') {
+            continue;
+        }
         let mut help = w.bin(daemon);
         help.arg("--help");
         let run = run_cmd(help, w.path(), &format!("{daemon}-help"), CHILD_TIMEOUT);
@@ -288,8 +315,8 @@ fn sysusers_and_tmpfiles_make_the_group_and_the_setgid_run_directory() {
         "/etc/libipc/tls: want mode 0750, root:libipcd"
     );
     // The run directory the units let the daemons write to, and give them.
-    for daemon in DAEMONS {
-        let unit = read(&units_dir().join(format!("{daemon}.service")));
+    for (_, name) in unit_names() {
+        let unit = read(&unit_file(&name, "service"));
         assert_eq!(directives(&unit, "ReadWritePaths"), ["/run/libipc"]);
         assert_eq!(directives(&unit, "SupplementaryGroups"), ["libipc"]);
         assert_eq!(directives(&unit, "User"), ["libipcd"]);
@@ -621,12 +648,17 @@ impl WsOrTcp {
     }
 }
 
-/// The command line of `systemd/<daemon>.service`'s ExecStart=, as systemd would
-/// run it: `${NAME}` is one word, `$NAME` alone splits at spaces, the values from
-/// its Environment= lines overridden by `env` (what an operator would put in
-/// /etc/libipc/libipc.env), and /usr/local/bin/ the binaries the tests built.
-fn exec_start(daemon: &str, env: &[(&str, &str)]) -> Vec<String> {
-    let unit = read(&units_dir().join(format!("{daemon}.service")));
+/// The command line of unit `<name>.service`'s ExecStart= (`tcpd`, or an
+/// instance `tcpd@9001` of `tcpd@.service`), as systemd would run it: `%i` is
+/// the instance, `${NAME}` is one word, `$NAME` alone splits at spaces, the
+/// values from its Environment= lines overridden by `env` (what an operator
+/// would put in /etc/libipc/libipc.env, or the instance's own file), and
+/// /usr/local/bin/ the binaries the tests built.
+fn exec_start(name: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let mut unit = read(&unit_file(name, "service"));
+    if let Some((_, instance)) = name.split_once('@') {
+        unit = unit.replace("%i", instance);
+    }
     let mut vars: HashMap<String, String> = directives(&unit, "Environment")
         .iter()
         .flat_map(|line| line.split_whitespace())
@@ -637,9 +669,9 @@ fn exec_start(daemon: &str, env: &[(&str, &str)]) -> Vec<String> {
     let exec = directives(&unit, "ExecStart");
     let mut words = Vec::new();
     for word in exec[0].split_whitespace() {
-        if let Some(name) = word.strip_prefix('$').filter(|n| !n.starts_with('{')) {
+        if let Some(var) = word.strip_prefix('$').filter(|n| !n.starts_with('{')) {
             words.extend(
-                vars.get(name)
+                vars.get(var)
                     .map(String::as_str)
                     .unwrap_or("")
                     .split_whitespace()
@@ -651,11 +683,11 @@ fn exec_start(daemon: &str, env: &[(&str, &str)]) -> Vec<String> {
         let mut rest = word;
         while let Some(start) = rest.find("${") {
             let end = rest[start..].find('}').expect("unterminated ${") + start;
-            let name = &rest[start + 2..end];
+            let var = &rest[start + 2..end];
             out += &rest[..start];
             out += vars
-                .get(name)
-                .unwrap_or_else(|| panic!("{daemon}.service: ${{{name}}} has no value"));
+                .get(var)
+                .unwrap_or_else(|| panic!("{name}.service: ${{{var}}} has no value"));
             rest = &rest[end + 1..];
         }
         out += rest;
@@ -681,12 +713,13 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// Runs `systemd-socket-activate --fdname=<daemon>` on 127.0.0.1 with the unit's
-/// command line (`env`: see [`exec_start`]), passing RUNDIR and NOTIFY_SOCKET on;
-/// returns once it listens.
-fn activate(w: &World, daemon: &str, env: &[(&str, &str)]) -> Activated {
+/// Runs `systemd-socket-activate --fdname=<daemon>` on 127.0.0.1 with the
+/// command line of `unit` (`tcpd`, `tcpd@9001`; `env`: see [`exec_start`]),
+/// passing RUNDIR and NOTIFY_SOCKET on; returns once it listens.
+fn activate(w: &World, unit: &str, env: &[(&str, &str)]) -> Activated {
     let notify = Notify::bind(w);
-    let argv = exec_start(daemon, env);
+    let argv = exec_start(unit, env);
+    let daemon = unit.split('@').next().unwrap_or(unit);
     for attempt in 1..=5 {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut cmd = Command::new("systemd-socket-activate");
@@ -698,7 +731,7 @@ fn activate(w: &World, daemon: &str, env: &[(&str, &str)]) -> Activated {
             .env("RUNDIR", &w.rundir)
             .env("NOTIFY_SOCKET", &notify.path)
             .env("LOG_FORMAT", "text");
-        let label = format!("{daemon}-{attempt}");
+        let label = format!("{unit}-{attempt}");
         let mut proc = spawn(cmd, w.path(), &label);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -877,4 +910,46 @@ fn tcpd_alone_notifies_ready_once_listening_and_stopping_while_draining() {
     let run = tcpd.wait(CHILD_TIMEOUT);
     run.assert_success("tcpd after SIGTERM");
     assert!(notify.try_next().is_none());
+}
+
+/// An instance of the template (`tcpd@PORT`, fixed mode) and tcpd.service on
+/// one run directory: the instance, started first, leaves the outbound
+/// service `tcp` to tcpd.service (the template's OUTBOUND=--no-outbound), and
+/// both serve their clients.
+#[test]
+fn a_tcpd_instance_started_first_leaves_the_outbound_service_to_tcpd_service() {
+    let w = World::new();
+    let _pongd = w.rust_pongd("pong");
+    let unit = format!("tcpd@{INSTANCE}");
+    let mut instance = activate(&w, &unit, &[("OPTS", "--service pong")]);
+    let mut client = WsOrTcp::connect(instance.addr);
+    instance.expect_started("tcpd");
+    client.send(&frame(b"to the instance"));
+    assert_eq!(client.recv_frame(), b"to the instance");
+
+    // Then tcpd.service's command line, on a port of its own.
+    let argv = exec_start("tcpd", &[("TCPD_ADDRESS", "127.0.0.1:0")]);
+    let mut cmd = w.command(Path::new(&argv[0]));
+    cmd.args(&argv[1..])
+        .env_remove("ADDRESS")
+        .env_remove("IPC_SERVICE_NAME")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID");
+    let mut tcpd = spawn(cmd, w.path(), "tcpd-service");
+    tcpd.wait_for_stderr_line("tcpd ready", READY_TIMEOUT);
+    let log = tcpd.output(None).stderr;
+    assert!(
+        log.contains("outbound service ready"),
+        "tcpd.service does not have `tcp`:\n{log}"
+    );
+    let mut routed = WsOrTcp::connect(listening_address(&mut tcpd));
+    routed.send(&[frame(b"pong"), frame(b"to tcpd.service")].concat());
+    assert_eq!(routed.recv_frame(), b"ok");
+    assert_eq!(routed.recv_frame(), b"to tcpd.service");
+    drop((client, routed));
+    let log = instance.notify.expect_stop(instance.proc);
+    assert!(
+        !log.contains("outbound service"),
+        "the instance offered `tcp`:\n{log}"
+    );
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use daemon::cli::{self, Common, Outbound, Plan};
+use daemon::cli::{self, Common, Outbound, OutboundName, Plan};
 use libipc::switch::{Dial, Frames, Tls, Transport};
 use rustls::pki_types::ServerName;
 
@@ -25,7 +25,9 @@ use daemon::tls::server::{Refuse, TlsArgs, TlsServer};
 /// out of reach of network clients): a local client's
 /// `tls://HOST:PORT/SERVICE` is connected over TLS to the tlsd at HOST:PORT,
 /// whose certificate is checked against --ca or the system's roots;
-/// --outbound-allow bounds where it connects.
+/// --outbound-allow bounds where it connects. Several tlsd (each with its
+/// certificates) may share a RUNDIR: the first to start offers `tls`, the
+/// others serve inbound clients only (see --service-name).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
@@ -55,10 +57,8 @@ struct Args {
     #[arg(long)]
     ca: Option<PathBuf>,
 
-    /// Name of tlsd's own LibIPC service, for outbound connections (in
-    /// `$RUNDIR/.outbound/`; IPC_NETWORK URIs name it as their scheme).
-    #[arg(long, env = "IPC_SERVICE_NAME", value_parser = cli::service_name, default_value = "tls")]
-    service_name: String,
+    #[command(flatten)]
+    outbound: OutboundName,
 
     #[command(flatten)]
     common: Common,
@@ -82,7 +82,7 @@ fn run(args: &Args) -> Result<()> {
         let identity = args.client_cert.as_deref().zip(args.client_key.as_deref());
         let client = certs::client_config(args.ca.as_deref(), identity).context("outbound TLS")?;
         Some(Outbound {
-            service_name: &args.service_name,
+            service_name: args.outbound.service_name.as_deref(),
             scheme: "tls",
             factory: Arc::new(move |service: &str, host: &str| -> Box<dyn Transport> {
                 let inner = Dial::new(service, Frames::new(max));

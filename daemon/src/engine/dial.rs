@@ -10,14 +10,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::outbound::{self, Target};
-use super::resolver::Answer;
+use super::resolver::{Answer, Lookups, Resolver};
 use super::{NetConn, Worker};
 use libipc::ConnId;
-use libipc::Error;
 use libipc::error::Chain;
 use libipc::network::parse_uri;
 use libipc::service::validate_name;
 use libipc::switch::DaemonExt;
+use libipc::{Error, Result};
 
 /// How long a local client has to read its last answer (a refusal) before
 /// it is closed anyway: the answer is short, a client that reads at all
@@ -47,6 +47,41 @@ pub(super) enum Dialing {
 }
 
 impl Worker {
+    /// Binds the outbound service `name` (`$RUNDIR/.outbound/name`). When
+    /// another process has it and [`super::DaemonConfig::local_service_if_free`]
+    /// allows, says who and carries on without it.
+    pub(super) fn offer_outbound(&mut self, name: &str, resolver: &Resolver) -> Result<()> {
+        match self.ctx.outbound_service_init(name) {
+            Ok(id) => self.local_service = Some(id),
+            Err(e @ Error::AlreadyRunning { .. }) if self.config.local_service_if_free => {
+                self.outbound = None;
+                // Once, from the one worker that would have served it. The
+                // name stays the other daemon's: no retry if it exits.
+                tracing::info!(
+                    "outbound service {name:?} left to another daemon: {e}; serving inbound \
+                     clients only"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        self.lookups = Some(Lookups::new(resolver.clone(), &mut self.ctx)?);
+        let path = libipc::service::outbound_dir(&self.config.rundir).join(name);
+        tracing::info!(service = %name, path = %path.display(), "outbound service ready");
+        // Only now that the name is ours is this the policy local clients get.
+        match self.config.outbound_allow.as_slice() {
+            [] => tracing::info!(
+                service = %name,
+                "outbound: any destination (no --outbound-allow)"
+            ),
+            allow => {
+                let allow: Vec<String> = allow.iter().map(ToString::to_string).collect();
+                tracing::info!(service = %name, allow = %allow.join(","), "outbound: allowed destinations");
+            }
+        }
+        Ok(())
+    }
+
     /// A local client of our service asks for `SCHEME://HOST:PORT/SERVICE`.
     pub(super) fn outbound_request(&mut self, local: ConnId, payload: &[u8]) {
         if self.outbound.is_none() {

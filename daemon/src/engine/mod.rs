@@ -80,6 +80,11 @@ pub struct DaemonConfig {
     /// The daemon's own LibIPC service for outbound connections (`None`: none),
     /// in `$RUNDIR/.outbound/`.
     pub local_service: Option<String>,
+    /// When another process already serves `local_service` (another instance
+    /// on the same RUNDIR), say which and serve inbound clients only, instead
+    /// of failing. For a default name; a name the operator asked for is
+    /// theirs to get, or an error.
+    pub local_service_if_free: bool,
     /// Where the outbound service may connect (empty: anywhere).
     pub outbound_allow: Vec<Destination>,
     /// Outbound services (this daemon's or another's on the same RUNDIR) that
@@ -367,10 +372,7 @@ impl Worker {
         if self.outbound.is_some()
             && let Some(name) = self.config.local_service.clone()
         {
-            self.local_service = Some(self.ctx.outbound_service_init(&name)?);
-            self.lookups = Some(resolver::Lookups::new(resolver.clone(), &mut self.ctx)?);
-            let path = libipc::service::outbound_dir(&self.config.rundir).join(&name);
-            tracing::info!(service = %name, path = %path.display(), "outbound service ready");
+            self.offer_outbound(&name, resolver)?;
         }
         Ok(())
     }

@@ -56,6 +56,7 @@ pub fn config(rundir: PathBuf) -> DaemonConfig {
         max_message_size: MAX_MESSAGE,
         rundir,
         local_service: None,
+        local_service_if_free: false,
         outbound_allow: Vec::new(),
         expose_outbound: Vec::new(),
         scheme: "tcp".into(),

@@ -1,9 +1,10 @@
 //! The routed handshake (`Routed<Frames>`, tcpd's default mode): any bytes
 //! from the network, cut into any reads, then the daemon's decision. Checks
 //! that the service asked for is exactly the name the client sent (framed, or
-//! the leading run of name bytes), asked for once; that the client gets `ok`
-//! or `no: ...` in its own form and nothing else; that nothing reaches the
-//! service before a name, and afterwards exactly the bytes after the name.
+//! every raw byte up to its line end, a frame or the end of a read), asked
+//! for once; that the client gets `ok` or `no: ...` in its own form and
+//! nothing else; that nothing reaches the service before a name, nothing at
+//! all once refused, and once accepted exactly the bytes after the name.
 #![no_main]
 
 use libipc::frame;
@@ -26,7 +27,7 @@ fn answer(framed: bool, text: &str) -> Vec<u8> {
     }
 }
 
-fn is_name_byte(b: &u8) -> bool {
+fn is_name_start(b: &u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
@@ -49,13 +50,18 @@ fuzz_target!(|data: &[u8]| {
         if let Some(name) = call.requested {
             assert!(request.is_none(), "a second service request");
             request = Some((name, fed));
-            h.call(|relay| {
+            let decided = h.call(|relay| {
                 if accept {
                     t.accepted(relay)
                 } else {
                     t.refused(libipc::switch::Refusal::UnknownService, relay)
                 }
             });
+            // What came after the name is looked at only once it is accepted.
+            if let Some(Some(e)) = decided.finished {
+                failed = Some(e);
+                break;
+            }
         }
         if let Err(e) = call.value {
             failed = Some(e);
@@ -86,15 +92,25 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(input[..4], frame::header(name.len()).unwrap());
         4 + name.len()
     } else {
-        assert!(!name.is_empty() && name.iter().all(is_name_byte));
+        assert!(name.first().is_some_and(is_name_start));
         assert!(input.starts_with(&name));
-        let run = input.iter().take_while(|b| is_name_byte(b)).count();
-        // Shorter than the run of name bytes only when a read ended in it.
-        if name.len() < run {
-            assert_eq!(name.len(), reads[0].len());
-        }
-        // A line end in the same read is the handshake's.
+        assert!(!name.contains(&b'\n') && !name.contains(&0));
+        // Ended by the client, or by a read.
         let rest = &input[name.len()..name_read_end];
+        let read_ends: Vec<usize> = reads
+            .iter()
+            .scan(0, |at, r| {
+                *at += r.len();
+                Some(*at)
+            })
+            .collect();
+        assert!(
+            [&b"\n"[..], b"\r\n", b"\0"]
+                .iter()
+                .any(|end| rest.starts_with(end))
+                || read_ends.contains(&name.len())
+        );
+        // A line end in the same read is the handshake's.
         name.len()
             + if rest.starts_with(b"\r\n") {
                 2
@@ -105,10 +121,14 @@ fuzz_target!(|data: &[u8]| {
     let text = if accept { "ok" } else { "no: unknown service" };
     assert_eq!(to_network, answer(framed, text));
 
+    if !accept {
+        // Refused: what followed the name was never looked at.
+        assert!(to_service.is_empty() && failed.is_none());
+        return;
+    }
     // After the name: the bytes that followed, unchanged, up to a bad frame
-    // header; once refused, nothing more.
-    let end = if accept { fed } else { name_read_end };
-    let after = &input[used..end];
+    // header.
+    let after = &input[used..fed];
     assert_eq!(to_service, after[..to_service.len()]);
     let (_, bad, consumed) = reference_frames(after, max);
     match (failed, bad) {
@@ -123,13 +143,11 @@ fuzz_target!(|data: &[u8]| {
         }
         (Some(e), None) => panic!("refused good frames: {e}"),
     }
-    if accept {
-        assert_eq!(t.network_closed().is_ok(), consumed == after.len());
-        // The service's frames go to the client as they are.
-        let hello = answer(true, "hello");
-        h.call(|relay| t.on_service_data(&hello, relay)).value.unwrap();
-        assert_eq!(h.take_to_network(), hello);
-    }
+    assert_eq!(t.network_closed().is_ok(), consumed == after.len());
+    // The service's frames go to the client as they are.
+    let hello = answer(true, "hello");
+    h.call(|relay| t.on_service_data(&hello, relay)).value.unwrap();
+    assert_eq!(h.take_to_network(), hello);
 });
 
 /// The reads as seen from byte `from` of the input on.

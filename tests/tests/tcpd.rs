@@ -682,6 +682,21 @@ fn dotdot_name_is_refused_and_nothing_outside_rundir_is_reached() {
     Client::raw(tcpd.addr, "pong").echo(b"still serving");
 }
 
+/// What follows a raw name never decides the answer: `../pong` is the
+/// invalid name `../pong`, not `..` then a frame of 795,897,710 bytes.
+#[test]
+fn the_answer_is_the_names_whatever_follows_it() {
+    let w = World::new();
+    let _pongd = w.rust_pongd("pong");
+    let mut tcpd = start_tcpd(&w, &[]);
+    let mut cmd = python("routed_refusals.py");
+    cmd.arg(tcpd.addr.port().to_string());
+    let run = run_cmd(cmd, w.path(), "python", CHILD_TIMEOUT);
+    run.assert_success("python client");
+    run.assert_lines(&["routed-refusals: ok"]);
+    tcpd.assert_running("after the refusals");
+}
+
 #[test]
 fn silent_client_gets_handshake_timeout() {
     let w = World::new();

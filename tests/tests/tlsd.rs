@@ -304,6 +304,13 @@ fn python_against_pong(label: &str, script: &str) -> (World, Proc, Tlsd) {
     (w, pongd, tlsd)
 }
 
+/// Inside TLS as on plain TCP: what follows a raw name never decides the
+/// answer (see tests/py/routed_refusals.py).
+#[test]
+fn the_answer_is_the_names_whatever_follows_it() {
+    python_against_pong("routed-refusals", "routed_refusals.py");
+}
+
 #[test]
 fn python_ssl_client_messages_of_64k_and_more() {
     python_against_pong("python-large", "tlsd_large.py");

@@ -9,9 +9,13 @@
 //! - framed: one LibIPC frame holding the name, answered with a framed `ok`, or a
 //!   framed `no: REASON`.
 //!
-//! Whatever follows the name in the same read is the first message(s): it is kept
-//! and delivered once the service is attached (the original lost it). A raw name
-//! with no terminator ends with the read that carried it, as in the original.
+//! A raw name is every byte up to its line end, up to a frame glued to it (a
+//! 0x00 byte), or, as in the original, up to the end of the read that carried
+//! it: the daemon judges all of it, so `../x` is refused as `../x`, never
+//! answered as `..`. What follows the name in the same read is the client's
+//! first message(s): it is kept, and delivered once the service is attached
+//! (the original lost it); until then nothing in it is looked at, so it cannot
+//! change the answer to the handshake.
 
 use crate::error::{Error, Result};
 use crate::frame::{self, HEADER_LEN};
@@ -29,8 +33,9 @@ enum Form {
 enum Phase {
     /// Reading the name; `buf` holds what came so far (bounded).
     Name(Vec<u8>),
-    /// Name asked for; waiting for the daemon's decision.
-    Waiting,
+    /// Name asked for; waiting for the daemon's decision, with what came
+    /// after the name (bounded: nothing is read from the client meanwhile).
+    Waiting(Vec<u8>),
     /// Service attached: everything goes through the inner transport.
     Relaying,
     /// Refused or broken: nothing more is accepted.
@@ -84,9 +89,9 @@ impl<T: Transport> Routed<T> {
         }
     }
 
-    /// Parses what came so far. Returns the name and the offset of what follows it,
-    /// `Ok(None)` if more bytes are needed.
-    fn parse(buf: &[u8], end_of_read: bool) -> Result<Option<(Form, Vec<u8>, usize)>> {
+    /// Parses what came so far, up to the end of a read. Returns the name and
+    /// the offset of what follows it, `Ok(None)` if more bytes are needed.
+    fn parse(buf: &[u8]) -> Result<Option<(Form, Vec<u8>, usize)>> {
         let bad = |why: &str| Error::Handshake(why.to_owned());
         let Some(&first) = buf.first() else {
             return Ok(None);
@@ -103,37 +108,32 @@ impl<T: Transport> Routed<T> {
                 payload.end,
             )));
         }
-        let is_name = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
-        let len = buf.iter().take_while(|b| is_name(b)).count();
-        if len > MAX_NAME_LEN {
-            return Err(bad("service name longer than 64 bytes"));
-        }
-        if len == buf.len() {
-            // No terminator yet: as in the original, the read ends the name.
-            return Ok(end_of_read.then(|| (Form::Raw, buf.to_vec(), buf.len())));
-        }
-        if len == 0 {
-            return Err(bad(
-                "a service name starts with a letter or digit, or a frame",
-            ));
-        }
-        let rest = &buf[len..];
-        if &buf[..len] == b"PROXY" && rest.starts_with(b" ") {
+        if buf.starts_with(b"PROXY ") {
             return Err(bad(
                 "a PROXY protocol header from a client not trusted to send one \
                  (see --proxy-protocol and --proxy-from)",
             ));
         }
-        let skip = if rest.starts_with(b"\r\n") {
-            2
-        } else if rest.starts_with(b"\n") {
-            1
-        } else {
-            // The name is followed by something else (a '/', a frame): the daemon
-            // judges the name; what follows is data.
-            0
+        if !(first.is_ascii_alphanumeric() || matches!(first, b'.' | b'_' | b'-')) {
+            return Err(bad(
+                "a service name starts with a letter or digit, or a frame",
+            ));
+        }
+        let (name, used) = match buf.iter().position(|&b| b == b'\n' || b == 0) {
+            Some(end) if buf[end] == b'\n' => {
+                let line = &buf[..end];
+                (line.strip_suffix(b"\r").unwrap_or(line), end + 1)
+            }
+            // A frame glued to the name: it stays for the service.
+            Some(end) => (&buf[..end], end),
+            None => (buf, buf.len()),
         };
-        Ok(Some((Form::Raw, buf[..len].to_vec(), len + skip)))
+        // Half a line end: its `\n` decides whether the `\r` is the name's.
+        let half_line_end = used == buf.len() && name.ends_with(b"\r");
+        if name.len() - usize::from(half_line_end) > MAX_NAME_LEN {
+            return Err(bad("service name longer than 64 bytes"));
+        }
+        Ok((!half_line_end).then(|| (Form::Raw, name.to_vec(), used)))
     }
 }
 
@@ -144,26 +144,27 @@ impl<T: Transport> Transport for Routed<T> {
 
     fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
         match &mut self.phase {
-            Phase::Relaying | Phase::Waiting => self.inner.on_network_data(data, relay),
+            Phase::Relaying => self.inner.on_network_data(data, relay),
+            Phase::Waiting(held) => {
+                // The client's data only once its service accepts it.
+                held.extend_from_slice(data);
+                Ok(())
+            }
             Phase::Done => Ok(()),
             Phase::Name(buf) => {
                 // Bounded: a name and its frame header, plus one read of data.
                 buf.extend_from_slice(data);
-                let parsed = Self::parse(buf, true);
-                let buf = std::mem::take(buf);
-                match parsed {
+                match Self::parse(buf) {
                     Ok(Some((form, name, used))) => {
                         self.form = Some(form);
-                        self.phase = Phase::Waiting;
+                        buf.drain(..used);
+                        self.phase = Phase::Waiting(std::mem::take(buf));
                         relay.request_service(&name);
-                        self.inner.on_network_data(&buf[used..], relay)
-                    }
-                    Ok(None) => {
-                        self.phase = Phase::Name(buf);
                         Ok(())
                     }
+                    Ok(None) => Ok(()),
                     Err(e) => {
-                        self.form = Some(Self::form_of(&buf));
+                        self.form = Some(Self::form_of(buf));
                         self.answer(&format!("no: {e}"), relay);
                         self.phase = Phase::Done;
                         Err(e)
@@ -179,8 +180,16 @@ impl<T: Transport> Transport for Routed<T> {
 
     fn accepted(&mut self, relay: &mut Relay<'_>) {
         self.answer("ok", relay);
-        self.phase = Phase::Relaying;
+        let held = match std::mem::replace(&mut self.phase, Phase::Relaying) {
+            Phase::Waiting(held) => held,
+            _ => Vec::new(),
+        };
         self.inner.accepted(relay);
+        if let Err(e) = self.inner.on_network_data(&held, relay) {
+            // Bad data after a good name: answered `ok`, then the end, with
+            // the whole frames before the bad one delivered.
+            relay.finish(Some(e));
+        }
     }
 
     fn refused(&mut self, refusal: Refusal, relay: &mut Relay<'_>) {
@@ -312,9 +321,73 @@ mod tests {
 
         let (req, _, _, res) = run(&[&[b'a'; 65]]);
         assert!(req.is_none() && res.is_err());
-        // `../x`: the name is "..", judged (and refused) by the daemon, not here.
-        let (req, _, _, _) = run(&[b"../x"]);
-        assert_eq!(req.as_deref(), Some(&b".."[..]));
+    }
+
+    /// Feeds `reads` to a fresh routed transport, which must take them
+    /// without answering or passing anything on; returns it and the service
+    /// it asked for.
+    fn asked(reads: &[&[u8]]) -> (Routed<Frames>, Option<Vec<u8>>) {
+        let mut t = Routed::new(Frames::new(1000));
+        let (mut svc, mut net) = (OutQueue::default(), OutQueue::default());
+        let mut request = None;
+        for read in reads {
+            let mut relay = Relay::new(&mut svc, &mut net);
+            t.on_network_data(read, &mut relay).unwrap();
+            request = request.or(relay.request.take());
+        }
+        assert!(svc.is_empty() && net.is_empty(), "{svc:?} {net:?}");
+        (t, request)
+    }
+
+    /// The daemon judges the whole raw name (here `validate_name` refuses
+    /// each): `../pong` is `../pong`, not `..` followed by a frame.
+    #[test]
+    fn a_raw_name_is_every_byte_before_its_end() {
+        for (hello, name) in [
+            (&b"../pong"[..], &b"../pong"[..]),
+            (b"pong/x", b"pong/x"),
+            (b"pong x", b"pong x"),
+            (b"pong\tx", b"pong\tx"),
+            (b"../x\r\n", b"../x"),
+            (b"pong\rx\n", b"pong\rx"),
+            (b"../x\0\0\0\0", b"../x"),
+        ] {
+            let (_, req) = asked(&[hello]);
+            assert_eq!(req.as_deref(), Some(name), "{hello:?}");
+            assert!(crate::service::validate_name(name).is_err(), "{name:?}");
+        }
+        // A `\r` ending a read waits for what follows it.
+        assert_eq!(asked(&[b"pong\r"]).1, None);
+        assert_eq!(asked(&[b"pong\r", b"\n"]).1.as_deref(), Some(&b"pong"[..]));
+        let longest = [b'n'; MAX_NAME_LEN];
+        let (_, req) = asked(&[&[&longest[..], b"\r"].concat(), b"\n"]);
+        assert_eq!(req.as_deref(), Some(&longest[..]));
+    }
+
+    /// What follows the name is not looked at before the daemon's answer: a
+    /// refusal is the name's, and bad data after a good name is found (and
+    /// ends the pair) only once the client has its `ok`.
+    #[test]
+    fn what_follows_the_name_waits_for_the_answer() {
+        let (mut svc, mut net) = (OutQueue::default(), OutQueue::default());
+        let (mut t, req) = asked(&[b"nope\nnot a frame"]);
+        assert_eq!(req.as_deref(), Some(&b"nope"[..]));
+        t.refused(Refusal::UnknownService, &mut Relay::new(&mut svc, &mut net));
+        assert_eq!(drain(&mut net), b"no: unknown service\n");
+        assert!(drain(&mut svc).is_empty());
+
+        let good = framed(b"good");
+        let hello = [&b"pong\n"[..], &good, b"not a frame"].concat();
+        let (mut t, req) = asked(&[&hello]);
+        assert_eq!(req.as_deref(), Some(&b"pong"[..]));
+        let mut relay = Relay::new(&mut svc, &mut net);
+        t.accepted(&mut relay);
+        assert!(matches!(
+            relay.finished,
+            Some(Some(Error::MessageTooLarge { .. }))
+        ));
+        assert_eq!(drain(&mut net), b"ok");
+        assert_eq!(drain(&mut svc), good);
     }
 
     #[test]
@@ -379,7 +452,7 @@ mod tests {
             #![proptest_config(ProptestConfig { cases: 512, max_shrink_iters: 2048, ..ProptestConfig::default() })]
 
             /// Any bytes, cut anywhere: no panic, and a request, if any, is exactly the
-            /// framed name or the leading run of name bytes (never a repaired name).
+            /// framed name or the raw one up to its end (never a repaired name).
             #[test]
             fn any_input_is_handled(
                 data in prop_oneof![
@@ -402,14 +475,20 @@ mod tests {
                     let len = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
                     prop_assert_eq!(&req[..], &data[4..4 + len]);
                 } else {
-                    let is_name = |b: &u8| b.is_ascii_alphanumeric() || b"._-".contains(b);
-                    let run_len = data.iter().take_while(|b| is_name(b)).count();
-                    prop_assert!(!req.is_empty() && req.len() <= run_len && req.len() <= 64);
+                    prop_assert!(!req.is_empty() && req.len() <= 64);
                     prop_assert_eq!(&req[..], &data[..req.len()]);
-                    // Shorter than the run only when a read ended inside it.
-                    if req.len() < run_len {
-                        prop_assert_eq!(chunks.iter().find(|c| !c.is_empty()).map(|c| c.len()), Some(req.len()));
-                    }
+                    prop_assert!(!req.contains(&b'\n') && !req.contains(&0));
+                    // It ends where the client ended it, or where a read did.
+                    let rest = &data[req.len()..];
+                    let read_ends: Vec<usize> = chunks
+                        .iter()
+                        .scan(0, |at, c| { *at += c.len(); Some(*at) })
+                        .collect();
+                    prop_assert!(
+                        [&b"\n"[..], b"\r\n", b"\0"].iter().any(|end| rest.starts_with(end))
+                            || read_ends.contains(&req.len()),
+                        "{:?} in {:?}", req, chunks
+                    );
                 }
             }
 

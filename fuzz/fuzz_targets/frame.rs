@@ -5,9 +5,9 @@
 //! account of an unfinished frame.
 #![no_main]
 
+use libfuzzer_sys::fuzz_target;
 use libipc::Error;
 use libipc::frame::{self, DEFAULT_MAX_MESSAGE_SIZE, Decoder, Scanner};
-use libfuzzer_sys::fuzz_target;
 use libipc_fuzz::{missing, read_start, reads, reference_frames};
 
 const MAXES: [usize; 8] = [0, 1, 3, 4, 64, 255, 1000, DEFAULT_MAX_MESSAGE_SIZE];

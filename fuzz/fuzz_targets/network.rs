@@ -5,9 +5,9 @@
 //! plain local service when no entry names it.
 #![no_main]
 
+use libfuzzer_sys::fuzz_target;
 use libipc::network::{Route, parse_uri, route};
 use libipc::service::validate_name;
-use libfuzzer_sys::fuzz_target;
 
 fn check_uri(s: &str) {
     match parse_uri(s) {

@@ -5,8 +5,8 @@
 //! please" never comes past the bounds.
 #![no_main]
 
-use libipc::proxy::{V1_MAX, parse};
 use libfuzzer_sys::fuzz_target;
+use libipc::proxy::{V1_MAX, parse};
 
 /// A v2 header: 16 fixed bytes, then at most 64 KiB.
 const V2_MAX: usize = 16 + 0xffff;

@@ -7,11 +7,11 @@
 //! all once refused, and once accepted exactly the bytes after the name.
 #![no_main]
 
+use libfuzzer_sys::fuzz_target;
 use libipc::frame;
-use libipc::testing::Harness;
 use libipc::service::MAX_NAME_LEN;
 use libipc::switch::{Frames, Routed, Transport};
-use libfuzzer_sys::fuzz_target;
+use libipc::testing::Harness;
 use libipc_fuzz::{read_start, reads, reference_frames};
 
 /// An answer as the client gets it: in the form it named the service in.
@@ -146,7 +146,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(t.network_closed().is_ok(), consumed == after.len());
     // The service's frames go to the client as they are.
     let hello = answer(true, "hello");
-    h.call(|relay| t.on_service_data(&hello, relay)).value.unwrap();
+    h.call(|relay| t.on_service_data(&hello, relay))
+        .value
+        .unwrap();
     assert_eq!(h.take_to_network(), hello);
 });
 

@@ -6,8 +6,8 @@
 
 use std::path::{Component, Path};
 
-use libipc::service::{MAX_NAME_LEN, socket_path, validate_name};
 use libfuzzer_sys::fuzz_target;
+use libipc::service::{MAX_NAME_LEN, socket_path, validate_name};
 
 fuzz_target!(|name: &[u8]| {
     let rule = (1..=MAX_NAME_LEN).contains(&name.len())

@@ -12,9 +12,9 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use websocketd::http::{Decision, Policy, decide, head_end};
 use libfuzzer_sys::fuzz_target;
 use libipc_fuzz::reads;
+use websocketd::http::{Decision, Policy, decide, head_end};
 use websocketd::site::{Origins, Site, parse_public_host};
 
 const INSIDE: &[u8] = b"served from the static directory\n";

@@ -16,6 +16,9 @@
  *  - CONNECTION reports the new client (index and fd), not the listening socket.
  *  - Sends never raise SIGPIPE.
  *
+ * One addition: ipc_set_queue_limit, opt-in backpressure for ipc_schedule (by
+ * default it queues without bound, as the original did).
+ *
  * Connections are named by `index` (a stable id, never reused) or by their file
  * descriptor. Nothing here is thread-safe: use one context per thread.
  *
@@ -54,8 +57,9 @@ enum cb_event_types {
 
 /* Extra return codes (negative, as all failures). */
 #define IPC_EGENERIC   -1  /* failure; see the function */
-#define IPC_EQUEUEFULL -2  /* ipc_schedule: the peer's queue is past its high-water
-                              mark; nothing was queued, try again after MESSAGE_TX */
+#define IPC_EQUEUEFULL -2  /* ipc_schedule, after ipc_set_queue_limit: the peer's
+                              queue is at the limit; nothing was queued, try again
+                              after MESSAGE_TX */
 #define IPC_ETOOSMALL  -3  /* the caller's buffer is too small: *len = size needed,
                               the message is kept for the next call */
 
@@ -89,9 +93,17 @@ int ipc_connect_service (void *ctx, int *servicefd, const char *name, uint16_t l
 int ipc_write (void *ctx, int fd, const char *mcontent, uint32_t mlen);
 
 /* Queues a message (copied) for `fd`; it is written by a following
- * ipc_wait_event, after everything queued before it. Returns 0, -1 (unknown fd,
- * too large) or IPC_EQUEUEFULL. */
+ * ipc_wait_event, after everything queued before it. Returns 0, or -1 (unknown
+ * fd, too large). As in the original, there is no bound but memory: a peer
+ * that does not read makes the queue grow. After ipc_set_queue_limit, it may
+ * also return IPC_EQUEUEFULL. */
 int ipc_schedule (void *ctx, int fd, const char *mcontent, uint32_t mlen);
+
+/* Not in the original: opt-in backpressure. Once set, ipc_schedule returns
+ * IPC_EQUEUEFULL (nothing queued) while `bytes` or more wait to be written to
+ * that connection; MESSAGE_TX events say when to try again. 0 removes the
+ * limit (the default). Returns 0, or -1. */
+int ipc_set_queue_limit (void *ctx, uint32_t bytes);
 
 /* Blocks until one message arrives on the connection (by fd or by index), outside
  * the event loop. *len: capacity in, payload size out. Returns 0; -1 error;

@@ -10,9 +10,8 @@ use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use libipc::frame::HEADER_LEN;
 use libipc::switch::{Frames, HookStatus, SwitchHooks};
-use libipc::{ConnId, Context, Error, Event, EventKind};
+use libipc::{Config, ConnId, Context, Error, Event, EventKind};
 
 const EGENERIC: c_int = -1;
 const EQUEUEFULL: c_int = -2;
@@ -94,7 +93,9 @@ pub unsafe extern "C" fn ipc_context_init(ptr: *mut *mut c_void) -> c_int {
         if ptr.is_null() {
             return EGENERIC;
         }
-        let Ok(ctx) = Context::new() else {
+        // As the original: ipc_schedule queues whatever it is given, unless
+        // the program opts in to a limit (ipc_set_queue_limit).
+        let Ok(ctx) = Context::with_config(Config::default().schedule_backpressure(false)) else {
             return EGENERIC;
         };
         let boxed = Box::new(CContext {
@@ -385,6 +386,23 @@ pub unsafe extern "C" fn ipc_wait_event(
     })
 }
 
+/// Bounds what `ipc_schedule` queues per connection (0: no bound, the
+/// default). Returns 0, or -1.
+///
+/// # Safety
+/// `ctx` from `ipc_context_init`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_set_queue_limit(ctx: *mut c_void, bytes: u32) -> c_int {
+    guard(|| {
+        // SAFETY: contract.
+        let Some(c) = (unsafe { cctx(ctx) }) else {
+            return EGENERIC;
+        };
+        c.ctx.set_queue_limit((bytes > 0).then_some(bytes as usize));
+        0
+    })
+}
+
 /// Sets the timer in ms (negative: none).
 ///
 /// # Safety
@@ -538,16 +556,12 @@ fn status(code: c_int) -> HookStatus {
 }
 
 impl SwitchHooks for CHooks {
-    fn read(&mut self, fd: RawFd, frame: &mut Vec<u8>) -> HookStatus {
-        let cap = frame.capacity().max(HEADER_LEN);
-        frame.clear();
-        frame.resize(cap, 0);
-        let mut len = u32::try_from(cap).unwrap_or(u32::MAX);
-        // SAFETY: the callback was given to us as a valid function; `frame` holds
+    fn read(&mut self, fd: RawFd, buf: &mut [u8]) -> (HookStatus, usize) {
+        let mut len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        // SAFETY: the callback was given to us as a valid function; `buf` holds
         // `len` initialised, writable bytes.
-        let code = unsafe { (self.cb_in)(fd, frame.as_mut_ptr().cast(), &mut len) };
-        frame.truncate((len as usize).min(cap));
-        status(code)
+        let code = unsafe { (self.cb_in)(fd, buf.as_mut_ptr().cast(), &mut len) };
+        (status(code), (len as usize).min(buf.len()))
     }
 
     fn write(&mut self, fd: RawFd, frame: &[u8]) -> HookStatus {

@@ -125,6 +125,9 @@ pub struct Context {
     /// Failed accepts on service listeners, reported once a second.
     accept_backoff: service::AcceptBackoff,
     scratch: Vec<u8>,
+    /// What switch hooks read into (`set_switch_hooks`): a whole frame of the
+    /// largest size, so allocated only when hooks first read.
+    hook_buf: Vec<u8>,
     /// The connection of the last event returned.
     last_delivered: Option<ConnId>,
     /// Time of the last poll: when bytes move, connections take it as `last_active`.
@@ -161,6 +164,7 @@ impl Context {
             accept_retry: None,
             accept_backoff: service::AcceptBackoff::default(),
             scratch: Vec::new(),
+            hook_buf: Vec::new(),
             now: Instant::now(),
             last_delivered: None,
             timer: None,
@@ -183,6 +187,21 @@ impl Context {
     /// The limits in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Sets what [`Context::schedule`] may queue for one connection:
+    /// `Some(bytes)` refuses with [`Error::Backpressure`] once that much waits
+    /// (the high-water mark becomes `bytes`); `None` queues without bound, as
+    /// the original (see [`Config::schedule_backpressure`]).
+    pub fn set_queue_limit(&mut self, limit: Option<usize>) {
+        self.config = match limit {
+            Some(bytes) => {
+                let low = self.config.low_water;
+                self.config.clone().water_marks(bytes, low)
+            }
+            None => self.config.clone(),
+        }
+        .schedule_backpressure(limit.is_some());
     }
 
     /// Sets the timer. As in the original, it is an inactivity timeout restarted by
@@ -409,7 +428,10 @@ impl Context {
 
     fn check_schedule(&mut self, id: ConnId, len: usize) -> Result<&mut Conn> {
         crate::frame::header(len)?;
-        let high = self.config.high_water;
+        let high = self
+            .config
+            .schedule_backpressure
+            .then_some(self.config.high_water);
         // A connection whose DISCONNECTION is not delivered yet still takes replies
         // to its last messages; they are written, as far as the socket takes them,
         // when that event is delivered.
@@ -427,7 +449,7 @@ impl Context {
                 });
             }
         }
-        if c.out.len() >= high {
+        if high.is_some_and(|high| c.out.len() >= high) {
             return Err(Error::Backpressure {
                 id,
                 queued: c.out.len(),

@@ -500,9 +500,12 @@ pub enum HookStatus {
 /// Hooks may block; the loop waits for them. Everything else about the pair
 /// (ordering, backpressure, closing) stays the context's job.
 pub trait SwitchHooks: Send + fmt::Debug {
-    /// The descriptor is readable: read from it and append one complete LibIPC frame
-    /// (header and payload) to `frame`, whose spare capacity is what may be used.
-    fn read(&mut self, fd: std::os::fd::RawFd, frame: &mut Vec<u8>) -> HookStatus;
+    /// The descriptor is readable: read one complete LibIPC frame (header and
+    /// payload) into the start of `buf`, as long as the largest frame allowed,
+    /// and return its length with [`HookStatus::Done`] (the length is
+    /// ignored otherwise). `buf` is the context's, reused from one read to
+    /// the next: it holds earlier frames' bytes, not zeros.
+    fn read(&mut self, fd: std::os::fd::RawFd, buf: &mut [u8]) -> (HookStatus, usize);
 
     /// Write one complete LibIPC frame (header and payload) to the descriptor.
     fn write(&mut self, fd: std::os::fd::RawFd, frame: &[u8]) -> HookStatus;

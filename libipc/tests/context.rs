@@ -243,6 +243,45 @@ fn backpressure_bounds_the_queue_and_loses_nothing() {
     ctx.schedule(id, b"again").unwrap();
 }
 
+/// A client that keeps its queue to a service full (scheduling again after
+/// each MESSAGE_TX) and an echo service that pauses a client piling up
+/// replies: the client still reads, so neither waits for the other forever.
+/// Both ends in one context, each with its own role.
+#[test]
+fn a_client_with_a_full_queue_still_reads_its_service() {
+    let (_tmp, dir) = rundir();
+    let mut ctx = Context::new().unwrap();
+    ctx.set_rundir(&dir);
+    ctx.set_timer(Some(Duration::from_secs(5)));
+    ctx.service_init("echo").unwrap();
+    let client = ctx.connect_service("echo").unwrap();
+    let count = 45;
+    let message = |i: usize| vec![i as u8; 300_000];
+    let (mut sent, mut echoed) = (0, 0);
+    while echoed < count {
+        while sent < count {
+            match ctx.schedule(client, &message(sent)) {
+                Ok(()) => sent += 1,
+                Err(Error::Backpressure { .. }) => break,
+                Err(e) => panic!("schedule: {e}"),
+            }
+        }
+        match ctx.wait_event().unwrap() {
+            Event::Message { id, payload } if id == client => {
+                assert_eq!(payload, message(echoed), "echo {echoed}");
+                echoed += 1;
+            }
+            Event::Message { id, payload } => match ctx.schedule_vec(id, payload) {
+                Ok(()) => {}
+                Err(e) => panic!("the service could not echo: {e}"),
+            },
+            Event::Timer => panic!("stuck: {sent} sent, {echoed} echoed"),
+            Event::Disconnection { id, reason } => panic!("{id} gone: {reason:?}"),
+            _ => {}
+        }
+    }
+}
+
 #[test]
 fn scheduled_messages_leave_in_order_with_one_tx_event_each() {
     let (_tmp, dir) = rundir();

@@ -71,7 +71,8 @@ int main(int argc, char **argv)
 		case MESSAGE_RX:
 			ret = ipc_schedule(ctx, fd, buffer, (uint32_t)len);
 			if (ret == IPC_EQUEUEFULL) {
-				/* The client sends but does not read: drop it. */
+				/* Only with ipc_set_queue_limit (not called here, as
+				 * in the original): the client does not read. */
 				printf("pongd: client %zu does not read, closing\n", index);
 				ipc_close_fd(ctx, fd);
 				gone++;

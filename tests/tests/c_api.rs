@@ -185,3 +185,65 @@ fn switch_callbacks_relay_frames_in_order() {
 
     assert_pongd_done(service, 1);
 }
+
+/// What `tests/c/burst` prints when every echo came back: 45 messages of 0 B
+/// to 300 KB, and how often `ipc_schedule` said the queue was full.
+fn burst_done(full: &str) -> String {
+    let bytes: u64 = (0..45u64).map(|i| 300_000 * i / 44).sum();
+    format!("echoed 45 messages, {bytes} bytes; queue full {full} times\n")
+}
+
+/// A program written for the original schedules as many messages as it
+/// likes and then waits for the answers: `ipc_schedule` never refuses it
+/// (the original has no IPC_EQUEUEFULL), whichever service echoes.
+#[test]
+fn a_burst_scheduled_at_once_is_all_echoed_as_with_the_original() {
+    let w = World::new();
+    let (pongd, burst) = (w.compile("pongd"), w.compile("burst"));
+
+    let service = w.c_pongd(&pongd, "cpong", 1);
+    let mut cmd = w.command(&burst);
+    cmd.arg("cpong");
+    let run = run_cmd(cmd, w.path(), "burst-c", CHILD_TIMEOUT);
+    run.assert_success("burst against the C pongd");
+    assert_eq!(run.stdout, burst_done("0"), "{}", run.report());
+    assert_pongd_done(service, 1);
+
+    let mut cmd = w.example("pongd");
+    cmd.arg("rpong");
+    let mut rust = w.start_service(cmd, "rpong", "rust-pongd");
+    let mut cmd = w.command(&burst);
+    cmd.arg("rpong");
+    let run = run_cmd(cmd, w.path(), "burst-rust", CHILD_TIMEOUT);
+    run.assert_success("burst against the Rust pongd");
+    assert_eq!(run.stdout, burst_done("0"), "{}", run.report());
+    assert!(rust.running(), "{}", rust.output(None).report());
+}
+
+/// `ipc_set_queue_limit` (not in the original) opts in to backpressure:
+/// `ipc_schedule` then says IPC_EQUEUEFULL at the limit, and the program
+/// schedules the rest after MESSAGE_TX.
+#[test]
+fn a_queue_limit_opts_in_to_backpressure() {
+    let w = World::new();
+    let burst = w.compile("burst");
+    let mut cmd = w.example("pongd");
+    cmd.arg("rpong");
+    let _rust = w.start_service(cmd, "rpong", "rust-pongd");
+    let mut cmd = w.command(&burst);
+    cmd.args(["rpong", "1048576"]);
+    let run = run_cmd(cmd, w.path(), "burst-limited", CHILD_TIMEOUT);
+    run.assert_success("burst with a queue limit");
+    let full: u32 = run
+        .stdout
+        .rsplit_once("queue full ")
+        .and_then(|(_, n)| n.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{}", run.report()));
+    assert!(full > 0, "never told the queue was full\n{}", run.report());
+    assert_eq!(
+        run.stdout,
+        burst_done(&full.to_string()),
+        "{}",
+        run.report()
+    );
+}

@@ -9,11 +9,14 @@ use crate::frame::DEFAULT_MAX_MESSAGE_SIZE;
 #[non_exhaustive]
 pub struct Config {
     /// Largest payload accepted from a peer (default 1 MiB). A peer announcing more
-    /// is disconnected with [`Error::MessageTooLarge`]; other connections carry on.
+    /// is disconnected with [`Error::MessageTooLarge`](crate::Error::MessageTooLarge);
+    /// other connections carry on.
     pub max_message_size: usize,
     /// Outgoing bytes queued for one connection past which `schedule` refuses with
-    /// [`Error::Backpressure`] (default 1 MiB). Half of it stops reading from the
-    /// connection (or, for a switched pair, from the side feeding it).
+    /// [`Error::Backpressure`](crate::Error::Backpressure) (default 1 MiB; see
+    /// [`Config::schedule_backpressure`]). Half of it stops reading from a
+    /// client of our services (or, for a switched pair, from the side feeding
+    /// it); a service we connected to is always read.
     pub high_water: usize,
     /// Reading resumes when the queue falls below this (default 128 KiB).
     pub low_water: usize,
@@ -22,6 +25,13 @@ pub struct Config {
     pub read_chunk: usize,
     /// How long `connect_service` waits for a protocol daemon's answer (default 10 s).
     pub connect_timeout: Duration,
+    /// Whether `schedule` refuses past [`Config::high_water`] (default true).
+    /// Off, it queues whatever it is given, bounded only by memory and the
+    /// message size, as the original did: the C library's default, so that
+    /// programs written for the original, which never expect a refusal, keep
+    /// working. Either way, a client of our services stops being read while
+    /// half the high-water mark waits for it.
+    pub schedule_backpressure: bool,
 }
 
 impl Default for Config {
@@ -32,6 +42,7 @@ impl Default for Config {
             low_water: 128 << 10,
             read_chunk: 256 << 10,
             connect_timeout: Duration::from_secs(10),
+            schedule_backpressure: true,
         }
     }
 }
@@ -40,6 +51,12 @@ impl Config {
     /// Sets [`Config::max_message_size`].
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::schedule_backpressure`].
+    pub fn schedule_backpressure(mut self, refuse: bool) -> Self {
+        self.schedule_backpressure = refuse;
         self
     }
 

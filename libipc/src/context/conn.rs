@@ -135,6 +135,9 @@ pub(super) struct Conn {
     /// Let go by the application (`Context::close_after_flush`): removed,
     /// with no event, once its queue is written or its deadline passes.
     pub(super) closing: bool,
+    /// A client of one of the context's services (accepted by its listener):
+    /// only such a connection stops being read while replies to it pile up.
+    pub(super) client: bool,
 }
 
 impl Conn {
@@ -156,6 +159,7 @@ impl Conn {
             last_active: Instant::now(),
             lingering: false,
             closing: false,
+            client: false,
         }
     }
 

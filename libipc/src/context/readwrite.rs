@@ -129,10 +129,15 @@ impl Context {
             };
             match l.listener().accept() {
                 Ok((stream, _)) => match self.add_stream(stream.into()) {
-                    Ok(new) => self.pending.push_back(Event::Connection {
-                        id: new,
-                        listener: id,
-                    }),
+                    Ok(new) => {
+                        if let Some(c) = self.conns.get_mut(new) {
+                            c.client = true;
+                        }
+                        self.pending.push_back(Event::Connection {
+                            id: new,
+                            listener: id,
+                        })
+                    }
                     Err(error) => self.pending.push_back(Event::Error {
                         id: Some(id),
                         error,
@@ -240,8 +245,12 @@ impl Context {
             tracing::warn!(conn = %id, error = %e, "protocol violation; closing connection");
             return self.disconnect(id, Some(e));
         }
-        if c.out.len() >= self.config.pause_at() {
-            // The peer sends without reading our replies: stop reading it.
+        if c.client && c.out.len() >= self.config.pause_at() {
+            // A client sends without reading our replies: stop reading it
+            // until it does. Only a client: a program that stopped reading
+            // its service because its own queue was full, facing a service
+            // that stopped reading it because its replies were piling up,
+            // would wait for the other forever.
             c.paused = true;
         }
     }

@@ -217,19 +217,22 @@ impl Context {
         let max = self.config.max_message_size;
         let Some(s) = c.switched() else { return };
         let (peer, is_network) = (s.peer, s.transport.is_some());
-        let mut hooked = None;
+        let mut hooked = false;
         let got = if let Some((hooks, _)) = s.hooks.as_deref_mut() {
-            // The application reads; level-triggered through `recheck`.
-            let mut frame = Vec::with_capacity(max + crate::frame::HEADER_LEN);
-            let status = hooks.read(raw, &mut frame);
+            // The application reads; level-triggered through `recheck`. Into
+            // one buffer per context, allocated (and zeroed) once.
+            let room = max + crate::frame::HEADER_LEN;
+            if self.hook_buf.len() < room {
+                self.hook_buf = vec![0; room];
+            }
+            let (status, n) = hooks.read(raw, &mut self.hook_buf[..room]);
             c.readable = false;
             c.last_active = self.now;
             self.recheck.push(id);
             match status {
                 HookStatus::Done => {
-                    let n = frame.len();
-                    hooked = Some(frame);
-                    Chunk::Data(n)
+                    hooked = true;
+                    Chunk::Data(n.min(room))
                 }
                 HookStatus::Ignore => Chunk::Blocked,
                 HookStatus::Closing => Chunk::Eof,
@@ -259,9 +262,10 @@ impl Context {
         let (Role::Switched(ms), Role::Switched(os)) = (&mut me.role, &mut other.role) else {
             return;
         };
-        let data = match &hooked {
-            Some(frame) => frame.as_slice(),
-            None => &self.scratch[..n],
+        let data = if hooked {
+            &self.hook_buf[..n]
+        } else {
+            &self.scratch[..n]
         };
         // Written straight to a socket unless the application's hooks write it.
         let me_fd = ms.hooks.is_none().then(|| me.io.fd());

@@ -16,8 +16,9 @@
  *  - CONNECTION reports the new client (index and fd), not the listening socket.
  *  - Sends never raise SIGPIPE.
  *
- * One addition: ipc_set_queue_limit, opt-in backpressure for ipc_schedule (by
- * default it queues without bound, as the original did).
+ * Two additions: ipc_set_queue_limit, opt-in backpressure for ipc_schedule (by
+ * default it queues without bound, as the original did), and ipc_service_share,
+ * a service served by several contexts, one per thread.
  *
  * Connections are named by `index` (a stable id, never reused) or by their file
  * descriptor. Nothing here is thread-safe: use one context per thread.
@@ -82,6 +83,15 @@ void ipc_context_deinit (void **ctx);
  * *servicefd receives the listening fd. Returns 0, or -1 (invalid name, already
  * running, run directory not usable). */
 int ipc_service_init (void *ctx, int *servicefd, const char *name, uint16_t len);
+
+/* Not in the original: a service on every core. Makes context `ctx` serve too
+ * the service that context `from` created (`servicefd`, from ipc_service_init):
+ * run one context per thread, each waiting on its own events; a new client
+ * goes to one of them, and lives there. *newfd receives ctx's fd for the
+ * service. The socket stays until every context serving it has closed it.
+ * Call it while no other thread uses `from` (e.g. before starting the
+ * threads); ctx and from must differ. Returns 0, or -1. */
+int ipc_service_share (void *ctx, void *from, int servicefd, int *newfd);
 
 /* Connects to service `name`; *servicefd receives the connection's fd.
  * Returns 0, or -1 (invalid name, no such service). */

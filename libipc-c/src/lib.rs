@@ -166,6 +166,47 @@ unsafe fn open_service(
     })
 }
 
+/// Serves, in `ctx` too, the service `servicefd` of context `from`: one event
+/// loop per thread sharing its clients. `*newfd` receives this context's
+/// descriptor for it. Returns 0, or -1.
+///
+/// # Safety
+/// `ctx` and `from` from `ipc_context_init`, distinct, and `from` not in use
+/// by another thread during the call; `newfd` valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ipc_service_share(
+    ctx: *mut c_void,
+    from: *mut c_void,
+    servicefd: c_int,
+    newfd: *mut c_int,
+) -> c_int {
+    guard(|| {
+        if ctx == from || newfd.is_null() {
+            return EGENERIC;
+        }
+        // SAFETY: contract: `from` is a live context nobody else uses now,
+        // distinct from `ctx` (checked), so the two borrows do not alias.
+        let (Some(from), Some(c)) = (unsafe { cctx(from) }, unsafe { cctx(ctx) }) else {
+            return EGENERIC;
+        };
+        let Some(service) = from.ctx.id_of_fd(servicefd) else {
+            return EGENERIC;
+        };
+        let added = from
+            .ctx
+            .share_service(service)
+            .and_then(|l| c.ctx.add_service(l));
+        match added.map(|id| c.ctx.fd(id)) {
+            Ok(Some(raw)) => {
+                // SAFETY: `newfd` is non-null and valid for writes per the contract.
+                unsafe { *newfd = raw };
+                0
+            }
+            _ => EGENERIC,
+        }
+    })
+}
+
 /// Creates service `name`. Returns 0, or -1.
 ///
 /// # Safety

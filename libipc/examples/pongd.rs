@@ -1,9 +1,10 @@
 //! pongd: an echo service. Every message a client sends comes back to it.
 //!
-//!     cargo run -p libipc --example pongd [NAME]      # default name: pong
+//!     cargo run -p libipc --example pongd [NAME [WORKERS]]   # default: pong, 1
 //!
-//! Listens on `$RUNDIR/NAME` (default `/tmp/.libipc-run/pong`). `RUST_LOG=debug`
-//! shows every event.
+//! Listens on `$RUNDIR/NAME` (default `/tmp/.libipc-run/pong`). WORKERS event
+//! loops, one thread each, share its clients. `RUST_LOG=debug` shows every
+//! event.
 
 mod common;
 
@@ -12,7 +13,15 @@ use std::time::Duration;
 use libipc::{Context, Event};
 
 fn main() -> std::process::ExitCode {
-    common::run_service("pongd", "pong", serve)
+    let workers = match std::env::args().nth(2).map(|w| w.parse::<usize>()) {
+        None => 1,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("pongd: WORKERS must be a number above 0");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    common::run_service_on("pongd", "pong", workers, serve)
 }
 
 fn serve(ctx: &mut Context) -> Result<(), libipc::Error> {

@@ -303,6 +303,56 @@ impl Context {
         self.insert(Io::Listener(listener), Role::Listener, Interest::READABLE)
     }
 
+    /// Serves `listener` too: a clone ([`ServiceListener::try_clone`]) of a
+    /// service another context created, so that several event loops, one per
+    /// thread, share its clients. Each client lives on the loop that accepted
+    /// it. See [`Context::share_service`].
+    pub fn add_service(&mut self, listener: ServiceListener) -> Result<ConnId> {
+        self.insert(Io::Listener(listener), Role::Listener, Interest::READABLE)
+    }
+
+    /// A handle on service `id`'s listening socket for another context
+    /// ([`Context::add_service`]): a service on every core.
+    ///
+    /// ```
+    /// use libipc::{Context, Event};
+    ///
+    /// # let rundir = tempfile::tempdir()?;
+    /// let mut ctx = Context::new()?;
+    /// # ctx.set_rundir(rundir.path());
+    /// let service = ctx.service_init("echo")?;
+    /// let workers: Vec<_> = (0..2)
+    ///     .map(|_| {
+    ///         let listener = ctx.share_service(service)?;
+    ///         Ok(std::thread::spawn(move || -> libipc::Result<()> {
+    ///             let mut ctx = Context::new()?;
+    ///             ctx.add_service(listener)?;
+    ///             # ctx.set_timer(Some(std::time::Duration::from_millis(50)));
+    ///             loop {
+    ///                 match ctx.wait_event()? {
+    ///                     Event::Message { id, payload } => ctx.schedule(id, &payload)?,
+    ///                     # Event::Timer => return Ok(()),
+    ///                     _ => {}
+    ///                 }
+    ///             }
+    ///         }))
+    ///     })
+    ///     .collect::<libipc::Result<_>>()?;
+    /// // This thread serves "echo" too (or closes its handle: `ctx.close(service)`).
+    /// # for w in workers { w.join().unwrap()?; }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn share_service(&self, id: ConnId) -> Result<ServiceListener> {
+        match self.conns.get(id).map(|c| &c.io) {
+            Some(Io::Listener(l)) => l.try_clone(),
+            Some(_) => Err(Error::WrongKind {
+                id,
+                what: "not a service",
+            }),
+            None => Err(Error::NoSuchConnection(id)),
+        }
+    }
+
     /// Connects to service `name` and adds the connection.
     ///
     /// If `IPC_NETWORK` (or [`Context::set_network`]) routes `name` elsewhere, the

@@ -21,6 +21,8 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -165,13 +167,41 @@ pub fn ensure_outbound_dir(rundir: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// A listening service socket. Dropping it removes the socket file and releases the lock.
+/// A listening service socket. Dropping it removes the socket file and releases the
+/// lock, once every clone of it ([`ServiceListener::try_clone`]) is dropped.
 #[derive(Debug)]
 pub struct ServiceListener {
     listener: UnixListener,
+    share: Arc<Share>,
+    /// Clients this handle accepted (see [`ServiceListener::take_turn`]).
+    accepted: u64,
+    /// This handle let a client wait for a less busy one once: it takes
+    /// the next whatever the count.
+    deferred: bool,
+}
+
+/// What the handles on one listening socket share: the name and lock, given
+/// up with the last handle, and how many clients they accepted in all.
+#[derive(Debug)]
+struct Share {
     path: PathBuf,
     // Held for the lifetime of the service; closing it releases the flock.
     _lock: File,
+    handles: AtomicUsize,
+    accepted: AtomicU64,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        // Still ours: the lock kept any other instance from replacing it.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for ServiceListener {
+    fn drop(&mut self) {
+        self.share.handles.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl ServiceListener {
@@ -244,26 +274,70 @@ impl ServiceListener {
         }
         Ok(ServiceListener {
             listener,
-            path,
-            _lock: lock,
+            share: Arc::new(Share {
+                path,
+                _lock: lock,
+                handles: AtomicUsize::new(1),
+                accepted: AtomicU64::new(0),
+            }),
+            accepted: 0,
+            deferred: false,
+        })
+    }
+
+    /// Another handle on the same listening socket (a duplicated descriptor),
+    /// for another context, usually on another thread: each context accepts
+    /// clients from it, so a service runs one event loop per core. The socket
+    /// file and the lock go when the last handle does.
+    pub fn try_clone(&self) -> Result<Self> {
+        let listener = self.listener.try_clone()?;
+        self.share.handles.fetch_add(1, Ordering::Relaxed);
+        Ok(ServiceListener {
+            listener,
+            share: self.share.clone(),
+            accepted: 0,
+            deferred: false,
         })
     }
 
     /// The socket path.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.share.path
+    }
+
+    /// Whether other handles on this listening socket exist
+    /// ([`ServiceListener::try_clone`]): its clients are then shared between
+    /// contexts.
+    pub fn is_shared(&self) -> bool {
+        self.share.handles.load(Ordering::Relaxed) > 1
+    }
+
+    /// Whether this handle should take the next client. Every handle's loop
+    /// is woken by a new client, and the first awake would take them all: a
+    /// handle that accepted more than its share lets one wait, once, for the
+    /// others (its loop tries again shortly, and takes it if nobody did).
+    pub(crate) fn take_turn(&mut self) -> bool {
+        let handles = self.share.handles.load(Ordering::Relaxed) as u64;
+        if handles <= 1 || std::mem::take(&mut self.deferred) {
+            return true;
+        }
+        let total = self.share.accepted.load(Ordering::Relaxed);
+        if self.accepted * handles <= total {
+            return true;
+        }
+        self.deferred = true;
+        false
+    }
+
+    /// Counts a client accepted by this handle.
+    pub(crate) fn accepted_one(&mut self) {
+        self.accepted += 1;
+        self.share.accepted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The underlying listener.
     pub fn listener(&self) -> &UnixListener {
         &self.listener
-    }
-}
-
-impl Drop for ServiceListener {
-    fn drop(&mut self) {
-        // Still ours: the lock kept any other instance from replacing it.
-        let _ = fs::remove_file(&self.path);
     }
 }
 

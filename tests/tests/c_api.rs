@@ -247,3 +247,80 @@ fn a_queue_limit_opts_in_to_backpressure() {
         run.report()
     );
 }
+
+/// Clients held open at once on `name` in `w`'s run directory, each echoed
+/// a message of its own; returns when all are closed.
+fn concurrent_echo_clients(w: &World, name: &str, count: usize) {
+    use std::io::{Read, Write};
+    let path = w.rundir.join(name);
+    let mut clients: Vec<std::os::unix::net::UnixStream> = (0..count)
+        .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.set_read_timeout(Some(libipc_tests::IO_TIMEOUT)).unwrap();
+        c.write_all(&libipc_tests::frame(format!("client {i}").as_bytes()))
+            .unwrap();
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let want = libipc_tests::frame(format!("client {i}").as_bytes());
+        let mut got = vec![0; want.len()];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(got, want, "client {i}");
+    }
+}
+
+/// How many clients each worker of a pongd reports in `out` ("worker N:
+/// client ... connected", the C pongd's lines; `worker{n=N}` in the Rust
+/// pongd's log).
+fn clients_per_worker(out: &str, workers: usize) -> Vec<usize> {
+    (0..workers)
+        .map(|n| {
+            let (c, rust) = (format!("worker {n}: client"), format!("worker{{n={n}}}"));
+            out.lines()
+                .filter(|l| l.contains("connected") && !l.contains("disconnected"))
+                .filter(|l| l.contains(&c) || l.contains(&rust))
+                .count()
+        })
+        .collect()
+}
+
+/// A service on two event loops (`ipc_service_share` in C,
+/// `Context::share_service` in Rust): 16 clients at once are all echoed, and
+/// both loops serve some of them.
+#[test]
+fn a_service_on_two_workers_serves_clients_on_both() {
+    let w = World::new();
+    let pongd = w.compile("pongd");
+    let mut cmd = w.command(&pongd);
+    // 16 clients and the readiness probe; 2 workers.
+    cmd.args(["cpong", "17", "2"]);
+    let service = w.start_service(cmd, "cpong", "pongd-2");
+    concurrent_echo_clients(&w, "cpong", 16);
+    let run = service.wait(CHILD_TIMEOUT);
+    run.assert_success("C pongd with 2 workers");
+    assert!(
+        run.stdout.contains("pongd: 17 clients served, bye"),
+        "{}",
+        run.report()
+    );
+    let per_worker = clients_per_worker(&run.stdout, 2);
+    assert_eq!(per_worker.iter().sum::<usize>(), 17, "{}", run.report());
+    assert!(
+        per_worker.iter().all(|&n| n >= 3),
+        "clients per worker {per_worker:?}\n{}",
+        run.report()
+    );
+
+    let mut cmd = w.example("pongd");
+    cmd.args(["rpong", "2"]);
+    let mut rust = w.start_service(cmd, "rpong", "rust-pongd-2");
+    concurrent_echo_clients(&w, "rpong", 16);
+    let log = rust.output(None).stderr;
+    let per_worker = clients_per_worker(&log, 2);
+    assert_eq!(per_worker.iter().sum::<usize>(), 17, "{log}");
+    assert!(
+        per_worker.iter().all(|&n| n >= 3),
+        "clients per worker {per_worker:?}\n{log}"
+    );
+    assert!(rust.running(), "{log}");
+}

@@ -317,11 +317,7 @@ impl DaemonExt for Context {
         // Still readable as far as anyone knows: reported again at the retry.
         c.readable = true;
         self.recheck.retain(|&r| r != id);
-        let at = Instant::now() + delay;
-        let retry = self.accept_retry.get_or_insert_with(|| (at, Vec::new()));
-        if !retry.1.contains(&id) {
-            retry.1.push(id);
-        }
+        self.retry_accept_at(id, Instant::now() + delay);
         Ok(())
     }
 

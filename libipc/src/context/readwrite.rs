@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
@@ -118,31 +118,47 @@ impl Context {
     }
 
     pub(super) fn accept(&mut self, id: ConnId) {
-        // Bounded so one busy listener cannot starve the others.
-        for _ in 0..128 {
+        /// How long a loop that took more than its share of a shared
+        /// listener's clients leaves a new one to the others.
+        const DEFER: Duration = Duration::from_millis(2);
+        // Bounded so one busy listener cannot starve the others. A listener
+        // shared with other contexts wakes them all: one client a round, and
+        // only this loop's share, so that clients spread over the loops
+        // rather than going to whichever woke first.
+        let per_round = match self.conns.get(id).map(|c| &c.io) {
+            Some(Io::Listener(l)) if l.is_shared() => 1,
+            _ => 128,
+        };
+        for _ in 0..per_round {
             let Some(Conn {
                 io: Io::Listener(l),
                 ..
-            }) = self.conns.get(id)
+            }) = self.conns.get_mut(id)
             else {
                 return;
             };
+            if !l.take_turn() {
+                return self.retry_accept_at(id, self.now + DEFER);
+            }
             match l.listener().accept() {
-                Ok((stream, _)) => match self.add_stream(stream.into()) {
-                    Ok(new) => {
-                        if let Some(c) = self.conns.get_mut(new) {
-                            c.client = true;
+                Ok((stream, _)) => {
+                    l.accepted_one();
+                    match self.add_stream(stream.into()) {
+                        Ok(new) => {
+                            if let Some(c) = self.conns.get_mut(new) {
+                                c.client = true;
+                            }
+                            self.pending.push_back(Event::Connection {
+                                id: new,
+                                listener: id,
+                            })
                         }
-                        self.pending.push_back(Event::Connection {
-                            id: new,
-                            listener: id,
-                        })
+                        Err(error) => self.pending.push_back(Event::Error {
+                            id: Some(id),
+                            error,
+                        }),
                     }
-                    Err(error) => self.pending.push_back(Event::Error {
-                        id: Some(id),
-                        error,
-                    }),
-                },
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if let Some(c) = self.conns.get_mut(id) {
                         c.readable = false;
@@ -155,11 +171,7 @@ impl Context {
                     // Reported as the daemons report it (AcceptBackoff): an
                     // application that logs each ERROR event logs one line a
                     // second, not one per retry.
-                    let at = self.now + AcceptBackoff::RETRY;
-                    let retry = self.accept_retry.get_or_insert_with(|| (at, Vec::new()));
-                    if !retry.1.contains(&id) {
-                        retry.1.push(id);
-                    }
+                    self.retry_accept_at(id, self.now + AcceptBackoff::RETRY);
                     if let Some(failures) = self.accept_backoff.failed(self.now) {
                         tracing::warn!(listener = %id, error = %e, failures, "accept failed; retrying in 100 ms");
                         self.pending.push_back(Event::Error {
@@ -172,6 +184,16 @@ impl Context {
             }
         }
         self.mark_ready(id);
+    }
+
+    /// Tries listener (or external) `id` again at `at`, or at the retry
+    /// already due sooner.
+    pub(super) fn retry_accept_at(&mut self, id: ConnId, at: Instant) {
+        let retry = self.accept_retry.get_or_insert_with(|| (at, Vec::new()));
+        retry.0 = retry.0.min(at);
+        if !retry.1.contains(&id) {
+            retry.1.push(id);
+        }
     }
 
     pub(super) fn retry_accepts(&mut self) {

@@ -34,8 +34,15 @@ SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
 WWWDIR ?= $(DATADIR)/libipc/www
-# The units read /etc/libipc/libipc.env, whatever PREFIX is.
-SYSCONFDIR ?= /etc
+# /usr and /usr/local are the system's: settings in /etc, and the loader
+# finds libipc.so there (through ldconfig's cache for /usr/local/lib). Any
+# other PREFIX (a trial install, PREFIX=$HOME/x) keeps everything under it:
+# settings in PREFIX/etc, no ldconfig, and libipc.pc links programs with an
+# rpath to LIBDIR, so that they find libipc.so there.
+system_prefix := $(filter /usr /usr/local,$(PREFIX))
+SYSCONFDIR ?= $(if $(system_prefix),/etc,$(PREFIX)/etc)
+comma := ,
+pc_rpath = $(if $(system_prefix),, -Wl$(comma)-rpath$(comma)$${libdir})
 
 INSTALL ?= install
 # `make install-strip`: `install -s` (the release profile keeps line tables).
@@ -71,7 +78,8 @@ WWW := $(wildcard websocketd/www/*)
 # Units naming the daemons by /usr/bin/NAME, /usr/local/bin/NAME or @bindir@/NAME
 # get the BINDIR they are installed to.
 UNIT_SED := sed -E -e 's,@bindir@,$(BINDIR),g' \
-	-e 's,/usr/(local/)?bin/(tcpd|tlsd|websocketd)([^A-Za-z0-9_-]|$$),$(BINDIR)/\2\3,g'
+	-e 's,/usr/(local/)?bin/(tcpd|tlsd|websocketd)([^A-Za-z0-9_-]|$$),$(BINDIR)/\2\3,g' \
+	-e 's,/etc/libipc/,$(SYSCONFDIR)/libipc/,g'
 
 .PHONY: all build install install-strip uninstall
 all: build
@@ -100,7 +108,7 @@ install: build
 		'Name: libipc' \
 		'Description: LibIPC: apps talking to apps over unix sockets' \
 		'Version: $(VERSION)' \
-		'Libs: -L$${libdir} -lipc' \
+		'Libs: -L$${libdir}$(pc_rpath) -lipc' \
 		'Libs.private: $(STATIC_LIBS)' \
 		'Cflags: -I$${includedir}' \
 		> $(DESTDIR)$(PKGCONFIGDIR)/libipc.pc
@@ -136,9 +144,16 @@ ifneq ($(WWW),)
 	$(INSTALL) -d $(DESTDIR)$(WWWDIR)
 	$(INSTALL) -m 644 $(WWW) $(DESTDIR)$(WWWDIR)/
 endif
+ifneq ($(system_prefix),)
 	@# The loader finds a library in /usr/local/lib through its cache only.
 	@if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null; then \
 		echo ldconfig; ldconfig; fi
+else
+	@echo "Installed under $(PREFIX), which the system does not search. To use it:"
+	@echo "  export PATH=$(BINDIR):\$$PATH PKG_CONFIG_PATH=$(PKGCONFIGDIR)"
+	@echo "Programs built with 'pkg-config --libs libipc' find libipc.so (an rpath);"
+	@echo "others need LD_LIBRARY_PATH=$(LIBDIR)."
+endif
 
 install-strip:
 	$(MAKE) install INSTALL_PROGRAM='$(INSTALL) -s -m 755'

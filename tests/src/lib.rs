@@ -19,6 +19,7 @@
 //! - [`limits`]: the time limits every test shares, and raising the limit on
 //!   open descriptors;
 //! - [`python`]: the Python programs of `tests/py/`, run with the venv's Python;
+//! - [`readme`]: the code blocks of README.md that the tests build and run;
 //! - [`wire`]: LibIPC frames and test payloads.
 //!
 //! Readiness is always observed (a socket that accepts, a log line), never assumed
@@ -29,6 +30,7 @@ pub mod clients;
 pub mod limits;
 pub mod process;
 pub mod python;
+pub mod readme;
 pub mod wire;
 
 pub use limits::{BUILD_TIMEOUT, CHILD_TIMEOUT, IO_TIMEOUT, READY_TIMEOUT, raise_nofile_limit};
@@ -197,6 +199,11 @@ pub fn build_binaries(profile_dir: &Path) -> PathBuf {
     own.join(rel)
 }
 
+/// `tests/c/<prog>.c`.
+fn c_program(prog: &str) -> PathBuf {
+    workspace().join("tests/c").join(format!("{prog}.c"))
+}
+
 /// A test's private world: a run directory (`RUNDIR`) and a place for binaries
 /// and logs, removed when dropped.
 #[derive(Debug)]
@@ -234,26 +241,30 @@ impl World {
 
     /// Compiles `tests/c/<prog>.c` against `libipc.so`.
     pub fn compile(&self, prog: &str) -> PathBuf {
+        self.compile_source(&c_program(prog), prog)
+    }
+
+    /// Compiles the C program `src` against `libipc.so`, into `<world>/<exe>`.
+    pub fn compile_source(&self, src: &Path, exe: &str) -> PathBuf {
         let link = [
             "-L".into(),
             artifacts().libdir.clone().into(),
             "-lipc".into(),
         ];
-        self.cc(prog, prog, link)
+        self.cc(src, exe, link)
     }
 
     /// Compiles `tests/c/<prog>.c` against `libipc.a`.
     pub fn compile_static(&self, prog: &str) -> PathBuf {
         let archive = artifacts().libdir.join("libipc.a").into();
         let link = std::iter::once(archive).chain(STATIC_LIBS.iter().map(OsString::from));
-        self.cc(prog, &format!("{prog}-static"), link)
+        self.cc(&c_program(prog), &format!("{prog}-static"), link)
     }
 
-    fn cc(&self, prog: &str, exe: &str, link: impl IntoIterator<Item = OsString>) -> PathBuf {
-        let root = workspace();
+    fn cc(&self, src: &Path, exe: &str, link: impl IntoIterator<Item = OsString>) -> PathBuf {
         let out = self.path().join(exe);
         let mut cmd = Command::new("cc");
-        cmd.current_dir(&root)
+        cmd.current_dir(workspace())
             .args([
                 "-std=c99",
                 "-Wall",
@@ -262,12 +273,12 @@ impl World {
                 "-I",
                 "libipc-c/include",
             ])
-            .arg(root.join("tests/c").join(format!("{prog}.c")))
+            .arg(src)
             .args(link)
             .arg("-o")
             .arg(&out);
         run_cmd(cmd, self.path(), &format!("cc-{exe}"), CHILD_TIMEOUT)
-            .assert_success(&format!("compiling tests/c/{prog}.c"));
+            .assert_success(&format!("compiling {}", src.display()));
         out
     }
 

@@ -12,7 +12,7 @@
 //! into the `DESTDIR`) and the installed header and libraries.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -22,17 +22,27 @@ use libipc_tests::{
 
 const DAEMONS: [&str; 3] = ["tcpd", "tlsd", "websocketd"];
 
-/// `make install` (or another target) with `PREFIX=/usr DESTDIR=<world>/dest`,
-/// installing the already built artifacts; returns `<world>/dest`.
-fn make(w: &World, target: &str) -> PathBuf {
-    let dest = w.path().join("dest");
+/// `make TARGET BUILD=no VARS...`, installing the already built artifacts:
+/// `make` is `Command::new("make")`, or a command that runs make.
+fn make_command(mut make: Command, target: &str, vars: &[String]) -> Command {
     let a = artifacts();
-    let mut cmd = Command::new("make");
-    cmd.current_dir(workspace())
-        .args(["--no-print-directory", target, "BUILD=no", "PREFIX=/usr"])
-        .arg(format!("DESTDIR={}", dest.display()))
+    make.current_dir(workspace())
+        .args(["--no-print-directory", target, "BUILD=no"])
+        .args(vars)
         .arg(format!("BUILT_BINS={}", a.bins.display()))
         .arg(format!("BUILT_LIBS={}", a.libdir.display()));
+    make
+}
+
+/// `make install` (or another target) with `PREFIX=/usr DESTDIR=<world>/dest`,
+/// as a packager does; returns `<world>/dest`.
+fn make(w: &World, target: &str) -> PathBuf {
+    let dest = w.path().join("dest");
+    let vars = [
+        "PREFIX=/usr".to_owned(),
+        format!("DESTDIR={}", dest.display()),
+    ];
+    let cmd = make_command(Command::new("make"), target, &vars);
     run_cmd(cmd, w.path(), &format!("make-{target}"), CHILD_TIMEOUT)
         .assert_success(&format!("make {target}"));
     dest
@@ -57,15 +67,22 @@ fn files(dir: &Path) -> Vec<String> {
     out
 }
 
-/// What `pkg-config ARGS libipc` says of the installed libipc.pc, split into
-/// words (its paths are inside `dest`, through `PKG_CONFIG_SYSROOT_DIR`).
+/// What `pkg-config ARGS libipc` says of the libipc.pc installed in
+/// `dest/usr` (its paths inside `dest`, through `PKG_CONFIG_SYSROOT_DIR`),
+/// split into words.
 fn pkg_config(w: &World, dest: &Path, args: &[&str]) -> Vec<String> {
     let mut cmd = Command::new("pkg-config");
+    cmd.env("PKG_CONFIG_SYSROOT_DIR", dest);
+    pkg_config_in(w, cmd, &dest.join("usr/lib/pkgconfig"), args)
+}
+
+/// What `pkg-config ARGS libipc`, run by `cmd`, says of the libipc.pc in
+/// `pcdir`, split into words.
+fn pkg_config_in(w: &World, mut cmd: Command, pcdir: &Path, args: &[&str]) -> Vec<String> {
     cmd.args(args)
         .arg("libipc")
         // LIBDIR, not PATH: only the installed .pc, none of the machine's.
-        .env("PKG_CONFIG_LIBDIR", dest.join("usr/lib/pkgconfig"))
-        .env("PKG_CONFIG_SYSROOT_DIR", dest);
+        .env("PKG_CONFIG_LIBDIR", pcdir);
     let run = run_cmd(
         cmd,
         w.path(),
@@ -355,4 +372,70 @@ fn c_programs_build_with_pkg_config_against_the_installed_library() {
     run.assert_success("Rust pong against the static C pongd");
     assert_eq!(run.stdout, "static\n\nagain\n", "{}", run.report());
     assert_pongd_done(service, 1);
+}
+
+#[test]
+fn trial_install_under_a_home_prefix_stays_there_and_its_programs_run() {
+    let w = World::new();
+    let prefix = w.path().join("x");
+    fs::create_dir(&prefix).unwrap();
+    // As root, make runs as nobody, owner of PREFIX only: a write anywhere
+    // else in the system (/etc/libipc, ldconfig's cache) fails the install.
+    let root = fs::metadata("/proc/self").map(|m| m.uid()).ok() == Some(0);
+    let make = if root {
+        fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&prefix, Some(65534), None).unwrap();
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "make",
+        ]);
+        cmd
+    } else {
+        Command::new("make")
+    };
+    let vars = [format!("PREFIX={}", prefix.display())];
+    let cmd = make_command(make, "install", &vars);
+    let run = run_cmd(cmd, w.path(), "make-install", CHILD_TIMEOUT);
+    run.assert_success("make install PREFIX=<temp dir>");
+    let libdir = prefix.join("lib");
+    assert!(!run.stdout.contains("ldconfig"), "{}", run.report());
+    // How to use what is not in the system's paths.
+    let hint = format!("LD_LIBRARY_PATH={}", libdir.display());
+    assert!(run.stdout.contains(&hint), "{}", run.report());
+
+    // The settings under PREFIX, and the units read them there.
+    let env = prefix.join("etc/libipc/libipc.env");
+    assert!(env.is_file(), "{} missing\n{}", env.display(), run.report());
+    let unit = fs::read_to_string(prefix.join("lib/systemd/system/tcpd.service")).unwrap();
+    let want = format!("EnvironmentFile=-{}", env.display());
+    assert!(unit.lines().any(|l| l == want), "tcpd.service:\n{unit}");
+
+    // A C program built with pkg-config's flags (found as the make output
+    // says) runs with no LD_LIBRARY_PATH: it finds the installed libipc.so.
+    let pcdir = prefix.join("lib/pkgconfig");
+    let flags = pkg_config_in(
+        &w,
+        Command::new("pkg-config"),
+        &pcdir,
+        &["--cflags", "--libs"],
+    );
+    let pong = cc(&w, "pong", "pong", &flags, &[]);
+    let pongd = w.rust_pongd("pong");
+    let mut cmd = w.command(&pong);
+    cmd.env_remove("LD_LIBRARY_PATH")
+        .args(["pong", "trial", "2"]);
+    let run = run_cmd(cmd, w.path(), "pong", CHILD_TIMEOUT);
+    run.assert_success("C pong built against the trial install");
+    assert_eq!(run.stdout, echoes("trial", 2), "{}", run.report());
+    // Cargo gives tests an LD_LIBRARY_PATH: not to the program.
+    let mut cmd = Command::new("ldd");
+    cmd.env_remove("LD_LIBRARY_PATH").arg(&pong);
+    let ldd = run_cmd(cmd, w.path(), "ldd", CHILD_TIMEOUT);
+    let lib = format!("libipc.so => {}", libdir.join("libipc.so").display());
+    assert!(ldd.stdout.contains(&lib), "{}", ldd.report());
+    drop(pongd);
 }

@@ -27,9 +27,10 @@ use websocketd::ws::WebSocket;
 /// (1000; 1011 if the service process died); when the client closes, the
 /// service connection is closed once everything the client sent is delivered.
 ///
-/// With --cert and --key it speaks wss (TLS, the same flags and SIGHUP reload
-/// as tlsd). With --static-dir it also serves files for plain GET requests, so a
-/// page and its WebSocket share one origin.
+/// With --cert and --key it speaks wss, with tlsd's server-side TLS flags
+/// (under "TLS (wss)" below) and SIGHUP reload; not tlsd's outbound ones
+/// (websocketd has no outbound service). With --static-dir it also serves
+/// files for plain GET requests, so a page and its WebSocket share one origin.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {

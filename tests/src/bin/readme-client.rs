@@ -1,0 +1,4 @@
+//! The Rust client of README.md ("A service and a client in Rust"), as
+//! written there (tests/build.rs copies it out).
+
+include!(concat!(env!("OUT_DIR"), "/rust-client.rs"));

@@ -23,6 +23,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 pub enum Kind {
     /// libipc's `Context` event loop.
     Libipc,
+    /// The same service on two event loops (`Context::share_service`), one
+    /// thread each.
+    #[value(name = "libipc-2w")]
+    Libipc2,
     /// Reference: a blocking thread per connection, plain reads and writes.
     Reference,
     /// libipc's loop, echoing every message whatever the client's pace: a reply
@@ -36,6 +40,7 @@ impl Kind {
     pub fn label(self) -> &'static str {
         match self {
             Kind::Libipc => "libipc",
+            Kind::Libipc2 => "libipc-2loops",
             Kind::Reference => "reference",
             Kind::Queued => "libipc-queued",
         }
@@ -48,7 +53,8 @@ const READY: &str = "ready";
 /// Child side: runs the echo service until killed.
 pub fn serve(kind: Kind, rundir: &Path, name: &str) -> Result<()> {
     match kind {
-        Kind::Libipc => serve_libipc(rundir, name),
+        Kind::Libipc => serve_libipc(rundir, name, 1),
+        Kind::Libipc2 => serve_libipc(rundir, name, 2),
         Kind::Reference => serve_reference(&rundir.join(name)),
         Kind::Queued => serve_queued(rundir, name),
     }
@@ -61,12 +67,25 @@ fn announce_ready() -> Result<()> {
     Ok(())
 }
 
-/// The service under test, written the way the libipc documentation shows.
-fn serve_libipc(rundir: &Path, name: &str) -> Result<()> {
+/// The service under test, written the way the libipc documentation shows,
+/// on `loops` event loops (one thread each) sharing its clients.
+fn serve_libipc(rundir: &Path, name: &str, loops: usize) -> Result<()> {
     let mut ctx = Context::new()?;
     ctx.set_rundir(rundir);
-    ctx.service_init(name)?;
+    let service = ctx.service_init(name)?;
+    for _ in 1..loops {
+        let shared = ctx.share_service(service)?;
+        std::thread::spawn(move || -> Result<()> {
+            let mut ctx = Context::new()?;
+            ctx.add_service(shared)?;
+            echo(&mut ctx)
+        });
+    }
     announce_ready()?;
+    echo(&mut ctx)
+}
+
+fn echo(ctx: &mut Context) -> Result<()> {
     loop {
         match ctx.wait_event()? {
             // schedule_vec: the payload is ours already, so no copy for big ones.

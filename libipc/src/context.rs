@@ -29,6 +29,7 @@ use crate::slab::Slab;
 mod config;
 mod conn;
 mod daemon;
+mod handoff;
 mod pending;
 mod readwrite;
 mod relay;
@@ -122,6 +123,8 @@ pub struct Context {
     /// Listeners that hit the descriptor limit (and externals the application
     /// said it could not serve), retried after a pause.
     accept_retry: Option<(Instant, Vec<ConnId>)>,
+    /// Each service's handoff endpoint (see `crate::handoff`).
+    handoff_listeners: HashMap<ConnId, ConnId>,
     /// Failed accepts on service listeners, reported once a second.
     accept_backoff: service::AcceptBackoff,
     scratch: Vec<u8>,
@@ -163,6 +166,7 @@ impl Context {
             timers: BinaryHeap::new(),
             accept_retry: None,
             accept_backoff: service::AcceptBackoff::default(),
+            handoff_listeners: HashMap::new(),
             scratch: Vec::new(),
             hook_buf: Vec::new(),
             now: Instant::now(),
@@ -300,7 +304,7 @@ impl Context {
     pub fn service_init(&mut self, name: &str) -> Result<ConnId> {
         let listener = ServiceListener::bind(&self.rundir, name.as_bytes())?;
         tracing::debug!(path = %listener.path().display(), "service listening");
-        self.insert(Io::Listener(listener), Role::Listener, Interest::READABLE)
+        self.add_service(listener)
     }
 
     /// Serves `listener` too: a clone ([`ServiceListener::try_clone`]) of a
@@ -308,7 +312,11 @@ impl Context {
     /// thread, share its clients. Each client lives on the loop that accepted
     /// it. See [`Context::share_service`].
     pub fn add_service(&mut self, listener: ServiceListener) -> Result<ConnId> {
-        self.insert(Io::Listener(listener), Role::Listener, Interest::READABLE)
+        let id = self.insert(Io::Listener(listener), Role::Listener, Interest::READABLE)?;
+        if let Err(e) = self.add_handoff_listener(id) {
+            tracing::debug!(error = %e, "no handoff endpoint");
+        }
+        Ok(id)
     }
 
     /// A handle on service `id`'s listening socket for another context
@@ -561,16 +569,25 @@ impl Context {
     }
 
     fn remove(&mut self, id: ConnId) {
-        if let Some(conn) = self.conns.remove(id) {
-            if conn.lingering {
-                self.lingering -= 1;
-            }
-            let raw = conn.io.fd().as_raw_fd();
-            if !conn.dead {
-                let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
-            }
-            self.by_fd.remove(&raw);
+        drop(self.take(id));
+    }
+
+    /// Removes connection `id` from the loop and gives it back (closed when
+    /// dropped). A service's handoff endpoint goes with it.
+    fn take(&mut self, id: ConnId) -> Option<Conn> {
+        let conn = self.conns.remove(id)?;
+        if conn.lingering {
+            self.lingering -= 1;
         }
+        let raw = conn.io.fd().as_raw_fd();
+        if !conn.dead {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+        }
+        self.by_fd.remove(&raw);
+        if let Some(h) = self.handoff_listeners.remove(&id) {
+            self.remove(h);
+        }
+        Some(conn)
     }
 
     fn mark_ready(&mut self, id: ConnId) {

@@ -37,6 +37,7 @@ mod context;
 pub mod error;
 mod event;
 pub mod frame;
+pub mod handoff;
 pub mod network;
 mod pool;
 pub mod proxy;

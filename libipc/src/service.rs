@@ -172,6 +172,9 @@ pub fn ensure_outbound_dir(rundir: &Path) -> Result<PathBuf> {
 #[derive(Debug)]
 pub struct ServiceListener {
     listener: UnixListener,
+    /// Where protocol daemons hand this service their clients' sockets
+    /// (`$RUNDIR/.handoff/NAME`, see [`crate::handoff`]), if it could be made.
+    handoff: Option<UnixListener>,
     share: Arc<Share>,
     /// Clients this handle accepted (see [`ServiceListener::take_turn`]).
     accepted: u64,
@@ -185,6 +188,7 @@ pub struct ServiceListener {
 #[derive(Debug)]
 struct Share {
     path: PathBuf,
+    handoff_path: Option<PathBuf>,
     // Held for the lifetime of the service; closing it releases the flock.
     _lock: File,
     handles: AtomicUsize,
@@ -195,6 +199,9 @@ impl Drop for Share {
     fn drop(&mut self) {
         // Still ours: the lock kept any other instance from replacing it.
         let _ = fs::remove_file(&self.path);
+        if let Some(p) = &self.handoff_path {
+            let _ = fs::remove_file(p);
+        }
     }
 }
 
@@ -210,7 +217,19 @@ impl ServiceListener {
     pub fn bind(rundir: &Path, name: &[u8]) -> Result<Self> {
         let name = validate_name(name)?;
         ensure_rundir(rundir)?;
-        Self::bind_in(rundir, name)
+        let mut service = Self::bind_in(rundir, name)?;
+        // Handed-off clients are a bonus: a service that cannot listen for
+        // them is still a service (daemons relay its clients).
+        match bind_handoff(rundir, name) {
+            Ok((listener, path)) => {
+                service.handoff = Some(listener);
+                if let Some(share) = Arc::get_mut(&mut service.share) {
+                    share.handoff_path = Some(path);
+                }
+            }
+            Err(e) => tracing::debug!(service = name, error = %e, "no handoff endpoint"),
+        }
+        Ok(service)
     }
 
     /// Creates a protocol daemon's outbound service `name`, in
@@ -274,8 +293,10 @@ impl ServiceListener {
         }
         Ok(ServiceListener {
             listener,
+            handoff: None,
             share: Arc::new(Share {
                 path,
+                handoff_path: None,
                 _lock: lock,
                 handles: AtomicUsize::new(1),
                 accepted: AtomicU64::new(0),
@@ -291,9 +312,15 @@ impl ServiceListener {
     /// file and the lock go when the last handle does.
     pub fn try_clone(&self) -> Result<Self> {
         let listener = self.listener.try_clone()?;
+        let handoff = self
+            .handoff
+            .as_ref()
+            .map(UnixListener::try_clone)
+            .transpose()?;
         self.share.handles.fetch_add(1, Ordering::Relaxed);
         Ok(ServiceListener {
             listener,
+            handoff,
             share: self.share.clone(),
             accepted: 0,
             deferred: false,
@@ -335,10 +362,46 @@ impl ServiceListener {
         self.share.accepted.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Another handle on the listener where daemons hand this service their
+    /// clients (see [`crate::handoff`]), if it has one.
+    pub fn handoff_listener(&self) -> Option<io::Result<UnixListener>> {
+        self.handoff.as_ref().map(UnixListener::try_clone)
+    }
+
     /// The underlying listener.
     pub fn listener(&self) -> &UnixListener {
         &self.listener
     }
+}
+
+/// `$RUNDIR/.handoff`: where services take handed-off clients.
+pub fn handoff_dir(rundir: &Path) -> PathBuf {
+    rundir.join(crate::handoff::HANDOFF_DIR)
+}
+
+/// Listens on `$RUNDIR/.handoff/NAME` (non-blocking) for service `name`,
+/// whose lock the caller holds: a socket already there is a dead instance's.
+fn bind_handoff(rundir: &Path, name: &str) -> Result<(UnixListener, PathBuf)> {
+    let dir = handoff_dir(rundir);
+    let setgid = fs::metadata(rundir)
+        .map(|m| m.permissions().mode() & SETGID)
+        .unwrap_or(0);
+    ensure_dir(&dir, DIR_MODE | setgid)?;
+    let path = dir.join(name);
+    let bind_err = |source| Error::Bind {
+        path: path.clone(),
+        source,
+    };
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_err(e)),
+    }
+    let listener = UnixListener::bind(&path).map_err(bind_err)?;
+    fs::set_permissions(&path, Permissions::from_mode(SOCKET_MODE))
+        .and_then(|()| listener.set_nonblocking(true))
+        .map_err(bind_err)?;
+    Ok((listener, path))
 }
 
 /// Writes this process's pid in the lock it has just taken, so that a second

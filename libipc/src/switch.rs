@@ -269,6 +269,14 @@ pub trait Transport: Send + fmt::Debug {
     fn describe(&self, info: &mut PeerInfo) {
         let _ = info;
     }
+
+    /// Whether, once its handshake is done, the client's stream is plain
+    /// LibIPC frames the service could read itself: the daemon may then hand
+    /// it the socket and step out (see [`crate::handoff`]). False for
+    /// anything that keeps transforming bytes (TLS, WebSocket).
+    fn can_hand_off(&self) -> bool {
+        false
+    }
 }
 
 /// What a daemon knows about a network client once its handshakes are done:
@@ -430,6 +438,9 @@ impl Transport for Box<dyn Transport> {
     fn describe(&self, info: &mut PeerInfo) {
         (**self).describe(info)
     }
+    fn can_hand_off(&self) -> bool {
+        (**self).can_hand_off()
+    }
 }
 
 /// Plain LibIPC frames on the network side (tcpd): bytes pass through unchanged,
@@ -452,6 +463,10 @@ impl Frames {
 }
 
 impl Transport for Frames {
+    fn can_hand_off(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "frames"
     }

@@ -18,6 +18,8 @@ use crate::switch::{SwitchHooks, Transport};
 #[derive(Debug)]
 pub(super) enum Io {
     Listener(ServiceListener),
+    /// A service's handoff endpoint (see [`crate::handoff`]).
+    Handoff(std::os::unix::net::UnixListener),
     Stream(OwnedFd),
 }
 
@@ -25,6 +27,7 @@ impl Io {
     pub(super) fn fd(&self) -> BorrowedFd<'_> {
         match self {
             Io::Listener(l) => l.listener().as_fd(),
+            Io::Handoff(l) => l.as_fd(),
             Io::Stream(fd) => fd.as_fd(),
         }
     }
@@ -38,6 +41,19 @@ pub(super) enum Role {
     Switched(Box<Switched>),
     /// A network connection whose service is not attached yet.
     Pending(Box<Pending>),
+    /// Service `service`'s handoff endpoint.
+    HandoffListener {
+        service: ConnId,
+    },
+    /// A daemon handing service `service` a client (its frame so far).
+    Handoff(Box<HandoffRx>),
+}
+
+#[derive(Debug)]
+pub(super) struct HandoffRx {
+    pub(super) service: ConnId,
+    pub(super) got: Vec<u8>,
+    pub(super) fds: Vec<OwnedFd>,
 }
 
 #[derive(Debug)]

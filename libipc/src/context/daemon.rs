@@ -102,6 +102,21 @@ pub trait DaemonExt: sealed::Sealed {
         first: Option<&[u8]>,
     ) -> Result<ConnId>;
 
+    /// Hands network connection `id` (waiting for its service) to service
+    /// `name` itself, when the service takes handed-off clients and the
+    /// client's stream is plain frames ([`Transport::can_hand_off`]): its
+    /// socket goes to the service with the transport's answer (`ok`), `first`
+    /// (`--peer-info`) and what the client already sent (see
+    /// [`crate::handoff`]); `id` is gone then, with no event. `Ok(Err(_))`:
+    /// nothing changed, attach it as usual. An error: the handoff failed
+    /// after the client was given up (the service went away meanwhile).
+    fn hand_off(
+        &mut self,
+        id: ConnId,
+        name: &str,
+        first: Option<&[u8]>,
+    ) -> Result<std::result::Result<(), crate::handoff::Declined>>;
+
     /// Switches network connection `id` (waiting for a service) with `local`, an
     /// existing plain connection (a client of the daemon's own service, for
     /// instance). As with [`DaemonExt::attach_service`], the client is answered first.
@@ -221,6 +236,15 @@ impl DaemonExt for Context {
         first: Option<&[u8]>,
     ) -> Result<ConnId> {
         self.attach_named(id, name, true, first)
+    }
+
+    fn hand_off(
+        &mut self,
+        id: ConnId,
+        name: &str,
+        first: Option<&[u8]>,
+    ) -> Result<std::result::Result<(), crate::handoff::Declined>> {
+        self.hand_off_to(id, name, first)
     }
 
     fn attach(&mut self, id: ConnId, local: ConnId) -> Result<()> {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::event::{ConnId, Event};
 
 use super::Context;
-use super::conn::Conn;
+use super::conn::{Conn, Role};
 
 impl Context {
     pub(super) fn arm(&mut self, id: ConnId) {
@@ -31,8 +31,11 @@ impl Context {
                 Some(due) if due <= now && c.lingering => {
                     self.end_linger(id);
                 }
-                // Let go, and its peer did not read the last words in time.
-                Some(due) if due <= now && c.closing => self.remove(id),
+                // Let go, and its peer did not read the last words in time;
+                // or a daemon's handoff that never finished.
+                Some(due) if due <= now && (c.closing || matches!(c.role, Role::Handoff(_))) => {
+                    self.remove(id)
+                }
                 Some(due) if due <= now && c.answering() => {
                     self.abandon_answer(id);
                 }

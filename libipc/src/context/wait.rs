@@ -138,6 +138,8 @@ impl Context {
             }
             match c.role {
                 Role::Listener => self.accept(id),
+                Role::HandoffListener { .. } => self.accept_handoff(id),
+                Role::Handoff(_) => self.read_handoff(id),
                 Role::Ipc => self.read_ipc(id),
                 Role::External => {
                     c.readable = false;

@@ -50,6 +50,10 @@ impl<T: Transport> Proxied<T> {
 }
 
 impl<T: Transport> Transport for Proxied<T> {
+    fn can_hand_off(&self) -> bool {
+        self.inner.can_hand_off()
+    }
+
     fn name(&self) -> &'static str {
         self.inner.name()
     }

@@ -138,6 +138,10 @@ impl<T: Transport> Routed<T> {
 }
 
 impl<T: Transport> Transport for Routed<T> {
+    fn can_hand_off(&self) -> bool {
+        self.inner.can_hand_off()
+    }
+
     fn name(&self) -> &'static str {
         self.inner.name()
     }

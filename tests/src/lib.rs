@@ -462,6 +462,22 @@ impl Daemon {
     }
 }
 
+/// Replaces `dst` with a copy of `src`, atomically (a reader sees one or the
+/// other): what an operator does to a certificate before a SIGHUP.
+pub fn replace_file(src: &Path, dst: &Path) {
+    let tmp = dst.with_extension("tmp");
+    std::fs::copy(src, &tmp).unwrap_or_else(|e| panic!("copying {}: {e}", src.display()));
+    std::fs::rename(&tmp, dst).unwrap_or_else(|e| panic!("renaming to {}: {e}", dst.display()));
+}
+
+/// Sends `d` (tlsd, or websocketd with `--cert`) SIGHUP and waits for its
+/// outcome, the `n`th since it started ("SIGHUP: certificates and keys
+/// reloaded" or "SIGHUP: reload failed, ..."); returns that log line.
+pub fn sighup(d: &mut Daemon, n: usize) -> String {
+    d.proc.signal(nix::sys::signal::Signal::SIGHUP);
+    d.proc.wait_for_stderr_lines("SIGHUP: ", n, READY_TIMEOUT)
+}
+
 /// The resident memory of process `pid`, in KiB (`VmRSS` in /proc).
 pub fn rss_kib(pid: Pid) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");

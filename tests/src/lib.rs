@@ -18,6 +18,7 @@
 //! - [`clients`]: network clients of the daemons (TCP, TLS);
 //! - [`limits`]: the time limits every test shares, and raising the limit on
 //!   open descriptors;
+//! - [`metrics`]: a daemon's Prometheus metrics, scraped;
 //! - [`python`]: the Python programs of `tests/py/`, run with the venv's Python;
 //! - [`wire`]: LibIPC frames and test payloads.
 //!
@@ -27,6 +28,7 @@
 pub mod certs;
 pub mod clients;
 pub mod limits;
+pub mod metrics;
 pub mod process;
 pub mod python;
 pub mod wire;
@@ -397,12 +399,15 @@ pub fn assert_pongd_done(pongd: Proc, clients: usize) {
 }
 
 /// Waits for `proc` to log `needle` and parses the address that follows it (up
-/// to whitespace or a `/`).
+/// to whitespace, a `/` or a `"`).
 fn logged_address(proc: &mut Proc, needle: &str) -> std::net::SocketAddr {
     let line = proc.wait_for_stderr_line(needle, READY_TIMEOUT);
     line.split(needle)
         .nth(1)
-        .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '/').next())
+        .and_then(|rest| {
+            rest.split(|c: char| c.is_whitespace() || c == '/' || c == '"')
+                .next()
+        })
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| proc.fail(&format!("cannot parse the address in {line:?}")))
 }
@@ -422,8 +427,22 @@ impl Daemon {
     /// Starts daemon `name` (`tcpd`, `tlsd`, `websocketd`) in `world` (its RUNDIR) with `args`,
     /// its output in `<label>.stdout` / `.stderr`, and waits until it listens.
     pub fn start(world: &World, name: &'static str, label: &str, args: &[&str]) -> Daemon {
-        let mut proc = spawn(Self::command(world, name, args), world.path(), label);
-        let addr = logged_address(&mut proc, "listening address=");
+        let cmd = Self::command(world, name, args);
+        Self::start_command(world, name, label, cmd, "listening address=")
+    }
+
+    /// [`Daemon::start`] with `cmd`, a [`Daemon::command`] given more (an
+    /// environment variable, say); the address it listens on is read after
+    /// `needle` in its log (`--log-format json` writes it otherwise).
+    pub fn start_command(
+        world: &World,
+        name: &'static str,
+        label: &str,
+        cmd: Command,
+        needle: &str,
+    ) -> Daemon {
+        let mut proc = spawn(cmd, world.path(), label);
+        let addr = logged_address(&mut proc, needle);
         Daemon { proc, addr, name }
     }
 

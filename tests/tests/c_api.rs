@@ -247,3 +247,14 @@ fn a_queue_limit_opts_in_to_backpressure() {
         run.report()
     );
 }
+
+#[test]
+fn context_deinit_nulls_the_pointer_and_removes_the_service() {
+    let w = World::new();
+    let deinit = w.compile("deinit");
+    let mut cmd = w.command(&deinit);
+    cmd.arg("gone");
+    let run = run_cmd(cmd, w.path(), "deinit", CHILD_TIMEOUT);
+    run.assert_success("deinit");
+    run.assert_lines(&["deinit: ok"]);
+}

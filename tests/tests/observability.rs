@@ -45,7 +45,7 @@ fn log_of_a_client(w: &World, label: &str, rust_log: Option<&str>) -> String {
     if let Some(filter) = rust_log {
         cmd.env("RUST_LOG", filter);
     }
-    let mut tcpd = Daemon::start_command(w, "tcpd", label, cmd, "listening address=");
+    let tcpd = Daemon::start_command(w, "tcpd", label, cmd, "listening address=");
     routed_echo(tcp(tcpd.addr), "pong", label);
     tcpd.proc.signal(Signal::SIGTERM);
     let run = tcpd.proc.wait(CHILD_TIMEOUT);

@@ -18,6 +18,7 @@
 //! - [`clients`]: network clients of the daemons (TCP, TLS);
 //! - [`limits`]: the time limits every test shares, and raising the limit on
 //!   open descriptors;
+//! - [`metrics`]: a daemon's Prometheus metrics, scraped;
 //! - [`python`]: the Python programs of `tests/py/`, run with the venv's Python;
 //! - [`readme`]: the code blocks of README.md that the tests build and run;
 //! - [`wire`]: LibIPC frames and test payloads.
@@ -28,6 +29,7 @@
 pub mod certs;
 pub mod clients;
 pub mod limits;
+pub mod metrics;
 pub mod process;
 pub mod python;
 pub mod readme;
@@ -408,12 +410,15 @@ pub fn assert_pongd_done(pongd: Proc, clients: usize) {
 }
 
 /// Waits for `proc` to log `needle` and parses the address that follows it (up
-/// to whitespace or a `/`).
+/// to whitespace, a `/` or a `"`).
 fn logged_address(proc: &mut Proc, needle: &str) -> std::net::SocketAddr {
     let line = proc.wait_for_stderr_line(needle, READY_TIMEOUT);
     line.split(needle)
         .nth(1)
-        .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '/').next())
+        .and_then(|rest| {
+            rest.split(|c: char| c.is_whitespace() || c == '/' || c == '"')
+                .next()
+        })
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| proc.fail(&format!("cannot parse the address in {line:?}")))
 }
@@ -433,8 +438,22 @@ impl Daemon {
     /// Starts daemon `name` (`tcpd`, `tlsd`, `websocketd`) in `world` (its RUNDIR) with `args`,
     /// its output in `<label>.stdout` / `.stderr`, and waits until it listens.
     pub fn start(world: &World, name: &'static str, label: &str, args: &[&str]) -> Daemon {
-        let mut proc = spawn(Self::command(world, name, args), world.path(), label);
-        let addr = logged_address(&mut proc, "listening address=");
+        let cmd = Self::command(world, name, args);
+        Self::start_command(world, name, label, cmd, "listening address=")
+    }
+
+    /// [`Daemon::start`] with `cmd`, a [`Daemon::command`] given more (an
+    /// environment variable, say); the address it listens on is read after
+    /// `needle` in its log (`--log-format json` writes it otherwise).
+    pub fn start_command(
+        world: &World,
+        name: &'static str,
+        label: &str,
+        cmd: Command,
+        needle: &str,
+    ) -> Daemon {
+        let mut proc = spawn(cmd, world.path(), label);
+        let addr = logged_address(&mut proc, needle);
         Daemon { proc, addr, name }
     }
 
@@ -471,6 +490,22 @@ impl Daemon {
     pub fn log(&self) -> String {
         self.proc.output(None).stderr
     }
+}
+
+/// Replaces `dst` with a copy of `src`, atomically (a reader sees one or the
+/// other): what an operator does to a certificate before a SIGHUP.
+pub fn replace_file(src: &Path, dst: &Path) {
+    let tmp = dst.with_extension("tmp");
+    std::fs::copy(src, &tmp).unwrap_or_else(|e| panic!("copying {}: {e}", src.display()));
+    std::fs::rename(&tmp, dst).unwrap_or_else(|e| panic!("renaming to {}: {e}", dst.display()));
+}
+
+/// Sends `d` (tlsd, or websocketd with `--cert`) SIGHUP and waits for its
+/// outcome, the `n`th since it started ("SIGHUP: certificates and keys
+/// reloaded" or "SIGHUP: reload failed, ..."); returns that log line.
+pub fn sighup(d: &mut Daemon, n: usize) -> String {
+    d.proc.signal(nix::sys::signal::Signal::SIGHUP);
+    d.proc.wait_for_stderr_lines("SIGHUP: ", n, READY_TIMEOUT)
 }
 
 /// The resident memory of process `pid`, in KiB (`VmRSS` in /proc).

@@ -324,3 +324,14 @@ fn a_service_on_two_workers_serves_clients_on_both() {
     );
     assert!(rust.running(), "{log}");
 }
+
+#[test]
+fn context_deinit_nulls_the_pointer_and_removes_the_service() {
+    let w = World::new();
+    let deinit = w.compile("deinit");
+    let mut cmd = w.command(&deinit);
+    cmd.arg("gone");
+    let run = run_cmd(cmd, w.path(), "deinit", CHILD_TIMEOUT);
+    run.assert_success("deinit");
+    run.assert_lines(&["deinit: ok"]);
+}

@@ -15,8 +15,10 @@
 
 use std::path::Path;
 
-use libipc_tests::certs::{self, Pki, ServerPair};
-use libipc_tests::{CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, World, python, run_cmd};
+use libipc_tests::certs::{self, Ca, Pki, ServerPair};
+use libipc_tests::{
+    CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, World, python, replace_file, run_cmd, sighup,
+};
 
 /// A client certificate of the test and whether the allow lists let it in.
 struct Client {
@@ -45,7 +47,13 @@ impl Bench {
 
     /// tlsd with the CA's server pair, the CA as its `--client-ca`, and `args`.
     fn tlsd(&self, label: &str, args: &[&str]) -> Daemon {
-        let common = mtls_args(&self.pki);
+        self.tlsd_trusting(label, &self.pki.ca.cert, args)
+    }
+
+    /// tlsd with the CA's server pair, `client_ca` as its `--client-ca`, and
+    /// `args`.
+    fn tlsd_trusting(&self, label: &str, client_ca: &Path, args: &[&str]) -> Daemon {
+        let common = mtls_args(&self.pki.server, client_ca);
         let common: Vec<&str> = common.iter().map(String::as_str).collect();
         let args = [&common[..], &["--no-outbound"], args].concat();
         Daemon::start(&self.w, "tlsd", label, &args)
@@ -76,8 +84,21 @@ impl Bench {
     /// its connection: with the refused clients first, a service connection
     /// made for one of them would be logged by then too.
     fn assert_admissions(&self, label: &str, tlsd: &mut Daemon, mode: &str, clients: &[Client]) {
+        self.assert_refused_as(label, tlsd, mode, clients, "peer identity refused");
+    }
+
+    /// [`Bench::assert_admissions`], where tlsd logs each refusal with a line
+    /// containing `refusal`.
+    fn assert_refused_as(
+        &self,
+        label: &str,
+        tlsd: &mut Daemon,
+        mode: &str,
+        clients: &[Client],
+        refusal: &str,
+    ) {
         let before = self.service_connections();
-        let refused_before = tlsd.log().matches("peer identity refused").count();
+        let refused_before = tlsd.log().matches(refusal).count();
         // For each client: `NAME: ok` if its echo came back, `NAME: refused
         // (...)` if the connection ended or failed before.
         let mut cmd = python("mtls_clients.py");
@@ -107,11 +128,8 @@ impl Bench {
         }
         let refused = clients.iter().filter(|c| !c.admitted).count();
         if refused > 0 {
-            tlsd.proc.wait_for_stderr_lines(
-                "peer identity refused",
-                refused_before + refused,
-                READY_TIMEOUT,
-            );
+            tlsd.proc
+                .wait_for_stderr_lines(refusal, refused_before + refused, READY_TIMEOUT);
         }
         let admitted = clients.len() - refused;
         assert_eq!(
@@ -124,10 +142,9 @@ impl Bench {
     }
 }
 
-/// `--cert`, `--key` (the server pair of `pki`) and `--client-ca` (its CA).
-fn mtls_args(pki: &Pki) -> Vec<String> {
+/// `--cert`, `--key` (`server`) and `--client-ca` (`ca`).
+fn mtls_args(server: &ServerPair, ca: &Path) -> Vec<String> {
     let path = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
-    let (server, ca) = (&pki.server, &pki.ca.cert);
     [
         "--cert",
         &path(&server.cert),
@@ -220,7 +237,7 @@ fn allow_san_with_a_type_matches_that_type_only() {
 fn bad_allow_san_entries_stop_tlsd_at_startup_with_the_reason() {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
-    let common = mtls_args(&pki);
+    let common = mtls_args(&pki.server, &pki.ca.cert);
     let bad = [
         (
             "spiffe://example.org/alice",
@@ -246,4 +263,87 @@ fn bad_allow_san_entries_stop_tlsd_at_startup_with_the_reason() {
             run.report()
         );
     }
+}
+
+#[test]
+fn sighup_reloads_the_client_ca() {
+    let b = Bench::new();
+    let ca2 = Ca::new(b.w.path(), "ca2", "libipc test CA 2");
+    let live = b.w.path().join("live-client-ca.pem");
+    replace_file(&b.pki.ca.cert, &live);
+    let mut tlsd = b.tlsd_trusting("tlsd", &live, &[]);
+    let of_ca1 = b.pki.ca.client(b.w.path(), "of-ca1", "alice", &[]);
+    let of_ca2 = ca2.client(b.w.path(), "of-ca2", "bob", &[]);
+    let clients = |ca1_admitted: bool| {
+        [
+            Client {
+                name: "of-ca1",
+                pair: of_ca1.clone(),
+                admitted: ca1_admitted,
+            },
+            Client {
+                name: "of-ca2",
+                pair: of_ca2.clone(),
+                admitted: !ca1_admitted,
+            },
+        ]
+    };
+    // A certificate that chains to no client CA fails the TLS handshake.
+    let unknown = "invalid peer certificate: UnknownIssuer";
+    b.assert_refused_as("before", &mut tlsd, "routed", &clients(true), unknown);
+
+    replace_file(&ca2.cert, &live);
+    let line = sighup(&mut tlsd, 1);
+    assert!(line.contains("reloaded"), "{line}\n{}", tlsd.log());
+    b.assert_refused_as("after", &mut tlsd, "routed", &clients(false), unknown);
+}
+
+#[test]
+fn outbound_tlsd_presents_its_client_certificate_to_a_tlsd_that_requires_one() {
+    let b = Bench::new();
+    let tlsd_b = b.tlsd("tlsd-b", &["--allow-cn", "tlsd-a"]);
+    let identity = b.pki.ca.client(b.w.path(), "tlsd-a", "tlsd-a", &[]);
+    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
+    let outbound = [
+        "--ca".to_owned(),
+        path(&b.pki.ca.cert),
+        "--client-cert".to_owned(),
+        path(&identity.cert),
+        "--client-key".to_owned(),
+        path(&identity.key),
+    ];
+    let network = format!("pong tls://localhost:{}/pong", tlsd_b.addr.port());
+    // A local client of tlsd A's `tls` service, reaching pong behind B.
+    let pong = |label: &str, args: &[String]| {
+        let a = World::new();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut tlsd_a = Daemon::start(&a, "tlsd", &format!("tlsd-a-{label}"), &args);
+        tlsd_a.proc.wait_for_socket(&a.outbound_socket("tls"));
+        let mut cmd = a.example("pong");
+        cmd.env("IPC_NETWORK", &network).args(["-s", "pong", label]);
+        let run = run_cmd(cmd, a.path(), &format!("pong-{label}"), CHILD_TIMEOUT);
+        tlsd_a.assert_running("after its client");
+        run
+    };
+    let server = mtls_args(&b.pki.server, &b.pki.ca.cert)[..4].to_vec();
+
+    let before = b.service_connections();
+    let run = pong("with-cert", &[&server[..], &outbound[..]].concat());
+    run.assert_success("pong through tlsd A, with its client certificate, to B");
+    assert_eq!(run.stdout, "with-cert\n", "{}", run.report());
+    assert_eq!(b.service_connections(), before + 1);
+
+    let run = pong("without-cert", &[&server[..], &outbound[..2]].concat());
+    assert!(
+        run.status.is_some_and(|s| !s.success())
+            && !run.stdout.contains("without-cert")
+            && run.stderr.contains("CertificateRequired"),
+        "B requires a client certificate: pong through a tlsd A without one should fail\n{}",
+        run.report()
+    );
+    assert_eq!(
+        b.service_connections(),
+        before + 1,
+        "a client of tlsd A without a certificate reached B's service"
+    );
 }

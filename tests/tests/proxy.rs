@@ -18,6 +18,7 @@ use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 
 use libipc_tests::certs;
+use libipc_tests::clients::{routed_echo, tcp, tls, tls_config, until_closed};
 use libipc_tests::{
     CHILD_TIMEOUT, Daemon, READY_TIMEOUT, World, pongd_clients_in_all, run_cmd, spawn,
     spawn_with_stdin,
@@ -389,4 +390,79 @@ fn later_ports(out: &str) -> Vec<u16> {
         .filter_map(|l| l.strip_prefix("later "))
         .filter_map(|l| l.split(' ').next()?.parse().ok())
         .collect()
+}
+
+/// A PROXY v1 header claiming another client's address.
+const FORGED: &[u8] = b"PROXY TCP4 203.0.113.7 10.0.0.1 40001 443\r\n";
+
+#[test]
+fn websocketd_answers_400_to_a_proxy_header_from_an_untrusted_client() {
+    let w = World::new();
+    let pongd = w.rust_pongd("echo");
+    // Loopback is not in 10.0.0.0/8.
+    let args = ["--proxy-protocol", "--proxy-from", "10.0.0.0/8"];
+    let mut ws = Daemon::start(&w, "websocketd", "websocketd", &args);
+    let mut s = tcp(ws.addr);
+    let upgrade = "GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+                   Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                   Sec-WebSocket-Version: 13\r\n\r\n";
+    s.write_all(&[FORGED, upgrade.as_bytes()].concat()).unwrap();
+    let answer = String::from_utf8_lossy(&until_closed(s)).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    // The same request without the header is served.
+    let (mut c, _) = tungstenite::client::client(format!("ws://{}/echo", ws.addr), tcp(ws.addr))
+        .unwrap_or_else(|e| panic!("a direct client: {e}"));
+    c.send(tungstenite::Message::text("direct")).unwrap();
+    assert_eq!(c.read().unwrap(), tungstenite::Message::text("direct"));
+    drop(c);
+    ws.assert_running("after the forged header");
+    assert!(!ws.log().contains("203.0.113.7"), "{}", ws.log());
+    assert_eq!(pongd_clients_in_all(&w, pongd, "echo"), 1);
+}
+
+#[test]
+fn tlsd_refuses_a_proxy_header_from_an_untrusted_client() {
+    let w = World::new();
+    let pki = certs::generate(w.path(), false);
+    let pongd = w.rust_pongd("echo");
+    let (cert, key) = (pki.server.cert.to_str(), pki.server.key.to_str());
+    let args = [
+        "--cert",
+        cert.unwrap(),
+        "--key",
+        key.unwrap(),
+        "--no-outbound",
+        "--proxy-protocol",
+        "--proxy-from",
+        "10.0.0.0/8",
+    ];
+    let mut tlsd = Daemon::start(&w, "tlsd", "tlsd", &args);
+    let config = tls_config(&pki.ca.cert);
+    // Before TLS, the header is not TLS: no handshake.
+    let mut s = tcp(tlsd.addr);
+    s.write_all(FORGED).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+    let mut forged = rustls::StreamOwned::new(conn, s);
+    let mut failed = None;
+    while forged.conn.is_handshaking() {
+        if let Err(e) = forged.conn.complete_io(&mut forged.sock) {
+            failed = Some(e);
+            break;
+        }
+    }
+    assert!(failed.is_some(), "a TLS handshake after a forged header");
+    // Inside TLS, in place of the name: a bad handshake, answered.
+    let mut inside = tls(tlsd.addr, &config);
+    inside.write_all(&[FORGED, b"echo\n"].concat()).unwrap();
+    let answer = String::from_utf8_lossy(&until_closed(inside)).into_owned();
+    assert_eq!(
+        answer,
+        "no: bad handshake: a PROXY protocol header from a client not trusted to send one \
+         (see --proxy-protocol and --proxy-from)\n"
+    );
+    routed_echo(tls(tlsd.addr, &config), "echo", "direct");
+    tlsd.assert_running("after the forged headers");
+    assert!(!tlsd.log().contains("203.0.113.7"), "{}", tlsd.log());
+    assert_eq!(pongd_clients_in_all(&w, pongd, "echo"), 1);
 }

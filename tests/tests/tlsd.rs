@@ -29,9 +29,9 @@ use libipc_tests::certs::{self, Ca, ServerPair};
 use libipc_tests::clients::{tcp, until_closed};
 use libipc_tests::{
     CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, Run, World, echoes, frame, pattern, pongd_clients,
-    pongd_clients_in_all, python, raise_nofile_limit, run_cmd, spawn_with_stdin,
+    pongd_clients_in_all, python, raise_nofile_limit, replace_file, run_cmd, sighup,
+    spawn_with_stdin,
 };
-use nix::sys::signal::Signal;
 
 /// A running tlsd and the address it listens on.
 type Tlsd = Daemon;
@@ -680,13 +680,6 @@ fn last_count(out: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
-/// Replaces `dst` with a copy of `src`, atomically (a reader sees one or the other).
-fn replace_file(src: &Path, dst: &Path) {
-    let tmp = dst.with_extension("tmp");
-    std::fs::copy(src, &tmp).unwrap();
-    std::fs::rename(&tmp, dst).unwrap();
-}
-
 /// `dir/live.pem` and `dir/live.key`, copies of `pair`: what tlsd is given, to
 /// be replaced before a SIGHUP.
 fn live_pair(dir: &Path, pair: &ServerPair) -> ServerPair {
@@ -697,15 +690,6 @@ fn live_pair(dir: &Path, pair: &ServerPair) -> ServerPair {
     replace_file(&pair.cert, &live.cert);
     replace_file(&pair.key, &live.key);
     live
-}
-
-/// Sends SIGHUP and waits for its outcome, the `n`th since tlsd started
-/// ("SIGHUP: certificates and keys reloaded" or "SIGHUP: reload failed, ...");
-/// returns that log line.
-fn sighup(tlsd: &mut Tlsd, n: usize) -> String {
-    tlsd.proc.signal(Signal::SIGHUP);
-    tlsd.proc
-        .wait_for_stderr_lines("SIGHUP: ", n, READY_TIMEOUT)
 }
 
 /// What the SIGHUP tests start from: pongd, and tlsd serving `live`, a copy of

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use libipc_tests::certs;
 use libipc_tests::clients::{tcp, until_closed};
 use libipc_tests::{
-    CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, Run, World, pongd_clients_in_all, run_cmd, spawn,
-    venv_bin,
+    CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, Run, World, frame, pattern, pongd_clients_in_all,
+    run_cmd, spawn, venv_bin,
 };
 use nix::sys::signal::Signal;
 
@@ -681,4 +681,51 @@ fn hostile_inputs_get_their_answers_and_memory_stays_flat() {
         Some(1000),
         "a clean close after all that"
     );
+}
+
+#[test]
+fn a_client_that_sends_and_closes_at_once_has_everything_delivered() {
+    let w = World::new();
+    // A service nobody here wrote that keeps what it is sent: socat, each
+    // connection appended to a file.
+    let got = w.path().join("got");
+    let mut sink = Command::new("socat");
+    sink.arg(format!(
+        "UNIX-LISTEN:{},fork,backlog=128",
+        w.rundir.join("sink").display()
+    ))
+    .arg(format!("SYSTEM:cat >> {}", got.display()));
+    let _sink = w.start_service(sink, "sink", "socat-sink");
+    let ws = websocketd(&w, "websocketd", &[]);
+
+    // The upgrade, 20 messages of up to 95 KB and the close, in one write,
+    // then the end of the client's side: all before the 101 comes.
+    let messages: Vec<Vec<u8>> = (0..20).map(|i| pattern(i, i * 5000)).collect();
+    let mut sent = Vec::new();
+    for m in &messages {
+        sent.extend(client_frame(0x2, m.len() as u64, m));
+    }
+    sent.extend(client_frame(0x8, 2, &1000u16.to_be_bytes()));
+    let mut s = tcp(ws.addr);
+    s.write_all(&upgrade_then(ws.addr, "/sink", &sent)).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let answer = until_closed(&mut s);
+    assert!(answer.starts_with(b"HTTP/1.1 101 "), "{answer:?}");
+
+    let want: Vec<u8> = messages.iter().flat_map(|m| frame(m)).collect();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let have = std::fs::read(&got).unwrap_or_default();
+        if have.len() >= want.len() || Instant::now() > deadline {
+            assert!(
+                have == want,
+                "the service got {} bytes, want {} (the 20 messages, framed)\n{}",
+                have.len(),
+                want.len(),
+                ws.log()
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -241,6 +241,13 @@ impl<T: Transport> Transport for Tls<T> {
                 inner.on_network_data(&plain, r)
             }
         });
+        if result.is_err() {
+            // The inner transport ended the conversation (a bad handshake, after
+            // its answer): close_notify tells the client that answer is whole,
+            // not cut short by an attacker.
+            self.conn.send_close_notify();
+            self.flush_tls(relay);
+        }
         if self.peer_closed {
             // close_notify: the client's end of the conversation, even if it
             // keeps the TCP connection open for our answer.

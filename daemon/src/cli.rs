@@ -257,6 +257,9 @@ pub struct Plan<'a> {
     pub keepalive: Option<Duration>,
     /// Called on SIGHUP (reload).
     pub on_hup: Box<dyn Fn() + Send>,
+    /// Hand clients' sockets to the services that take them (tcpd's
+    /// `--handoff`; only plain-frames transports can).
+    pub handoff: bool,
 }
 
 /// A daemon's outbound service: local clients' `SCHEME://HOST:PORT/SERVICE`
@@ -399,6 +402,7 @@ pub fn serve(plan: Plan<'_>, listeners: Listeners) -> Result<()> {
         proxy_from: c.proxy_from.clone(),
         peer_info: c.peer_info,
         busy_wait: crate::engine::BUSY_WAIT,
+        handoff: plan.handoff,
     };
     let outbound = outbound.map(|o| o.factory);
     let daemon = Daemon::new(config, listeners, workers, plan.inbound, outbound)?;

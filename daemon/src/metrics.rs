@@ -123,10 +123,14 @@ pub fn render(snap: &Snapshot, daemon: &str) -> String {
     let total = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
     let messages = Family::<Labels, Counter>::default();
+    let handed = Family::<Labels, Counter>::default();
     for (service, s) in &snap.services {
         let svc = || vec![("service", service.clone())];
         open.get_or_create(&svc()).set(s.open as i64);
         total.get_or_create(&svc()).inc_by(s.connections);
+        if s.handed_off > 0 {
+            handed.get_or_create(&svc()).inc_by(s.handed_off);
+        }
         for (dir, b, m) in [
             ("in", s.traffic.bytes_in, s.traffic.messages_in),
             ("out", s.traffic.bytes_out, s.traffic.messages_out),
@@ -146,6 +150,11 @@ pub fn render(snap: &Snapshot, daemon: &str) -> String {
         "service_connections",
         "Connections relayed to a service since start",
         total,
+    );
+    registry.register(
+        "service_handoffs",
+        "Clients handed to a service itself (--handoff): not relayed, not counted above",
+        handed,
     );
     registry.register(
         "service_bytes",
@@ -188,6 +197,7 @@ mod tests {
                     messages_in: 5,
                     messages_out: 4,
                 },
+                handed_off: 3,
             },
         );
         let text = render(&snap, "tcpd");
@@ -197,6 +207,7 @@ mod tests {
             "ipc_handshake_failures_total{daemon=\"tcpd\",reason=\"unknown service\"} 2",
             "ipc_service_connections_open{daemon=\"tcpd\",service=\"pong\"} 1",
             "ipc_service_connections_total{daemon=\"tcpd\",service=\"pong\"} 7",
+            "ipc_service_handoffs_total{daemon=\"tcpd\",service=\"pong\"} 3",
             "ipc_service_bytes_total{daemon=\"tcpd\",service=\"pong\",direction=\"in\"} 100",
             "ipc_service_messages_total{daemon=\"tcpd\",service=\"pong\",direction=\"out\"} 4",
         ] {

@@ -62,11 +62,13 @@ fn counters_match_what_clients_did() {
         open: 0,
         connections: 3,
         traffic: traffic(6, 6 * 9),
+        handed_off: 0,
     };
     let other = ServiceStats {
         open: 0,
         connections: 1,
         traffic: traffic(1, 9),
+        handed_off: 0,
     };
     assert_eq!(s.services.len(), 2, "{s:?}");
     assert_eq!((s.services["echo"], s.services["other"]), (echo, other));

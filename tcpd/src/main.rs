@@ -41,6 +41,16 @@ struct Args {
     #[command(flatten)]
     outbound: OutboundName,
 
+    /// Hand each client's socket to its service once its handshake is done,
+    /// when the service takes handed-off clients (any service built on this
+    /// libipc, Rust or C; others are relayed as usual): tcpd then steps out,
+    /// and the client talks to the service directly. Handed-off clients are
+    /// the service's: tcpd's drain, --idle-timeout and per-message metrics no
+    /// longer apply to them, --max-connections counts only clients in their
+    /// handshake, and restarting tcpd does not cut them.
+    #[arg(long, env = "TCPD_HANDOFF")]
+    handoff: bool,
+
     #[command(flatten)]
     common: Common,
 }
@@ -66,6 +76,7 @@ fn main() -> ExitCode {
             fixed_in_transport: false,
             keepalive: None,
             on_hup: Box::new(|| tracing::info!("SIGHUP: tcpd has nothing to reload")),
+            handoff: args.handoff,
         })
     })
 }

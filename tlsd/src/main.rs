@@ -106,6 +106,7 @@ fn run(args: &Args) -> Result<()> {
         transport_handshake_timeout: Some(args.tls.tls_handshake_timeout),
         fixed_in_transport: false,
         keepalive: None,
+        handoff: false,
         on_hup: Box::new(move || server.reload()),
     })
 }

@@ -93,6 +93,7 @@ fn run(args: &Args) -> Result<()> {
             transport_handshake_timeout: Some(transport_timeout),
             fixed_in_transport: true,
             keepalive: args.ws.keepalive(),
+            handoff: false,
             on_hup: Box::new(move || match &tls {
                 Some(server) => server.reload(),
                 None => tracing::info!("SIGHUP: nothing to reload (no TLS)"),

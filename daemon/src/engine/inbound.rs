@@ -10,7 +10,7 @@ use libipc::switch::{DaemonExt, PeerInfo, Proxied, Refusal};
 use libipc::{ConnId, Error};
 use std::sync::atomic::Ordering;
 
-use super::{NetConn, TARGET, Worker};
+use super::{Failure, NetConn, TARGET, Worker};
 
 /// Clients past --max-connections a worker reads until it can refuse them in
 /// their own form (see `Worker::accept`).
@@ -149,6 +149,27 @@ impl Worker {
             self.ctx.describe(id, &mut info);
             info.to_json()
         });
+        if refusal.is_none() && self.config.handoff && !self.config.expose_outbound.contains(&shown)
+        {
+            let first = peer_info.as_deref().map(str::as_bytes);
+            match self.ctx.hand_off(id, &shown, first) {
+                Ok(Ok(())) => {
+                    // Its line says so: "connection closed reason=handed off".
+                    self.stats.handed_off(&shown);
+                    self.forget(id, Some("handed off"));
+                    return;
+                }
+                // Not a service that takes them (or not a plain client):
+                // relayed as usual.
+                Ok(Err(_)) => {}
+                Err(e) => {
+                    tracing::warn!(target: TARGET, conn = %id, error = %e, "handoff failed");
+                    self.stats.failed(Failure::Handoff);
+                    self.forget(id, Some("handoff failed"));
+                    return;
+                }
+            }
+        }
         let result = match refusal {
             Some(r) => Err(Some(r)),
             None => {

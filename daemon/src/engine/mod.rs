@@ -104,6 +104,10 @@ pub struct DaemonConfig {
     /// How long a service whose listen backlog is full is tried again
     /// before the client is told `service busy` ([`BUSY_WAIT`] in the daemons).
     pub busy_wait: Duration,
+    /// Hand a client's socket to its service when the service takes it and
+    /// the transport is plain frames (tcpd's `--handoff`): the daemon then
+    /// steps out of that connection (see `libipc::handoff`).
+    pub handoff: bool,
 }
 
 /// How long the daemons try a busy service again (a burst its accept loop

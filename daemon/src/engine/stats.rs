@@ -43,6 +43,9 @@ pub struct ServiceStats {
     pub connections: u64,
     /// What crossed them (open connections: as of the last second).
     pub traffic: Traffic,
+    /// Clients handed to it (`--handoff`): the service's since, not counted
+    /// in `open`, `connections` nor `traffic`.
+    pub handed_off: u64,
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +97,11 @@ impl Stats {
         });
     }
 
+    /// A client was handed to `service` itself.
+    pub(crate) fn handed_off(&self, service: &str) {
+        self.with(|t| t.services.entry(service.to_owned()).or_default().handed_off += 1);
+    }
+
     /// Traffic on connections to `service` since it was last added.
     pub(crate) fn add_traffic(&self, service: &str, delta: Traffic, closed: bool) {
         self.with(|t| {
@@ -122,6 +130,9 @@ pub enum Failure {
     BadHandshake,
     /// It left before naming a service.
     ClosedEarly,
+    /// Its socket was lost on the way to its service (the service went away
+    /// between the daemon's connect and send).
+    Handoff,
 }
 
 impl Failure {
@@ -132,6 +143,7 @@ impl Failure {
             Failure::ProxyHeader => "bad PROXY header",
             Failure::BadHandshake => "bad handshake",
             Failure::ClosedEarly => "closed during the handshake",
+            Failure::Handoff => "handoff failed",
         }
     }
 }

@@ -63,6 +63,7 @@ pub fn config(rundir: PathBuf) -> DaemonConfig {
         proxy_from: Vec::new(),
         peer_info: false,
         busy_wait: daemon::engine::BUSY_WAIT,
+        handoff: false,
     }
 }
 

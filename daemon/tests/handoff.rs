@@ -1,0 +1,69 @@
+//! `--handoff` in process: a client's socket goes to a service that takes
+//! handed-off clients, and the daemon steps out; other services are relayed.
+
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+mod support;
+use support::*;
+
+#[test]
+fn a_handed_off_client_keeps_talking_after_the_daemon_is_gone() {
+    let mut setup = Setup::routed();
+    setup.config.handoff = true;
+    let _echo = Service::start(setup.rundir(), "echo");
+    let d = setup.start(listener().0);
+    // The name and a first message in one write: both reach the service.
+    let mut c = d.connect();
+    c.write_all(&[&frame(b"echo")[..], &frame(b"early")].concat())
+        .unwrap();
+    assert_eq!(framed_answer(&mut c), "ok");
+    assert_eq!(read_frame(&mut c).unwrap(), b"early");
+    let s = d.stats_when(|s| s.open == 0);
+    let echo = s.services["echo"];
+    assert_eq!(
+        (echo.handed_off, echo.connections, echo.open),
+        (1, 0, 0),
+        "{s:?}"
+    );
+    // The daemon holds nothing of it: it drains at once, and the client
+    // goes on talking to its service.
+    d.trigger();
+    let took = d.returned_within(PROMPT);
+    assert!(took < Duration::from_secs(1), "drained in {took:?}");
+    drop(d);
+    assert_echoes(&mut c, b"after the daemon");
+}
+
+#[test]
+fn a_service_that_takes_no_handoff_is_relayed() {
+    let mut setup = Setup::routed();
+    setup.config.handoff = true;
+    std::fs::create_dir_all(setup.rundir()).unwrap();
+    let plain = UnixListener::bind(setup.rundir().join("plain")).unwrap();
+    let d = setup.start(listener().0);
+    let (mut c, answer) = d.ask(b"plain");
+    assert_eq!(answer, "ok");
+    let (mut svc, _) = plain.accept().unwrap();
+    svc.write_all(&frame(b"relayed")).unwrap();
+    assert_eq!(read_frame(&mut c).unwrap(), b"relayed");
+    let s = d.stats_when(|s| s.services.get("plain").is_some_and(|p| p.open == 1));
+    assert_eq!(s.services["plain"].handed_off, 0, "{s:?}");
+}
+
+#[test]
+fn without_handoff_a_client_of_a_libipc_service_is_relayed() {
+    let setup = Setup::routed();
+    let _echo = Service::start(setup.rundir(), "echo");
+    let d = setup.start(listener().0);
+    let mut c = d.echo_client("echo");
+    let s = d.stats();
+    let echo = s.services["echo"];
+    assert_eq!(
+        (echo.handed_off, echo.connections, echo.open),
+        (0, 1, 1),
+        "{s:?}"
+    );
+    assert_echoes(&mut c, b"still relayed");
+}

@@ -1,0 +1,112 @@
+//! tcpd `--handoff` with real processes: a client's socket goes to a service
+//! built on this libipc (the Rust pongd, the C pongd on 1 or 2 loops), which
+//! then talks to the client directly; tcpd can be killed meanwhile. A service
+//! that takes no handed-off clients (socat) is relayed as before.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use libipc_tests::clients::routed_echo;
+use libipc_tests::metrics::scrape_until;
+use libipc_tests::{Daemon, IO_TIMEOUT, World, frame};
+
+fn client(d: &Daemon) -> TcpStream {
+    let s = TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+/// tcpd with --handoff and metrics, and where its metrics are.
+fn tcpd_handing_off(w: &World) -> (Daemon, std::net::SocketAddr) {
+    let args = ["--handoff", "--metrics", "127.0.0.1:0"];
+    let mut tcpd = Daemon::start(w, "tcpd", "tcpd", &args);
+    let metrics = tcpd.logged_address("metrics at http://");
+    (tcpd, metrics)
+}
+
+fn echoes(s: &mut TcpStream, message: &[u8]) {
+    s.write_all(&frame(message)).unwrap();
+    let mut got = vec![0; message.len() + 4];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, frame(message));
+}
+
+/// Rust and C services get tcpd's clients handed off: they keep talking to
+/// them after tcpd is killed (SIGKILL: nothing of tcpd's is left to drain),
+/// and a new tcpd serves new clients beside them.
+#[test]
+fn handed_off_clients_outlive_a_killed_tcpd() {
+    let w = World::new();
+    let _rust = w.rust_pongd("rpong");
+    let cpongd = w.compile("pongd");
+    let mut cmd = w.command(&cpongd);
+    cmd.args(["cpong", "0", "2"]);
+    let _c = w.start_service(cmd, "cpong", "pongd-c");
+    let (tcpd, metrics) = tcpd_handing_off(&w);
+
+    let mut clients = Vec::new();
+    for service in ["rpong", "cpong", "cpong", "cpong"] {
+        let mut s = client(&tcpd);
+        routed_echo(&mut s, service, "before");
+        clients.push(s);
+    }
+    scrape_until(
+        metrics,
+        &[
+            "ipc_service_handoffs_total{daemon=\"tcpd\",service=\"rpong\"} 1",
+            "ipc_service_handoffs_total{daemon=\"tcpd\",service=\"cpong\"} 3",
+            "ipc_connections_open{daemon=\"tcpd\"} 0",
+        ],
+    );
+    drop(tcpd.proc.kill());
+    for s in &mut clients {
+        echoes(s, b"after tcpd was killed");
+    }
+    let again = Daemon::start(&w, "tcpd", "tcpd-again", &["--handoff"]);
+    let mut s = client(&again);
+    routed_echo(&mut s, "rpong", "a new client");
+    for s in &mut clients {
+        echoes(s, b"still");
+    }
+}
+
+/// socat takes no handed-off clients: relayed, as without --handoff, and
+/// counted as relayed.
+#[test]
+fn a_service_that_takes_no_handoff_is_relayed() {
+    let w = World::new();
+    let _socat = w.socat_service("cat", "cat");
+    let (tcpd, metrics) = tcpd_handing_off(&w);
+    let mut s = client(&tcpd);
+    routed_echo(&mut s, "cat", "relayed");
+    let body = scrape_until(
+        metrics,
+        &["ipc_service_connections_open{daemon=\"tcpd\",service=\"cat\"} 1"],
+    );
+    assert!(!body.contains("ipc_service_handoffs_total{"), "{body}");
+    echoes(&mut s, b"again");
+}
+
+/// With --peer-info the service gets what tcpd knows first, as when
+/// relayed; in fixed mode the client is handed off at once.
+#[test]
+fn peer_info_and_fixed_mode_travel_with_the_socket() {
+    let w = World::new();
+    let _rust = w.rust_pongd("rpong");
+    let tcpd = Daemon::start(
+        &w,
+        "tcpd",
+        "tcpd",
+        &["--handoff", "--peer-info", "--service", "rpong"],
+    );
+    let mut s = client(&tcpd);
+    // No handshake in fixed mode: the peer info's echo comes first.
+    let mut len = [0; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut info = vec![0; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut info).unwrap();
+    let info = String::from_utf8(info).unwrap();
+    let local = s.local_addr().unwrap().to_string();
+    assert!(info.contains(&format!("\"address\":\"{local}\"")), "{info}");
+    echoes(&mut s, b"fixed");
+}

@@ -49,6 +49,10 @@ pub enum RelayKind {
     /// tcpd --workers 2.
     #[value(name = "tcpd-w2")]
     TcpdW2,
+    /// tcpd --handoff: each client's socket goes to the service, which
+    /// takes handed-off clients (it is built on this libipc); tcpd steps out.
+    #[value(name = "tcpd-handoff")]
+    TcpdHandoff,
     /// nginx stream proxy, default buffers (proxy_buffer_size 16k).
     Nginx,
     /// nginx stream proxy, proxy_buffer_size 256k.
@@ -143,7 +147,7 @@ impl RelayKind {
     pub fn is_tcpd(self) -> bool {
         matches!(
             self,
-            RelayKind::Tcpd | RelayKind::TcpdW1 | RelayKind::TcpdW2
+            RelayKind::Tcpd | RelayKind::TcpdW1 | RelayKind::TcpdW2 | RelayKind::TcpdHandoff
         )
     }
 
@@ -296,7 +300,7 @@ impl Tools {
     pub fn missing(&self, kind: RelayKind) -> Option<&'static str> {
         match kind {
             RelayKind::Direct => None,
-            RelayKind::Tcpd | RelayKind::TcpdW1 | RelayKind::TcpdW2 => self.tcpd.is_none().then_some(
+            RelayKind::Tcpd | RelayKind::TcpdW1 | RelayKind::TcpdW2 | RelayKind::TcpdHandoff => self.tcpd.is_none().then_some(
                 "no tcpd binary: build it with `cargo build --release -p tcpd` (or pass --tcpd PATH)",
             ),
             RelayKind::Nginx | RelayKind::Nginx256k => self
@@ -621,6 +625,7 @@ fn command(
         RelayKind::Tcpd
         | RelayKind::TcpdW1
         | RelayKind::TcpdW2
+        | RelayKind::TcpdHandoff
         | RelayKind::TlsdW1
         | RelayKind::TlsdW2 => {
             let mut cmd = if kind.is_tls() {
@@ -646,6 +651,7 @@ fn command(
             match kind {
                 RelayKind::TcpdW1 | RelayKind::TlsdW1 => cmd.args(["--workers", "1"]),
                 RelayKind::TcpdW2 | RelayKind::TlsdW2 => cmd.args(["--workers", "2"]),
+                RelayKind::TcpdHandoff => cmd.arg("--handoff"),
                 _ => &mut cmd,
             };
             (cmd, None)

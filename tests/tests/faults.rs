@@ -274,17 +274,29 @@ fn killed_service_closes_its_websocketd_clients_with_1011_and_another_loses_noth
 /// Connections busy when the daemon gets SIGTERM.
 const DRAIN_CONNECTIONS: usize = 500;
 
+/// The drain timeout of the SIGTERM tests: far longer than their drain takes.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long after SIGTERM the daemon must have exited: its clients' last
+/// echoes and closes (a second or so), with room for a loaded machine, and
+/// far from the drain timeout (nor half of it, when websocketd says goodbye
+/// at the latest).
+const DRAIN_EXIT: Duration = Duration::from_secs(15);
+/// How long after its last client has gone the daemon must have exited.
+const EXIT_AFTER_LAST: Duration = Duration::from_secs(2);
+
 /// SIGTERM while [`DRAIN_CONNECTIONS`] connections through daemon `kind` are
 /// exchanging messages: tcpd and tlsd let each finish its conversation (20
 /// more echoes, all checked, then the client's close, answered cleanly);
 /// websocketd asks each client to leave (close 1001) once every message the
 /// client sent before has been echoed. Then the daemon exits 0, without
-/// waiting for its drain timeout.
+/// waiting for its drain timeout: within [`DRAIN_EXIT`] of SIGTERM, and
+/// [`EXIT_AFTER_LAST`] of its last client's close.
 fn sigterm_under_load(kind: Kind) {
     raise_nofile_limit(4096);
     let s = Setup::new();
     let _pongd = s.w.rust_pongd("pong");
-    let args = ["--workers", "2", "--drain-timeout", "60s"];
+    let drain = format!("{}s", DRAIN_TIMEOUT.as_secs());
+    let args = ["--workers", "2", "--drain-timeout", &drain];
     let mut d = s.daemon(kind, kind.bin(), &args);
     let (role, end) = match kind {
         Kind::Ws | Kind::Wss => ("drained", "close 1001"),
@@ -300,8 +312,22 @@ fn sigterm_under_load(kind: Kind) {
             .wait_for_stderr_line(&format!("draining worker={n} "), READY_TIMEOUT);
     }
     let clients = go_and_finish(load, &format!("load-{}", kind.bin()));
-    // Counted from the daemon's start: the load's time, then the drain.
-    let run = d.proc.wait(LOAD_LIMIT + CHILD_TIMEOUT);
+    let clients_gone = Instant::now();
+    let deadline = (signalled + DRAIN_EXIT).min(clients_gone + EXIT_AFTER_LAST);
+    while d.proc.running() {
+        if Instant::now() > deadline {
+            d.proc.fail(&format!(
+                "still running {:?} after SIGTERM, {:?} after its last client had gone \
+                 (drain timeout {DRAIN_TIMEOUT:?}; it must exit within {DRAIN_EXIT:?} of \
+                 SIGTERM and {EXIT_AFTER_LAST:?} of its last client)",
+                signalled.elapsed(),
+                clients_gone.elapsed()
+            ));
+        }
+        sleep(Duration::from_millis(10));
+    }
+    let (exited, after_last) = (signalled.elapsed(), clients_gone.elapsed());
+    let run = d.proc.wait(CHILD_TIMEOUT);
     run.assert_success(&format!("{} after SIGTERM", kind.bin()));
     if role == "drained" {
         assert_every_taken_message_echoed(&clients.stdout, &run.stderr);
@@ -317,9 +343,8 @@ fn sigterm_under_load(kind: Kind) {
         run.report()
     );
     println!(
-        "{} exited {:?} after SIGTERM",
-        kind.bin(),
-        signalled.elapsed()
+        "{} exited {exited:?} after SIGTERM, at most {after_last:?} after its last client",
+        kind.bin()
     );
 }
 

@@ -188,10 +188,24 @@ mod tests {
         assert_eq!(ConnId::from_u64(id.as_u64()), id);
     }
 
+    /// Every kind of the original (its event.zig enum, in order: C programs
+    /// compare `type` with these numbers), and the Rust-only kind after them.
     #[test]
     fn kinds_keep_original_numbers() {
-        assert_eq!(EventKind::Error as u8, 0);
-        assert_eq!(EventKind::Timer as u8, 5);
-        assert_eq!(EventKind::SwitchTx as u8, 8);
+        let kinds = [
+            (EventKind::Error, 0),
+            (EventKind::Connection, 1),
+            (EventKind::Disconnection, 2),
+            (EventKind::MessageRx, 3),
+            (EventKind::MessageTx, 4),
+            (EventKind::Timer, 5),
+            (EventKind::External, 6),
+            (EventKind::SwitchRx, 7),
+            (EventKind::SwitchTx, 8),
+            (EventKind::ServiceRequest, 9),
+        ];
+        for (kind, number) in kinds {
+            assert_eq!(kind as u8, number, "{kind:?}");
+        }
     }
 }

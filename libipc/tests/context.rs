@@ -313,13 +313,56 @@ fn scheduled_messages_leave_in_order_with_one_tx_event_each() {
     }
 }
 
+/// As in the original, the timer restarts with every call: events coming more
+/// often than the timer keep TIMER away for as long as they come (here three
+/// times the timer), and TIMER comes once a whole timer passed with none.
 #[test]
 fn timer_is_an_inactivity_timeout() {
+    const TIMER: Duration = Duration::from_millis(500);
+    // A byte every fifth of the timer: a writer held up by a loaded machine
+    // still writes well within one timer.
+    const WRITES: usize = 15;
+    let (r, mut w) = std::io::pipe().unwrap();
+    let mut reader = r.try_clone().unwrap();
     let mut ctx = Context::new().unwrap();
-    ctx.set_timer(Some(Duration::from_millis(30)));
-    let t = Instant::now();
-    assert!(matches!(ctx.wait_event().unwrap(), Event::Timer));
-    assert!(t.elapsed() >= Duration::from_millis(30));
+    ctx.set_timer(Some(TIMER));
+    let ext = ctx.add_external(r.into()).unwrap();
+    let started = Instant::now();
+    let writer = thread::spawn(move || {
+        for _ in 0..WRITES {
+            thread::sleep(TIMER / 5);
+            w.write_all(b"x").unwrap();
+        }
+        // Kept open: an EOF would be readable forever.
+        w
+    });
+    let (mut got, mut last) = (0, started);
+    let (quiet, at) = loop {
+        let call = Instant::now();
+        match ctx.wait_event().unwrap() {
+            Event::External { id } => {
+                assert_eq!(id, ext);
+                got += reader.read(&mut [0; 16]).unwrap();
+                last = Instant::now();
+            }
+            Event::Timer => break (call.elapsed(), started.elapsed()),
+            e => panic!("{e:?}"),
+        }
+    };
+    let _w = writer.join().unwrap();
+    assert_eq!(
+        got,
+        WRITES,
+        "TIMER after {at:?}, while a byte came every {:?}",
+        TIMER / 5
+    );
+    assert!(quiet >= TIMER, "TIMER after {quiet:?} of that call");
+    let since = last.elapsed();
+    assert!(since >= TIMER, "TIMER {since:?} after the last event");
+    assert!(
+        since < TIMER + Duration::from_secs(1),
+        "TIMER {since:?} after the last event"
+    );
     ctx.set_timer(Some(Duration::ZERO));
     assert!(matches!(ctx.wait_event().unwrap(), Event::Timer));
 }

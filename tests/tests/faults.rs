@@ -274,17 +274,29 @@ fn killed_service_closes_its_websocketd_clients_with_1011_and_another_loses_noth
 /// Connections busy when the daemon gets SIGTERM.
 const DRAIN_CONNECTIONS: usize = 500;
 
+/// The drain timeout of the SIGTERM tests: far longer than their drain takes.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long after SIGTERM the daemon must have exited: its clients' last
+/// echoes and closes (a second or so), with room for a loaded machine, and
+/// far from the drain timeout (nor half of it, when websocketd says goodbye
+/// at the latest).
+const DRAIN_EXIT: Duration = Duration::from_secs(15);
+/// How long after its last client has gone the daemon must have exited.
+const EXIT_AFTER_LAST: Duration = Duration::from_secs(2);
+
 /// SIGTERM while [`DRAIN_CONNECTIONS`] connections through daemon `kind` are
 /// exchanging messages: tcpd and tlsd let each finish its conversation (20
 /// more echoes, all checked, then the client's close, answered cleanly);
 /// websocketd asks each client to leave (close 1001) once every message the
 /// client sent before has been echoed. Then the daemon exits 0, without
-/// waiting for its drain timeout.
+/// waiting for its drain timeout: within [`DRAIN_EXIT`] of SIGTERM, and
+/// [`EXIT_AFTER_LAST`] of its last client's close.
 fn sigterm_under_load(kind: Kind) {
     raise_nofile_limit(4096);
     let s = Setup::new();
     let _pongd = s.w.rust_pongd("pong");
-    let args = ["--workers", "2", "--drain-timeout", "60s"];
+    let drain = format!("{}s", DRAIN_TIMEOUT.as_secs());
+    let args = ["--workers", "2", "--drain-timeout", &drain];
     let mut d = s.daemon(kind, kind.bin(), &args);
     let (role, end) = match kind {
         Kind::Ws | Kind::Wss => ("drained", "close 1001"),
@@ -300,8 +312,22 @@ fn sigterm_under_load(kind: Kind) {
             .wait_for_stderr_line(&format!("draining worker={n} "), READY_TIMEOUT);
     }
     let clients = go_and_finish(load, &format!("load-{}", kind.bin()));
-    // Counted from the daemon's start: the load's time, then the drain.
-    let run = d.proc.wait(LOAD_LIMIT + CHILD_TIMEOUT);
+    let clients_gone = Instant::now();
+    let deadline = (signalled + DRAIN_EXIT).min(clients_gone + EXIT_AFTER_LAST);
+    while d.proc.running() {
+        if Instant::now() > deadline {
+            d.proc.fail(&format!(
+                "still running {:?} after SIGTERM, {:?} after its last client had gone \
+                 (drain timeout {DRAIN_TIMEOUT:?}; it must exit within {DRAIN_EXIT:?} of \
+                 SIGTERM and {EXIT_AFTER_LAST:?} of its last client)",
+                signalled.elapsed(),
+                clients_gone.elapsed()
+            ));
+        }
+        sleep(Duration::from_millis(10));
+    }
+    let (exited, after_last) = (signalled.elapsed(), clients_gone.elapsed());
+    let run = d.proc.wait(CHILD_TIMEOUT);
     run.assert_success(&format!("{} after SIGTERM", kind.bin()));
     if role == "drained" {
         assert_every_taken_message_echoed(&clients.stdout, &run.stderr);
@@ -317,9 +343,8 @@ fn sigterm_under_load(kind: Kind) {
         run.report()
     );
     println!(
-        "{} exited {:?} after SIGTERM",
-        kind.bin(),
-        signalled.elapsed()
+        "{} exited {exited:?} after SIGTERM, at most {after_last:?} after its last client",
+        kind.bin()
     );
 }
 
@@ -457,8 +482,44 @@ const SLOW_MESSAGE: usize = 64 << 10;
 const SLOW_MESSAGES: usize = 3200;
 /// How long the client pushes while the service is slow.
 const PUSH_FOR: Duration = Duration::from_secs(3);
-/// How much tcpd's resident memory may grow meanwhile.
-const RSS_GROWTH_KIB: u64 = 32 << 10;
+/// What tcpd may queue for a connection that does not read (the default
+/// `Config::high_water`; it stops reading the other side at half of it).
+const HIGH_WATER: usize = 1 << 20;
+/// How much tcpd's resident memory may grow for the slow pair: the high-water
+/// mark for each side, and as much again for the allocator and the read
+/// buffer (measured: 1.3 to 1.8 MiB of growth, 0.8 MiB taken by tcpd).
+const RSS_GROWTH_KIB: u64 = 3 * (HIGH_WATER as u64 >> 10);
+
+/// The bytes in the kernel's buffers of the TCP connection from `local` to
+/// `remote`, seen from `local` (/proc/net/tcp): written and not yet
+/// acknowledged by the peer, received and not yet read.
+fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> (usize, usize) {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port = |field: &str| {
+        field
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    let line = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| port(f[1]) == Some(local.port()) && port(f[2]) == Some(remote.port()))
+        .unwrap_or_else(|| panic!("no {local} -> {remote} in /proc/net/tcp"));
+    let (tx, rx) = line[4].split_once(':').expect("tx_queue:rx_queue");
+    let hex = |q| usize::from_str_radix(q, 16).expect("a queue length");
+    (hex(tx), hex(rx))
+}
+
+/// A number in /proc/sys.
+fn sysctl(name: &str) -> usize {
+    let path = format!("/proc/sys/{}", name.replace('.', "/"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
 
 /// Message `n` of the client of the slow service, framed.
 fn numbered(n: usize) -> Vec<u8> {
@@ -563,17 +624,33 @@ fn slow_service_holds_back_a_fast_client_through_tcpd_with_bounded_memory() {
         burst += 1;
         assert!(burst < 1000, "1000 writes in a row did not block");
     }
-    let all = SLOW_MESSAGES * (SLOW_MESSAGE + 4);
-    assert!(
-        p.sent < all / 4,
-        "{} of {all} bytes sent while the service read one message a second",
-        p.sent
-    );
+    // Where the bytes sent are: in the kernel's TCP buffers (the client's
+    // and tcpd's, up to megabytes as the kernel tunes them), and what tcpd
+    // took from them. Of those, tcpd holds at most its high-water mark; the
+    // rest is in the unix socket's buffer (tcpd's send buffer, the default
+    // size) or read by the service (a message a second, and the next one's
+    // header).
+    let client = p.s.local_addr().expect("the client's address");
+    let (unacked, _) = tcp_queues(client, tcpd.addr);
+    let (_, unread) = tcp_queues(tcpd.addr, client);
+    let taken = p.sent - unacked.min(p.sent) - unread.min(p.sent);
+    let unix_buffer = sysctl("net.core.wmem_default");
+    let service_read = (started.elapsed().as_secs() as usize + 2) * (SLOW_MESSAGE + 4);
+    let most = HIGH_WATER + unix_buffer + service_read;
     println!(
-        "after {PUSH_FOR:?}: {} bytes sent (message {}), tcpd's RSS {rss_before} KiB, \
-         at most {rss_peak} KiB",
+        "after {PUSH_FOR:?}: {} bytes sent (message {}): {unacked} not acknowledged, {unread} \
+         in tcpd's receive buffer, {taken} taken by tcpd (at most {most}: high water \
+         {HIGH_WATER}, unix socket buffer {unix_buffer}, read by the service {service_read}); \
+         tcpd's RSS {rss_before} KiB, at most {rss_peak} KiB",
         p.sent, p.n
     );
+    assert!(
+        taken <= most,
+        "tcpd took {taken} bytes from the client while the service read one message a \
+         second: more than its high-water mark {HIGH_WATER}, the unix socket's buffer \
+         {unix_buffer} and the {service_read} bytes the service may have read"
+    );
+    let all = SLOW_MESSAGES * (SLOW_MESSAGE + 4);
 
     // The service speeds up: the rest goes, every message once, in order.
     std::fs::write(&fast, b"").unwrap();

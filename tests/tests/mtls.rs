@@ -6,10 +6,11 @@
 //!
 //!     cargo test -p libipc-tests --test mtls
 //!
-//! The clients are Python's `ssl` module with a client certificate. Each waits
-//! for its echo or for the end of the connection, so a refusal is observed,
-//! not inferred from a client that gave up. The service is the Rust pongd,
-//! which logs every connection it gets: a refused client must never reach it.
+//! The clients are Python's `ssl` module with a client certificate (or none).
+//! Each waits for its echo or for the end of the connection, and says how it
+//! ended (tlsd's close_notify, a TLS alert), so a refusal is observed, not
+//! inferred from a client that gave up. The service is the Rust pongd, which
+//! logs every connection it gets: a refused client must never reach it.
 //! Needs only the Python venv (`tests/py/mtls_clients.py` is the client); the
 //! certificates come from [`libipc_tests::certs`].
 
@@ -20,12 +21,18 @@ use libipc_tests::{
     CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, World, python, replace_file, run_cmd, sighup,
 };
 
-/// A client certificate of the test and whether the allow lists let it in.
+/// A client of the test, its certificate (if any), and what it must get:
+/// [`ADMITTED`], [`REFUSED`], or the TLS alert of a refused chain.
 struct Client {
     name: &'static str,
-    pair: ServerPair,
-    admitted: bool,
+    pair: Option<ServerPair>,
+    verdict: &'static str,
 }
+
+/// The echo came back.
+const ADMITTED: &str = "ok";
+/// The allow lists' refusal: tlsd's close_notify, nothing from the service.
+const REFUSED: &str = "refused (close_notify)";
 
 /// A test's world: its certificates and the service, pongd `pong`.
 struct Bench {
@@ -37,7 +44,7 @@ struct Bench {
 impl Bench {
     fn new() -> Bench {
         let w = World::new();
-        let pki = certs::generate(w.path(), false);
+        let pki = certs::generate(w.path(), true);
         let mut pongd = w.rust_pongd("pong");
         // The readiness probe's connection: logged once pongd got to it, which
         // may be after the probe returned; counted from here on.
@@ -63,8 +70,8 @@ impl Bench {
     fn client(&self, name: &'static str, cns: &[&str], sans: &[&str], admitted: bool) -> Client {
         Client {
             name,
-            pair: self.pki.ca.client_named(self.w.path(), name, cns, sans),
-            admitted,
+            pair: Some(self.pki.ca.client_named(self.w.path(), name, cns, sans)),
+            verdict: if admitted { ADMITTED } else { REFUSED },
         }
     }
 
@@ -79,8 +86,8 @@ impl Bench {
 
     /// Runs `clients` against `tlsd` (`mode`: `routed` or `fixed`), one after
     /// the other, and checks each got in or was refused as it should: the
-    /// Python client's verdict, tlsd's refusal lines, and the connections the
-    /// service saw. An admitted client has its echo, so the service has logged
+    /// Python client's verdict (how its connection ended), tlsd's refusal
+    /// lines, and the connections the service saw. An admitted client has its echo, so the service has logged
     /// its connection: with the refused clients first, a service connection
     /// made for one of them would be logged by then too.
     fn assert_admissions(&self, label: &str, tlsd: &mut Daemon, mode: &str, clients: &[Client]) {
@@ -106,32 +113,31 @@ impl Bench {
             .arg(&self.pki.ca.cert)
             .arg(mode);
         for c in clients {
-            cmd.arg(c.name).arg(&c.pair.cert).arg(&c.pair.key);
+            match &c.pair {
+                Some(pair) => cmd.arg(c.name).arg(&pair.cert).arg(&pair.key),
+                None => cmd.args([c.name, "-", "-"]),
+            };
         }
         let run = run_cmd(cmd, self.w.path(), label, CHILD_TIMEOUT);
         run.assert_success(label);
         let lines: Vec<&str> = run.stdout.lines().collect();
         assert_eq!(lines.len(), clients.len(), "{}", run.report());
         for (c, line) in clients.iter().zip(&lines) {
-            let (want, verdict) = if c.admitted {
-                (format!("{}: ok", c.name), "admitted")
-            } else {
-                (format!("{}: refused (", c.name), "refused")
-            };
             assert!(
-                line.starts_with(&want),
-                "{label}: {} should be {verdict}\n{}\ntlsd:\n{}",
+                *line == format!("{}: {}", c.name, c.verdict),
+                "{label}: {} should be {:?}\n{}\ntlsd:\n{}",
                 c.name,
+                c.verdict,
                 run.report(),
                 tlsd.log()
             );
         }
-        let refused = clients.iter().filter(|c| !c.admitted).count();
+        let refused = clients.iter().filter(|c| c.verdict == REFUSED).count();
         if refused > 0 {
             tlsd.proc
                 .wait_for_stderr_lines(refusal, refused_before + refused, READY_TIMEOUT);
         }
-        let admitted = clients.len() - refused;
+        let admitted = clients.iter().filter(|c| c.verdict == ADMITTED).count();
         assert_eq!(
             self.service_connections() - before,
             admitted,
@@ -195,6 +201,39 @@ fn allow_san_matches_dns_names_and_allow_cn_a_single_common_name() {
     let mut fixed = b.tlsd("tlsd-fixed", &[&["--service", "pong"], &allow[..]].concat());
     let [_, _, two_cns, _, _, _, _, cn] = clients;
     b.assert_admissions("fixed", &mut fixed, "fixed", &[two_cns, cn]);
+}
+
+#[test]
+fn a_client_certificate_must_chain_to_the_client_ca_before_the_allow_lists_apply() {
+    let b = Bench::new();
+    let mut tlsd = b.tlsd("tlsd", &["--allow-cn", "alice"]);
+    let other_ca = b.pki.second_ca.as_ref().expect("a second CA");
+    let mallory = other_ca.client_named(b.w.path(), "mallory", &["alice"], &["dns:alice.example"]);
+    let clients = [
+        // No certificate: TLS 1.3's certificate_required alert (the client
+        // may think itself connected: TLS 1.3 authenticates it last).
+        Client {
+            name: "anonymous",
+            pair: None,
+            verdict: "refused (SSLError: TLSV13_ALERT_CERTIFICATE_REQUIRED)",
+        },
+        // The allowed name, from another CA: unknown_ca.
+        Client {
+            name: "mallory",
+            pair: Some(mallory),
+            verdict: "refused (SSLError: TLSV1_ALERT_UNKNOWN_CA)",
+        },
+        // From the CA, but not allowed: the allow lists' close_notify.
+        b.client("bob", &["bob"], &["dns:bob.example"], false),
+        b.client("alice", &["alice"], &["dns:alice.example"], true),
+    ];
+    b.assert_admissions("chain", &mut tlsd, "routed", &clients);
+    tlsd_logged(&tlsd, "peer sent no certificates");
+    tlsd_logged(&tlsd, "invalid peer certificate: UnknownIssuer");
+    tlsd_logged(
+        &tlsd,
+        r#"peer identity refused: CN=[\"bob\"] SAN=[\"dns:bob.example\"] is not on the allow list"#,
+    );
 }
 
 #[test]

@@ -862,13 +862,25 @@ fn idle_timeout_closes_only_silent_connections() {
     let mut silent = Client::raw(tcpd.addr, "pong");
     silent.echo(b"then nothing");
     let started = Instant::now();
+    // Its close, watched meanwhile: at the timeout (its last traffic came a
+    // little before `started`: a timer's tick of margin), neither before nor
+    // long after (a second more, for a loaded machine).
+    let silent = thread::spawn(move || {
+        silent.expect_answer_and_close(b"");
+        started.elapsed()
+    });
     let mut busy = Client::raw(tcpd.addr, "pong");
     // Traffic every 200 ms for 2 s keeps a connection open.
     while started.elapsed() < Duration::from_secs(2) {
         busy.echo(b"still here");
         thread::sleep(Duration::from_millis(200));
     }
-    silent.expect_answer_and_close(b"");
+    let closed = silent.join().expect("the silent client");
+    assert!(
+        closed + Duration::from_millis(50) >= Duration::from_secs(1)
+            && closed < Duration::from_secs(2),
+        "--idle-timeout 1s: the silent client was closed after {closed:?}"
+    );
     busy.echo(b"still here after 2 s");
 }
 

@@ -232,9 +232,18 @@ pub fn decide(head: &[u8], policy: &Policy) -> Decision {
     if key.len() != 24 || !key.ends_with("==") {
         return refuse(400, "bad Sec-WebSocket-Key", &line, &[]);
     }
-    let origin = get("Origin").next();
-    if let Err(r) = policy.site.check_origin(origin, &host) {
-        return refuse(r.status, &r.why, &line, &[]);
+    // Every Origin header, not only the first: a request with an own origin
+    // first and another after it is not one of our pages'. A value that is
+    // not UTF-8 is no origin of ours either.
+    let mut origins = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Origin"))
+        .map(|h| std::str::from_utf8(h.value).unwrap_or("\u{fffd}"));
+    let origin = origins.next();
+    for o in origin.into_iter().chain(origins) {
+        if let Err(r) = policy.site.check_origin(Some(o), &host) {
+            return refuse(r.status, &r.why, &line, &[]);
+        }
     }
     let service = match &policy.fixed_service {
         Some(s) => s.clone(),

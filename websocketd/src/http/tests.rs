@@ -101,6 +101,10 @@ fn origins_same_list_and_any() {
             assert_eq!(status(&d), "HTTP/1.1 403");
         }
     }
+    // Each Origin header counts (found by `decide_never_panics`): an own
+    // origin first does not let another through after it.
+    let two = "Origin: http://127.0.0.1:8080\r\nOrigin: http://evil.example:8080\r\n";
+    assert_eq!(status(&decide(&upgrade("/s", two), &same)), "HTTP/1.1 403");
     let list = Policy {
         site: site(Origins::List(vec!["https://app.example".into()])),
         ..policy()

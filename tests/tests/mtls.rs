@@ -313,17 +313,20 @@ fn sighup_reloads_the_client_ca() {
     let mut tlsd = b.tlsd_trusting("tlsd", &live, &[]);
     let of_ca1 = b.pki.ca.client(b.w.path(), "of-ca1", "alice", &[]);
     let of_ca2 = ca2.client(b.w.path(), "of-ca2", "bob", &[]);
+    // A certificate that chains to no client CA: unknown_ca.
+    let unknown_ca = "refused (SSLError: TLSV1_ALERT_UNKNOWN_CA)";
     let clients = |ca1_admitted: bool| {
+        let verdict = |admitted| if admitted { ADMITTED } else { unknown_ca };
         [
             Client {
                 name: "of-ca1",
-                pair: of_ca1.clone(),
-                admitted: ca1_admitted,
+                pair: Some(of_ca1.clone()),
+                verdict: verdict(ca1_admitted),
             },
             Client {
                 name: "of-ca2",
-                pair: of_ca2.clone(),
-                admitted: !ca1_admitted,
+                pair: Some(of_ca2.clone()),
+                verdict: verdict(!ca1_admitted),
             },
         ]
     };

@@ -16,9 +16,9 @@ fn client(d: &Daemon) -> TcpStream {
     s
 }
 
-/// tcpd with --handoff and metrics, and where its metrics are.
-fn tcpd_handing_off(w: &World) -> (Daemon, std::net::SocketAddr) {
-    let args = ["--handoff", "--metrics", "127.0.0.1:0"];
+/// tcpd with --handoff, metrics and `more`, and where its metrics are.
+fn tcpd_handing_off(w: &World, more: &[&str]) -> (Daemon, std::net::SocketAddr) {
+    let args = [&["--handoff", "--metrics", "127.0.0.1:0"][..], more].concat();
     let mut tcpd = Daemon::start(w, "tcpd", "tcpd", &args);
     let metrics = tcpd.logged_address("metrics at http://");
     (tcpd, metrics)
@@ -42,7 +42,7 @@ fn handed_off_clients_outlive_a_killed_tcpd() {
     let mut cmd = w.command(&cpongd);
     cmd.args(["cpong", "0", "2"]);
     let _c = w.start_service(cmd, "cpong", "pongd-c");
-    let (tcpd, metrics) = tcpd_handing_off(&w);
+    let (tcpd, metrics) = tcpd_handing_off(&w, &[]);
 
     let mut clients = Vec::new();
     for service in ["rpong", "cpong", "cpong", "cpong"] {
@@ -76,7 +76,7 @@ fn handed_off_clients_outlive_a_killed_tcpd() {
 fn a_service_that_takes_no_handoff_is_relayed() {
     let w = World::new();
     let _socat = w.socat_service("cat", "cat");
-    let (tcpd, metrics) = tcpd_handing_off(&w);
+    let (tcpd, metrics) = tcpd_handing_off(&w, &[]);
     let mut s = client(&tcpd);
     routed_echo(&mut s, "cat", "relayed");
     let body = scrape_until(
@@ -93,12 +93,7 @@ fn a_service_that_takes_no_handoff_is_relayed() {
 fn peer_info_and_fixed_mode_travel_with_the_socket() {
     let w = World::new();
     let _rust = w.rust_pongd("rpong");
-    let tcpd = Daemon::start(
-        &w,
-        "tcpd",
-        "tcpd",
-        &["--handoff", "--peer-info", "--service", "rpong"],
-    );
+    let (tcpd, metrics) = tcpd_handing_off(&w, &["--peer-info", "--service", "rpong"]);
     let mut s = client(&tcpd);
     // No handshake in fixed mode: the peer info's echo comes first.
     let mut len = [0; 4];
@@ -109,4 +104,43 @@ fn peer_info_and_fixed_mode_travel_with_the_socket() {
     let local = s.local_addr().unwrap().to_string();
     assert!(info.contains(&format!("\"address\":\"{local}\"")), "{info}");
     echoes(&mut s, b"fixed");
+    scrape_until(metrics, &[HANDED_OFF_RPONG]);
+}
+
+/// The metric line of one client handed to `rpong`.
+const HANDED_OFF_RPONG: &str = "ipc_service_handoffs_total{daemon=\"tcpd\",service=\"rpong\"} 1";
+
+/// Behind a balancer (PROXY protocol): the header is tcpd's to read; the
+/// service gets the client address it gave (with --peer-info) and then the
+/// client, handed off.
+#[test]
+fn a_client_behind_a_balancer_is_handed_off_after_its_proxy_header() {
+    let w = World::new();
+    let _rust = w.rust_pongd("rpong");
+    let args = [
+        "--peer-info",
+        "--proxy-protocol",
+        "--proxy-from",
+        "127.0.0.1/32",
+    ];
+    let (tcpd, metrics) = tcpd_handing_off(&w, &args);
+    let mut s = client(&tcpd);
+    s.write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 40001 9000\r\n")
+        .unwrap();
+    s.write_all(&[frame(b"rpong"), frame(b"behind")].concat())
+        .unwrap();
+    let mut ok = [0; 6];
+    s.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"\0\0\0\x02ok");
+    let mut len = [0; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut info = vec![0; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut info).unwrap();
+    let info = String::from_utf8(info).unwrap();
+    assert!(info.contains("\"address\":\"192.0.2.7:40001\""), "{info}");
+    let mut echo = vec![0; 10];
+    s.read_exact(&mut echo).unwrap();
+    assert_eq!(echo, frame(b"behind"));
+    echoes(&mut s, b"handed off");
+    scrape_until(metrics, &[HANDED_OFF_RPONG]);
 }

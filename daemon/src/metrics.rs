@@ -108,6 +108,11 @@ pub fn render(snap: &Snapshot, daemon: &str) -> String {
         "Network connections accepted since start",
         counter(snap.accepted),
     );
+    registry.register(
+        "outbound_handoffs",
+        "Outbound connections given to the local clients that asked (--handoff)",
+        counter(snap.outbound_handed_off),
+    );
     let refused = Family::<Labels, Counter>::default();
     for (reason, n) in &snap.refused {
         refused
@@ -183,6 +188,7 @@ mod tests {
         let mut snap = Snapshot {
             open: 3,
             accepted: 10,
+            outbound_handed_off: 4,
             ..Snapshot::default()
         };
         snap.refused.insert("unknown service".into(), 2);
@@ -204,6 +210,7 @@ mod tests {
         for line in [
             "ipc_connections_open{daemon=\"tcpd\"} 3",
             "ipc_connections_accepted_total{daemon=\"tcpd\"} 10",
+            "ipc_outbound_handoffs_total{daemon=\"tcpd\"} 4",
             "ipc_handshake_failures_total{daemon=\"tcpd\",reason=\"unknown service\"} 2",
             "ipc_service_connections_open{daemon=\"tcpd\",service=\"pong\"} 1",
             "ipc_service_connections_total{daemon=\"tcpd\",service=\"pong\"} 7",

@@ -67,3 +67,59 @@ fn without_handoff_a_client_of_a_libipc_service_is_relayed() {
     );
     assert_echoes(&mut c, b"still relayed");
 }
+
+/// IPC_NETWORK with `--handoff` at both ends: the local daemon gives its
+/// client the connection to the remote, whose daemon gave its end to the
+/// service: the client and the service talk over one TCP connection, with
+/// no daemon in between (here one daemon is both ends).
+#[test]
+fn with_handoff_at_both_ends_a_local_client_talks_tcp_to_the_service() {
+    let (l, addr) = listener();
+    let mut setup = Setup::routed();
+    setup.config.local_service = Some("tcp".into());
+    setup.outbound = true;
+    setup.config.handoff = true;
+    let _echo = Service::start(setup.rundir(), "echo");
+    let d = setup.start(l);
+    let mut ctx = libipc::Context::new().unwrap();
+    ctx.set_rundir(&d.rundir);
+    ctx.set_network(Some(format!("pong tcp://{addr}/echo")));
+    let id = ctx.connect_service("pong").unwrap();
+    let fd = ctx.fd(id).unwrap();
+    let peer: nix::sys::socket::SockaddrStorage = nix::sys::socket::getpeername(fd).unwrap();
+    assert_eq!(
+        peer.as_sockaddr_in().map(|a| a.port()),
+        Some(addr.port()),
+        "the client's connection is not the TCP one to the daemon's port: {peer}"
+    );
+    ctx.write(id, b"direct").unwrap();
+    assert_eq!(ctx.read(id).unwrap(), b"direct");
+    let s = d.stats_when(|s| s.open == 0);
+    assert_eq!(s.services["echo"].handed_off, 1, "{s:?}");
+    d.trigger();
+    d.returned_within(PROMPT);
+    drop(d);
+    ctx.write(id, b"no daemon left").unwrap();
+    assert_eq!(ctx.read(id).unwrap(), b"no daemon left");
+}
+
+/// A daemon without --handoff relays a client that offered to take the
+/// connection, as before.
+#[test]
+fn without_handoff_an_outbound_client_is_relayed() {
+    let (l, addr) = listener();
+    let mut setup = Setup::routed();
+    setup.config.local_service = Some("tcp".into());
+    setup.outbound = true;
+    let _echo = Service::start(setup.rundir(), "echo");
+    let d = setup.start(l);
+    let mut ctx = libipc::Context::new().unwrap();
+    ctx.set_rundir(&d.rundir);
+    ctx.set_network(Some(format!("pong tcp://{addr}/echo")));
+    let id = ctx.connect_service("pong").unwrap();
+    let fd = ctx.fd(id).unwrap();
+    let peer: nix::sys::socket::SockaddrStorage = nix::sys::socket::getpeername(fd).unwrap();
+    assert!(peer.as_unix_addr().is_some(), "{peer}");
+    ctx.write(id, b"relayed").unwrap();
+    assert_eq!(ctx.read(id).unwrap(), b"relayed");
+}

@@ -22,7 +22,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::error::{Error, Result};
 use crate::event::{ConnId, Event};
-use crate::network::{self, Route};
+use crate::network::{self, Connected, Route};
 use crate::service::{self, ServiceListener};
 use crate::slab::Slab;
 
@@ -390,14 +390,19 @@ impl Context {
             Some(n) => n.clone(),
             None => std::env::var(network::IPC_NETWORK).unwrap_or_default(),
         };
-        let stream = match network::route(&network, name)? {
-            Route::Local(local) => service::connect(&self.rundir, local.as_bytes())?,
+        match network::route(&network, name)? {
+            Route::Local(local) => {
+                let stream = service::connect(&self.rundir, local.as_bytes())?;
+                self.add_stream(stream.into())
+            }
             Route::Daemon { daemon, uri } => {
                 let stream = service::connect_outbound(&self.rundir, daemon.as_bytes())?;
-                network::ask_daemon(stream, daemon, uri, self.config.connect_timeout)?
+                match network::ask_daemon(stream, daemon, uri, self.config.connect_timeout)? {
+                    Connected::Relayed(stream) => self.add_stream(stream.into()),
+                    Connected::HandedOff { socket, rest } => self.add_stream_with(socket, &rest),
+                }
             }
-        };
-        self.add_stream(stream.into())
+        }
     }
 
     /// Uses `routes` (the `IPC_NETWORK` syntax) instead of the environment variable.

@@ -154,9 +154,26 @@ pub fn send_with_fd(sock: BorrowedFd<'_>, bytes: &[u8], fd: BorrowedFd<'_>) -> i
 /// Descriptors the buffer had no room for are an error (the kernel closed
 /// them: `MSG_CTRUNC`).
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    recv_fds(sock, buf, RecvFlags::DONTWAIT)
+}
+
+/// [`recv_with_fds`], waiting for bytes as the socket's mode and read
+/// timeout say (a client's blocking request to a daemon).
+pub fn recv_with_fds_waiting(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    recv_fds(sock, buf, RecvFlags::empty())
+}
+
+fn recv_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: RecvFlags,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let flags = RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC;
+    let flags = flags | RecvFlags::CMSG_CLOEXEC;
     let got = rustix::net::recvmsg(sock, &mut [IoSliceMut::new(buf)], &mut control, flags)?;
     let mut fds = Vec::new();
     for msg in control.drain() {

@@ -10,15 +10,22 @@
 //!   [`crate::service::OUTBOUND_DIR`]), sends it the URI as one message, and waits for a
 //!   one-message answer: `ok` means the connection now leads to the remote
 //!   service; anything else is the daemon's error, reported to the caller.
+//!   The request offers to take the daemon's connection to the remote itself
+//!   (`URI`, a newline, `handoff`): a daemon that can (tcpd `--handoff`)
+//!   answers with a handoff frame carrying that socket ([`crate::handoff`]),
+//!   and the program then talks to the remote service with no process in
+//!   between; others answer `ok` and relay.
 //!
 //! Without a matching entry the connection is direct. No separate ipcd is needed.
 
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::frame;
+use crate::handoff::{Handoff, MAX_HANDOFF, recv_with_fds_waiting};
 use crate::service::validate_name;
 
 /// Longest answer accepted from a daemon.
@@ -106,24 +113,44 @@ pub fn route<'a>(network: &'a str, service: &'a str) -> Result<Route<'a>> {
     Ok(found)
 }
 
+/// What the option line of a request to a daemon's outbound service says:
+/// the client takes the remote connection itself if the daemon can give it.
+pub const HANDOFF_OPTION: &str = "handoff";
+
+/// How a daemon connected a client to a remote service.
+#[derive(Debug)]
+pub enum Connected {
+    /// The daemon relays: this stream leads to the remote service.
+    Relayed(UnixStream),
+    /// The daemon gave up its connection to the remote: talk on `socket`,
+    /// after the remote's frames the daemon had already read (`rest`).
+    HandedOff {
+        /// The connection to the remote daemon, past its handshake.
+        socket: OwnedFd,
+        /// LibIPC frames from the remote service, to read first.
+        rest: Vec<u8>,
+    },
+}
+
 /// Sends `uri` to a protocol daemon on `stream` and waits for its answer.
 ///
-/// Returns the stream, now leading to the remote service, if the daemon answered
-/// `ok`; otherwise [`Error::Refused`] with the daemon's answer. Reads exactly the
-/// answer, so a message the remote service sends right away is not lost.
+/// Returns how the daemon connected the client to the remote service (it
+/// offers to take the connection itself, see [`Connected`]), or
+/// [`Error::Refused`] with the daemon's answer. Reads exactly the answer, so a
+/// message the remote service sends right away is not lost.
 pub fn ask_daemon(
     mut stream: UnixStream,
     daemon: &str,
     uri: &str,
     timeout: Duration,
-) -> Result<UnixStream> {
+) -> Result<Connected> {
     let refused = |answer: String| Error::Refused {
         daemon: daemon.to_owned(),
         uri: uri.chars().take(200).collect(),
         answer,
     };
-    let mut request = Vec::with_capacity(uri.len() + frame::HEADER_LEN);
-    frame::encode(uri.as_bytes(), &mut request)?;
+    let mut request = Vec::with_capacity(uri.len() + frame::HEADER_LEN + 8);
+    frame::encode(format!("{uri}\n{HANDOFF_OPTION}").as_bytes(), &mut request)?;
     stream.set_write_timeout(Some(timeout))?;
     stream.set_read_timeout(Some(timeout))?;
     let io = |e: std::io::Error| match e.kind() {
@@ -134,9 +161,36 @@ pub fn ask_daemon(
         _ => Error::Io(e),
     };
     stream.write_all(&request).map_err(io)?;
+    // The header alone: a handed-off socket comes with its first byte, and
+    // what follows a relayed `ok` is the remote service's, not ours to read.
     let mut hdr = [0; frame::HEADER_LEN];
-    stream.read_exact(&mut hdr).map_err(io)?;
+    let mut got = 0;
+    let mut fds = Vec::new();
+    while got < hdr.len() {
+        let (n, more) = recv_with_fds_waiting(stream.as_fd(), &mut hdr[got..]).map_err(io)?;
+        if n == 0 {
+            return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        got += n;
+        fds.extend(more);
+    }
     let len = u32::from_be_bytes(hdr) as usize;
+    if let Ok([socket]) = <[OwnedFd; 1]>::try_from(fds) {
+        if len > MAX_HANDOFF {
+            return Err(refused(format!("a handoff of {len} bytes")));
+        }
+        let mut payload = vec![0; len];
+        stream.read_exact(&mut payload).map_err(io)?;
+        let h = Handoff::decode(&payload).map_err(|e| refused(e.to_string()))?;
+        // What the client would have sent the remote first, if anything
+        // (a write to the socket through a File: its descriptor's write(2)).
+        let mut remote = std::fs::File::from(socket);
+        remote.write_all(&h.answer)?;
+        return Ok(Connected::HandedOff {
+            socket: remote.into(),
+            rest: h.rest,
+        });
+    }
     if len > MAX_ANSWER {
         return Err(refused(format!(
             "answer of {len} bytes is not a daemon's answer"
@@ -151,7 +205,7 @@ pub fn ask_daemon(
     }
     stream.set_write_timeout(None)?;
     stream.set_read_timeout(None)?;
-    Ok(stream)
+    Ok(Connected::Relayed(stream))
 }
 
 #[cfg(test)]

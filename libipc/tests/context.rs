@@ -566,7 +566,12 @@ fn fake_daemon(dir: &Path) -> thread::JoinHandle<Vec<String>> {
                     .schedule(id, &[b"remote:", &payload[..]].concat())
                     .unwrap(),
                 Event::Message { id, payload } => {
-                    let uri = String::from_utf8(payload).unwrap();
+                    // The URI, then the offer to take the connection (this
+                    // daemon relays, as one without --handoff does).
+                    let request = String::from_utf8(payload).unwrap();
+                    let (uri, options) = request.split_once('\n').unwrap();
+                    assert_eq!(options, libipc::network::HANDOFF_OPTION);
+                    let uri = uri.to_owned();
                     if uri == "tcp://127.0.0.1:1/pong" {
                         // The answer and the remote's first message arrive together.
                         ctx.schedule(id, b"ok").unwrap();

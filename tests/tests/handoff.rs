@@ -144,3 +144,47 @@ fn a_client_behind_a_balancer_is_handed_off_after_its_proxy_header() {
     echoes(&mut s, b"handed off");
     scrape_until(metrics, &[HANDED_OFF_RPONG]);
 }
+
+/// IPC_NETWORK with --handoff at both ends: the local tcpd gives the Rust
+/// and C clients its connection to the remote tcpd, which gave its end to
+/// the service: each client talks to the remote service over TCP, and
+/// neither tcpd holds a connection while they do.
+#[test]
+fn ipc_network_clients_take_the_connection_with_handoff_at_both_ends() {
+    let a = World::new();
+    let b = World::new();
+    let _rust = b.rust_pongd("rpong");
+    let (remote, metrics) = tcpd_handing_off(&b, &[]);
+    let (mut local, local_metrics) = tcpd_handing_off(&a, &[]);
+    local
+        .proc
+        .wait_for_socket(&a.rundir.join(".outbound").join("tcp"));
+    let network = format!("rpong tcp://{}/rpong", remote.addr);
+
+    let mut cmd = a.example("pong");
+    cmd.env("IPC_NETWORK", &network)
+        .args(["-s", "rpong", "from Rust", "", "again"]);
+    let run = libipc_tests::run_cmd(cmd, a.path(), "rust-pong", libipc_tests::CHILD_TIMEOUT);
+    run.assert_success("Rust pong with handoff at both ends");
+    assert_eq!(run.stdout, "from Rust\n\nagain\n", "{}", run.report());
+
+    let pong = a.compile("pong");
+    let mut cmd = a.command(&pong);
+    cmd.env("IPC_NETWORK", &network)
+        .args(["rpong", "from C", "3"]);
+    let run = libipc_tests::run_cmd(cmd, a.path(), "c-pong", libipc_tests::CHILD_TIMEOUT);
+    run.assert_success("C pong with handoff at both ends");
+    assert_eq!(run.stdout, "from C\nfrom C\nfrom C\n", "{}", run.report());
+
+    scrape_until(
+        metrics,
+        &["ipc_service_handoffs_total{daemon=\"tcpd\",service=\"rpong\"} 2"],
+    );
+    scrape_until(
+        local_metrics,
+        &[
+            "ipc_outbound_handoffs_total{daemon=\"tcpd\"} 2",
+            "ipc_connections_open{daemon=\"tcpd\"} 0",
+        ],
+    );
+}

@@ -30,6 +30,9 @@ pub(super) struct Request {
     service: String,
     /// The host as written in the URI (allow-list names, TLS server names).
     host: String,
+    /// The client offered to take the connection itself
+    /// (`libipc::network::HANDOFF_OPTION`).
+    pub(super) handoff: bool,
 }
 
 /// Where a local client's outbound connection stands.
@@ -103,7 +106,12 @@ impl Worker {
     /// Parses and checks a request, then connects (an IP literal) or starts
     /// the lookup (a host name).
     fn request(&mut self, local: ConnId, payload: &[u8]) -> Result<(), String> {
-        let uri = std::str::from_utf8(payload).map_err(|_| "the request is not UTF-8")?;
+        let request = std::str::from_utf8(payload).map_err(|_| "the request is not UTF-8")?;
+        // The URI, then options, a line each (clients of this libipc offer
+        // to take the connection: `handoff`).
+        let mut lines = request.split('\n');
+        let uri = lines.next().unwrap_or_default();
+        let handoff = lines.any(|o| o == libipc::network::HANDOFF_OPTION);
         let u = parse_uri(uri).map_err(|e| e.to_string())?;
         // The scheme names the outbound service asked: its protocol, or the
         // service's own name (a custom --service-name).
@@ -119,6 +127,7 @@ impl Worker {
         let req = Request {
             service: service.to_owned(),
             host: outbound::host_of(u.authority).to_owned(),
+            handoff,
         };
         match outbound::target(u.authority, &self.config.outbound_allow)? {
             Target::Addr(addr) => {

@@ -116,8 +116,29 @@ impl Worker {
             return;
         };
         if let Some(local) = conn.local {
-            // Outbound: the remote daemon said ok; join the waiting local client.
-            self.dialing.remove(&local);
+            // Outbound: the remote daemon said ok; join the waiting local
+            // client, or give it the connection if it offered to take it.
+            let offered = matches!(
+                self.dialing.remove(&local),
+                Some(super::dial::Dialing::Connecting { req, .. }) if req.handoff
+            );
+            if offered && self.config.handoff {
+                let handed = self.ctx.hand_back(id, local);
+                if !matches!(handed, Ok(Err(_))) {
+                    if let Err(e) = &handed {
+                        tracing::warn!(target: TARGET, conn = %id, error = %e, "handoff to the local client failed");
+                        self.stats.failed(Failure::Handoff);
+                    } else {
+                        tracing::info!(target: TARGET, parent: &conn.span, "outbound handed off");
+                        self.stats.outbound_handed_off();
+                    }
+                    self.forget(id, Some("handed off"));
+                    return;
+                }
+            }
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
             if let Err(e) = self.ctx.attach(id, local) {
                 tracing::warn!(target: TARGET, conn = %id, error = %e, "cannot join local client");
                 let _ = self.ctx.refuse(id, Refusal::Internal);

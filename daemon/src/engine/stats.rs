@@ -17,6 +17,7 @@ use libipc::traffic::Traffic;
 pub struct Stats {
     pub(crate) open: AtomicUsize,
     accepted: AtomicU64,
+    outbound_handed_off: AtomicU64,
     totals: Mutex<Totals>,
 }
 
@@ -27,6 +28,9 @@ pub struct Snapshot {
     pub open: u64,
     /// Network connections accepted since start.
     pub accepted: u64,
+    /// Outbound connections given to the local clients that asked for them
+    /// (`--handoff`), since start.
+    pub outbound_handed_off: u64,
     /// Clients turned away or failed before reaching a service, by reason
     /// ("unknown service", "TLS handshake failed", "too many connections", ...).
     pub refused: BTreeMap<String, u64>,
@@ -61,6 +65,7 @@ impl Stats {
         Snapshot {
             open: self.open.load(Ordering::Relaxed) as u64,
             accepted: self.accepted.load(Ordering::Relaxed),
+            outbound_handed_off: self.outbound_handed_off.load(Ordering::Relaxed),
             refused: totals.refused.clone(),
             services: totals.services.clone(),
         }
@@ -95,6 +100,11 @@ impl Stats {
             s.open += 1;
             s.connections += 1;
         });
+    }
+
+    /// An outbound connection was given to its local client.
+    pub(crate) fn outbound_handed_off(&self) {
+        self.outbound_handed_off.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A client was handed to `service` itself.

@@ -117,6 +117,19 @@ pub trait DaemonExt: sealed::Sealed {
         first: Option<&[u8]>,
     ) -> Result<std::result::Result<(), crate::handoff::Declined>>;
 
+    /// Gives the daemon's connection `net` to a remote daemon (its
+    /// handshake done, the remote said ok) to `local`, the local client of
+    /// the outbound service that asked for it and offered to take it
+    /// ([`crate::network::HANDOFF_OPTION`]): the socket goes to the client
+    /// with a handoff frame instead of `ok` (see [`crate::handoff`]), and the
+    /// daemon keeps neither connection. `Ok(Err(_))`: nothing changed,
+    /// attach them as usual.
+    fn hand_back(
+        &mut self,
+        net: ConnId,
+        local: ConnId,
+    ) -> Result<std::result::Result<(), crate::handoff::Declined>>;
+
     /// Switches network connection `id` (waiting for a service) with `local`, an
     /// existing plain connection (a client of the daemon's own service, for
     /// instance). As with [`DaemonExt::attach_service`], the client is answered first.
@@ -245,6 +258,14 @@ impl DaemonExt for Context {
         first: Option<&[u8]>,
     ) -> Result<std::result::Result<(), crate::handoff::Declined>> {
         self.hand_off_to(id, name, first)
+    }
+
+    fn hand_back(
+        &mut self,
+        net: ConnId,
+        local: ConnId,
+    ) -> Result<std::result::Result<(), crate::handoff::Declined>> {
+        self.hand_back_to(net, local)
     }
 
     fn attach(&mut self, id: ConnId, local: ConnId) -> Result<()> {

@@ -195,6 +195,27 @@ impl Context {
         }
     }
 
+    /// Adds connected stream `fd` whose first bytes (`rest`: LibIPC frames,
+    /// possibly cut at the end) were read by someone else: they are its first
+    /// messages.
+    pub(super) fn add_stream_with(&mut self, fd: OwnedFd, rest: &[u8]) -> Result<ConnId> {
+        let id = self.add_stream(fd)?;
+        let Some(c) = self.conns.get_mut(id) else {
+            return Err(Error::NoSuchConnection(id));
+        };
+        c.readable = true;
+        let pending = &mut self.pending;
+        let fed = c.decoder.feed_owned(rest, |payload| {
+            pending.push_back(Event::Message { id, payload })
+        });
+        if let Err(e) = fed {
+            self.remove(id);
+            return Err(e);
+        }
+        self.mark_ready(id);
+        Ok(id)
+    }
+
     /// Hands network connection `id` (waiting for its service) to service
     /// `name`'s handoff endpoint; see `DaemonExt::hand_off`.
     pub(super) fn hand_off_to(
@@ -256,6 +277,55 @@ impl Context {
             }
             self.close_after_flush(rest, SEND_TIMEOUT)?;
         }
+        Ok(Ok(()))
+    }
+
+    /// Gives local client `local` (of the daemon's outbound service) the
+    /// daemon's connection `net` to the remote, whose handshake is done; see
+    /// `DaemonExt::hand_back`.
+    pub(super) fn hand_back_to(
+        &mut self,
+        net: ConnId,
+        local: ConnId,
+    ) -> Result<std::result::Result<(), Declined>> {
+        self.pending_of(net)?;
+        let l = self.live(local)?;
+        if !matches!(l.role, Role::Ipc) || !l.out.is_empty() {
+            return Ok(Err(Declined::NotOffered));
+        }
+        let Some((c, l)) = self.conns.get2_mut(net, local) else {
+            return Err(Error::NoSuchConnection(net));
+        };
+        let Role::Pending(p) = &mut c.role else {
+            return Err(Error::NoSuchConnection(net));
+        };
+        if !p.transport.can_hand_off() {
+            return Ok(Err(Declined::NotPlain));
+        }
+        // The handoff frame is the answer (instead of `ok`); what the remote
+        // sent after its own answer goes with it.
+        let h = Handoff {
+            answer: Vec::new(),
+            first: None,
+            rest: p.to_service.take_bytes(),
+        };
+        let wire = h.encode()?;
+        let sent = send_with_fd(l.io.fd(), &wire, c.io.fd());
+        // Ours goes, with no shutdown: the connection is the client's now.
+        self.close(net)?;
+        let sent = match sent {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = self.close(local);
+                return Err(Error::Transport(format!(
+                    "the local client took no handoff: {e}"
+                )));
+            }
+        };
+        if let Some(l) = self.conns.get_mut(local) {
+            l.out.push_raw(&wire[sent..]);
+        }
+        self.close_after_flush(local, SEND_TIMEOUT)?;
         Ok(Ok(()))
     }
 }

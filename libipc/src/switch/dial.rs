@@ -87,6 +87,10 @@ impl<T: Transport> Dial<T> {
 }
 
 impl<T: Transport> Transport for Dial<T> {
+    fn can_hand_off(&self) -> bool {
+        self.inner.can_hand_off()
+    }
+
     fn name(&self) -> &'static str {
         self.inner.name()
     }

@@ -125,6 +125,8 @@ pub struct Context {
     accept_retry: Option<(Instant, Vec<ConnId>)>,
     /// Each service's handoff endpoint (see `crate::handoff`).
     handoff_listeners: HashMap<ConnId, ConnId>,
+    /// Daemons' handoffs being read.
+    handoffs_open: usize,
     /// Failed accepts on service listeners, reported once a second.
     accept_backoff: service::AcceptBackoff,
     scratch: Vec<u8>,
@@ -167,6 +169,7 @@ impl Context {
             accept_retry: None,
             accept_backoff: service::AcceptBackoff::default(),
             handoff_listeners: HashMap::new(),
+            handoffs_open: 0,
             scratch: Vec::new(),
             hook_buf: Vec::new(),
             now: Instant::now(),
@@ -583,6 +586,9 @@ impl Context {
         let conn = self.conns.remove(id)?;
         if conn.lingering {
             self.lingering -= 1;
+        }
+        if matches!(conn.role, Role::Handoff(_)) {
+            self.handoffs_open -= 1;
         }
         let raw = conn.io.fd().as_raw_fd();
         if !conn.dead {

@@ -132,3 +132,34 @@ fn hostile_handoffs_are_closed_and_harm_nobody() {
     let seen = seen.recv_timeout(LIMIT).unwrap();
     assert_eq!((seen.connections, seen.messages), (1, 1), "{seen:?}");
 }
+
+/// Handoff connections that send nothing are held for at most 5 s each, and
+/// no more than 64 at once: the next are closed at once. The service's own
+/// clients are served meanwhile.
+#[test]
+fn silent_handoff_connections_are_bounded_in_number() {
+    let (_tmp, dir) = rundir();
+    let seen = echo_service(&dir, "echo", Config::default(), 1);
+    let endpoint = dir.join(".handoff").join("echo");
+    let held: Vec<UnixStream> = (0..64)
+        .map(|_| UnixStream::connect(&endpoint).unwrap())
+        .collect();
+    // Once the service has taken those 64 (its echo of a client's message
+    // comes after), the next is closed unread.
+    let mut c = client(&dir, "echo");
+    c.write_all(&frame(b"served")).unwrap();
+    assert_eq!(read_frame(&mut c).unwrap(), b"served");
+    let extra = UnixStream::connect(&endpoint).unwrap();
+    extra
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let mut byte = [0; 1];
+    assert_eq!(
+        (&extra).read(&mut byte).unwrap(),
+        0,
+        "the 65th was not closed"
+    );
+    drop(held);
+    drop(c);
+    seen.recv_timeout(LIMIT).unwrap();
+}

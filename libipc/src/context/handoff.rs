@@ -22,6 +22,10 @@ const HANDOFF_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a daemon's handoff connection may take to write the rest of its
 /// frame once the client's socket has gone with the first bytes.
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most handoffs a context reads at once (each may hold up to MAX_HANDOFF
+/// for HANDOFF_TIMEOUT); past that, new handoff connections are closed at
+/// once, and their daemons' clients with them.
+const MAX_HANDOFFS: usize = 64;
 
 impl Context {
     /// Listens, for service `service`, on its handoff endpoint if it has one.
@@ -52,6 +56,9 @@ impl Context {
             };
             let service = *service;
             match l.accept() {
+                Ok(_) if self.handoffs_open >= MAX_HANDOFFS => {
+                    tracing::warn!("handoff refused: {MAX_HANDOFFS} already being read");
+                }
                 Ok((stream, _)) => {
                     let _ = stream.set_nonblocking(true);
                     let rx = HandoffRx {
@@ -66,6 +73,7 @@ impl Context {
                         Interest::READABLE,
                     ) {
                         Ok(h) => {
+                            self.handoffs_open += 1;
                             if let Some(c) = self.conns.get_mut(h) {
                                 c.deadline = Some(self.now + HANDOFF_TIMEOUT);
                                 c.readable = true;

@@ -28,6 +28,7 @@
 pub mod certs;
 pub mod clients;
 pub mod limits;
+pub mod metrics;
 pub mod process;
 pub mod python;
 pub mod readme;

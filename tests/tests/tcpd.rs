@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use libipc_tests::metrics::scrape_until;
 use libipc_tests::{
     CHILD_TIMEOUT, Daemon, IO_TIMEOUT, Proc, World, assert_pongd_done, echoes, frame, pattern,
     pongd_clients, pongd_clients_in_all, python, run_cmd, spawn_with_stdin,
@@ -966,35 +967,6 @@ fn sigterm_refuses_new_connections() {
     tcpd.proc
         .wait(CHILD_TIMEOUT)
         .assert_success("tcpd after SIGTERM");
-}
-
-/// GETs `http://addr/metrics`; returns the body.
-fn scrape(addr: SocketAddr) -> String {
-    let mut c = Client::connect(addr, "metrics scraper");
-    c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    let response = String::from_utf8(c.until_closed()).expect("metrics are text");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-    body.to_owned()
-}
-
-/// Scrapes until every line of `want` is in the metrics (they are updated once
-/// a second for open connections); fails after 5 s with the last scrape.
-fn scrape_until(addr: SocketAddr, want: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let body = scrape(addr);
-        if want.iter().all(|w| body.lines().any(|l| l == *w)) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after 5 s the metrics still lack some of {want:#?}:\n{body}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

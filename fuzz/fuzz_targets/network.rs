@@ -75,7 +75,11 @@ fn reference(network: &str, service: &str) -> Option<Reference> {
         let authority = &after[..find(after, b"/").unwrap_or(after.len())];
         found = if scheme == "unix" {
             is_name(authority).then_some(())?;
-            (true, String::from_utf8(authority.to_vec()).unwrap(), String::new())
+            (
+                true,
+                String::from_utf8(authority.to_vec()).unwrap(),
+                String::new(),
+            )
         } else {
             is_name(scheme.as_bytes()).then_some(())?;
             (false, scheme.to_owned(), target.to_owned())
@@ -96,5 +100,9 @@ fuzz_target!(|data: &[u8]| {
         Route::Local(name) => (true, name.to_owned(), String::new()),
         Route::Daemon { daemon, uri } => (false, daemon.to_owned(), uri.to_owned()),
     });
-    assert_eq!(got, reference(network, service), "{network:?} for {service:?}");
+    assert_eq!(
+        got,
+        reference(network, service),
+        "{network:?} for {service:?}"
+    );
 });

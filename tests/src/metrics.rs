@@ -24,7 +24,13 @@ pub fn scrape(addr: SocketAddr) -> String {
 /// Scrapes until every line of `want` is in the metrics (they are updated once
 /// a second for open connections); fails after 5 s with the last scrape.
 pub fn scrape_until(addr: SocketAddr, want: &[&str]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    scrape_within(addr, want, Duration::from_secs(5))
+}
+
+/// [`scrape_until`], for `within` rather than 5 s: for what the daemon does
+/// at a deadline of its own.
+pub fn scrape_within(addr: SocketAddr, want: &[&str], within: Duration) -> String {
+    let deadline = Instant::now() + within;
     loop {
         let body = scrape(addr);
         if want.iter().all(|w| body.lines().any(|l| l == *w)) {
@@ -32,7 +38,7 @@ pub fn scrape_until(addr: SocketAddr, want: &[&str]) -> String {
         }
         assert!(
             Instant::now() < deadline,
-            "after 5 s the metrics still lack some of {want:#?}:\n{body}"
+            "after {within:?} the metrics still lack some of {want:#?}:\n{body}"
         );
         thread::sleep(Duration::from_millis(100));
     }

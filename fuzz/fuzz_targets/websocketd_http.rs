@@ -6,7 +6,10 @@
 //! head, then its chunks), that no static file from outside the static
 //! directory is ever served, that nothing is served to a request whose Host
 //! names another host (unless --allow-any-host), and that searching a head
-//! read by read finds what one search of it finds.
+//! read by read finds what one search of it finds. A 101 is checked against
+//! the raw head by code of this target's own (no header parser of
+//! websocketd's): an HTTP/1.1 GET with `Upgrade: websocket`, `Connection:
+//! upgrade`, `Sec-WebSocket-Version: 13`, and an Origin the policy allows.
 #![no_main]
 
 use std::path::PathBuf;
@@ -114,6 +117,81 @@ fn names_the_daemon(host: &str) -> bool {
         || (!name.is_empty() && name.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
 }
 
+/// Whether a header `name` of `request` lists `token` (comma-separated, any
+/// case), as RFC 6455 requires of `Upgrade: websocket` and `Connection:
+/// upgrade`.
+fn lists(request: &[u8], name: &[u8], token: &str) -> bool {
+    header_values(request, name)
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// `host[:port]` of a Host header or an origin, for comparing: the host
+/// lowercase without its trailing dot, an IP address in one spelling; the
+/// port if given. `None` for what is not one.
+fn authority(s: &str) -> Option<(String, Option<u16>)> {
+    let (host, after) = match s.strip_prefix('[') {
+        Some(rest) => {
+            let close = rest.find(']')?;
+            let ip: std::net::Ipv6Addr = rest[..close].parse().ok()?;
+            (ip.to_string(), &rest[close + 1..])
+        }
+        None => {
+            let colon = s.find(':').unwrap_or(s.len());
+            let host = s[..colon].strip_suffix('.').unwrap_or(&s[..colon]);
+            let host = match host.parse::<std::net::Ipv4Addr>() {
+                Ok(ip) => ip.to_string(),
+                Err(_) => host.to_ascii_lowercase(),
+            };
+            (host, &s[colon..])
+        }
+    };
+    let port = match after {
+        "" | ":" => None,
+        _ => {
+            let digits = after.strip_prefix(':')?;
+            digits.bytes().all(|b| b.is_ascii_digit()).then_some(())?;
+            Some(digits.parse().ok()?)
+        }
+    };
+    Some((host, port))
+}
+
+/// Whether a page of `origin` may open a WebSocket on the daemon of
+/// [`policy`] (`flags`) with a request for `host`, as the README says:
+/// `--origin https://a.example`, any origin, or by default the daemon's own,
+/// that is the request's own host and port when that host names the daemon,
+/// `localhost` or the listen address at the listen port (8080), or the
+/// public host `h` at its scheme's port; with the listener's scheme (http,
+/// https for wss), or https for `h` on a plain listener.
+fn origin_allowed(flags: u8, origin: &str, host: &str) -> bool {
+    match (flags >> 1) % 3 {
+        1 => return origin.eq_ignore_ascii_case("https://a.example"),
+        2 => return true,
+        _ => {}
+    }
+    let tls = flags & 16 != 0;
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let default = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return false,
+    };
+    let (Some((page, port)), Some((request, request_port))) = (authority(rest), authority(host))
+    else {
+        return false;
+    };
+    let port = port.unwrap_or(default);
+    let scheme_ok = scheme == if tls { "https" } else { "http" } || (!tls && page == "h");
+    scheme_ok
+        && ((page == request && port == request_port.unwrap_or(default) && names_the_daemon(host))
+            || (matches!(page.as_str(), "localhost" | "127.0.0.1") && port == 8080)
+            || (page == "h" && port == default))
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -140,6 +218,37 @@ fuzz_target!(|data: &[u8]| {
         } => {
             let request = request(head);
             assert!(request.starts_with(b"GET /"));
+            // An HTTP/1.1 GET with the headers of RFC 6455, read from the raw
+            // head, and an Origin (the first, as a browser sends one) the
+            // policy allows.
+            let line = request.split(|&b| b == b'\n').next().unwrap();
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            assert!(
+                line.ends_with(b" HTTP/1.1"),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+            assert!(
+                lists(request, b"Upgrade", "websocket"),
+                "no Upgrade: websocket"
+            );
+            assert!(
+                lists(request, b"Connection", "upgrade"),
+                "no Connection: upgrade"
+            );
+            let version = header_values(request, b"Sec-WebSocket-Version")
+                .filter_map(|v| std::str::from_utf8(v).ok())
+                .any(|v| v.trim() == "13");
+            assert!(version, "no Sec-WebSocket-Version: 13");
+            let origin =
+                header_values(request, b"Origin").find_map(|v| std::str::from_utf8(v).ok());
+            if let Some(origin) = origin.map(str::trim) {
+                let host = &hosts(head)[0];
+                assert!(
+                    origin_allowed(*flags, origin, host),
+                    "origin {origin:?} for Host {host:?}"
+                );
+            }
             let path = client.path.split('?').next().unwrap();
             match &policy.fixed_service {
                 Some(fixed) => assert_eq!(&service, fixed),

@@ -20,6 +20,7 @@ use std::os::fd::AsRawFd;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use libipc_tests::metrics::scrape_within;
 use libipc_tests::{CHILD_TIMEOUT, Daemon, Proc, World, certs, python, run_cmd, spawn};
 
 /// How long the flooder sends pings.
@@ -158,7 +159,12 @@ fn big_file_site() -> (World, Daemon, Proc, Vec<u8>) {
         &w,
         "websocketd",
         "websocketd",
-        &["--static-dir", www.to_str().expect("UTF-8 path")],
+        &[
+            "--static-dir",
+            www.to_str().expect("UTF-8 path"),
+            "--metrics",
+            "127.0.0.1:0",
+        ],
     );
     (w, ws, pongd, big)
 }
@@ -270,6 +276,7 @@ fn assert_cost(ws: &mut Daemon, base: u64, when: &str) -> u64 {
 #[test]
 fn slow_readers_of_a_big_static_file_keep_websocketd_memory_bounded() {
     let (w, mut ws, _pongd, big) = big_file_site();
+    let metrics = ws.logged_address("metrics at http://");
     let base = ws.rss_kib();
     let mut readers: Vec<Reader> = (0..FILE_READERS)
         .map(|_| Reader {
@@ -311,15 +318,11 @@ fn slow_readers_of_a_big_static_file_keep_websocketd_memory_bounded() {
         e.wait(CHILD_TIMEOUT)
             .assert_success("an ordinary client beside the file readers");
     }
-    // All but one leave; websocketd logs each closed connection.
-    let closed_before = ws.log().matches("connection closed").count();
+    // All but one leave, and websocketd has closed their connections.
     let mut last = readers.swap_remove(0);
     drop(readers);
-    ws.proc.wait_for_stderr_lines(
-        "connection closed",
-        closed_before + FILE_READERS - 1,
-        CHILD_TIMEOUT,
-    );
+    let open_one = "ipc_connections_open{daemon=\"websocketd\"} 1";
+    scrape_within(metrics, &[open_one], CHILD_TIMEOUT);
     let after = assert_cost(&mut ws, base, "after they left");
     println!(
         "{FILE_READERS} slow readers of {BIG_FILE} bytes: websocketd RSS {base} KiB, \
@@ -336,9 +339,15 @@ fn slow_readers_of_a_big_static_file_keep_websocketd_memory_bounded() {
 #[test]
 fn a_client_that_never_reads_its_static_file_is_closed() {
     let (_w, mut ws, _pongd, big) = big_file_site();
+    let metrics = ws.logged_address("metrics at http://");
     let stream = file_reader(ws.addr, false);
-    ws.proc
-        .wait_for_stderr_line("stopped reading", STALLED_CLOSE_WITHIN);
+    // websocketd's own count: the connection is gone, the client having read
+    // nothing.
+    let closed = [
+        "ipc_connections_accepted_total{daemon=\"websocketd\"} 1",
+        "ipc_connections_open{daemon=\"websocketd\"} 0",
+    ];
+    scrape_within(metrics, &closed, STALLED_CLOSE_WITHIN);
     let mut r = Reader {
         stream,
         got: Vec::new(),

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use libipc_tests::certs::{self, Ca, ServerPair};
 use libipc_tests::clients::{tcp, until_closed};
+use libipc_tests::metrics::{scrape_until, series};
 use libipc_tests::{
     CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, Run, World, echoes, frame, pattern, pongd_clients,
     pongd_clients_in_all, python, raise_nofile_limit, replace_file, run_cmd, sighup,
@@ -292,16 +293,17 @@ fn python_ssl_client() {
 
 /// Runs the Python client `script`, which must print `LABEL: ok`, against a
 /// tlsd in front of pongd `pong`; returns the world (pongd runs until it is
-/// dropped) and the tlsd, still running.
-fn python_against_pong(label: &str, script: &str) -> (World, Proc, Tlsd) {
+/// dropped), the tlsd, still running, and the address of its metrics.
+fn python_against_pong(label: &str, script: &str) -> (World, Proc, Tlsd, SocketAddr) {
     let w = World::new();
     let pki = certs::generate(w.path(), false);
     let pongd = w.rust_pongd("pong");
-    let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &[]);
+    let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &["--metrics", "127.0.0.1:0"]);
+    let metrics = tlsd.logged_address("metrics at http://");
     let ok = format!("{label}: ok");
     run_python(&w, label, script, &tlsd, &pki.ca.cert, &[], &ok);
     tlsd.assert_running(&format!("after {label}"));
-    (w, pongd, tlsd)
+    (w, pongd, tlsd, metrics)
 }
 
 /// Inside TLS as on plain TCP: what follows a raw name never decides the
@@ -318,24 +320,53 @@ fn python_ssl_client_messages_of_64k_and_more() {
 
 #[test]
 fn close_notify_with_the_tcp_connection_still_open_ends_the_conversation() {
-    let (_w, _pongd, mut tlsd) = python_against_pong("close-notify", "tlsd_close_notify.py");
-    // Each of the four conversations ended cleanly, not at a timeout.
-    tlsd.proc
-        .wait_for_stderr_lines("connection closed", 4, READY_TIMEOUT);
-    let log = tlsd.log();
-    assert!(!log.contains("timeout"), "{log}");
+    // The client waits 10 s at most for each answer, tlsd's idle timeout is
+    // 300 s: had tlsd not ended a conversation on close_notify, the script
+    // would have failed. Each of the four reached pong, said its messages
+    // and closed, and none failed a handshake (a timeout there is counted).
+    let (_w, _pongd, _tlsd, metrics) = python_against_pong("close-notify", "tlsd_close_notify.py");
+    let body = scrape_until(
+        metrics,
+        &[
+            "ipc_connections_open{daemon=\"tlsd\"} 0",
+            "ipc_connections_accepted_total{daemon=\"tlsd\"} 4",
+            "ipc_service_connections_total{daemon=\"tlsd\",service=\"pong\"} 4",
+            "ipc_service_messages_total{daemon=\"tlsd\",service=\"pong\",direction=\"in\"} 6",
+            "ipc_service_messages_total{daemon=\"tlsd\",service=\"pong\",direction=\"out\"} 6",
+        ],
+    );
+    let failures = series(&body, "ipc_handshake_failures_total");
+    assert!(failures.is_empty(), "{body}");
 }
 
 #[test]
 fn clients_that_reset_while_their_service_is_attached_are_not_blamed_on_it() {
-    let (_w, _pongd, mut tlsd) = python_against_pong("resets", "tlsd_resets.py");
-    tlsd.proc
-        .wait_for_stderr_lines("connection closed", 100, READY_TIMEOUT);
+    let (_w, _pongd, _tlsd, metrics) = python_against_pong("resets", "tlsd_resets.py");
     // Found by the soak: a client gone before its service was attached was
-    // logged and counted as "service down", though the service was fine.
-    let log = tlsd.log();
-    assert!(!log.contains("service down"), "{log}");
-    assert!(!log.contains("refused"), "{log}");
+    // counted (and logged) as "service down", though the service was fine.
+    // Each of the 100 either reached pong or is counted as the client's
+    // doing: gone during its TLS handshake or before it named the service.
+    let body = scrape_until(
+        metrics,
+        &[
+            "ipc_connections_open{daemon=\"tlsd\"} 0",
+            "ipc_connections_accepted_total{daemon=\"tlsd\"} 100",
+        ],
+    );
+    let failures = series(&body, "ipc_handshake_failures_total");
+    let reached = series(&body, "ipc_service_connections_total");
+    for (labels, _) in &failures {
+        let reason = labels.split_once(",reason=").map(|(_, r)| r);
+        assert!(
+            matches!(
+                reason,
+                Some("\"closed during the handshake\"" | "\"TLS handshake failed\"")
+            ),
+            "a client's reset blamed on something else: {labels}\n{body}"
+        );
+    }
+    let counted: u64 = failures.iter().chain(&reached).map(|(_, n)| n).sum();
+    assert_eq!(counted, 100, "{body}");
 }
 
 // ---------------------------------------------------------------------------
@@ -449,10 +480,14 @@ fn client_that_never_speaks_tls_is_closed_at_the_handshake_timeout() {
     let _pongd = w.rust_pongd("pong");
 
     // --handshake-timeout bounds the whole (TLS's default of 5 s is longer).
-    let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &["--handshake-timeout", "1s"]);
+    let args = ["--handshake-timeout", "1s", "--metrics", "127.0.0.1:0"];
+    let mut tlsd = start_tlsd(&w, "tlsd", &pki.server, &args);
+    let metrics = tlsd.logged_address("metrics at http://");
     assert_silent_client_closed(&tlsd, Duration::from_millis(900), Duration::from_secs(4));
-    tlsd.proc
-        .wait_for_stderr_line("refused: TLS handshake timeout", READY_TIMEOUT);
+    scrape_until(
+        metrics,
+        &["ipc_handshake_failures_total{daemon=\"tlsd\",reason=\"TLS handshake timeout\"} 1"],
+    );
     // A client that finished TLS but names nothing gets the answer inside TLS.
     let mut c = SClient::start(&w, "s_client-silent", tlsd.addr, &pki.ca.cert, &["-brief"]);
     c.wait_for(b"no: handshake timeout\n");
@@ -850,7 +885,8 @@ const LOAD_LIMIT: Duration = Duration::from_secs(60);
 fn sighup_under_load_of_500_connections_loses_no_message() {
     // tlsd holds two descriptors a connection (TLS and the service's socket).
     raise_nofile_limit(4096);
-    let mut r = Reload::start(&["--service", "pong"]);
+    let mut r = Reload::start(&["--service", "pong", "--metrics", "127.0.0.1:0"]);
+    let metrics = r.tlsd.logged_address("metrics at http://");
     let mut cmd = python("tlsd_load.py");
     cmd.arg(r.tlsd.addr.port().to_string())
         .arg(&r.pki.ca.cert)
@@ -873,18 +909,26 @@ fn sighup_under_load_of_500_connections_loses_no_message() {
     run.assert_lines(&["load client: ok"]);
     println!("{}", run.stdout);
     r.tlsd.assert_running("after the reload under load");
-    // tlsd saw every connection (and the new one after the reload) closed by
-    // the client, and no trouble but the client refusing the old certificate.
-    r.tlsd
-        .proc
-        .wait_for_stderr_lines(r#"reason="closed""#, LOAD_CONNECTIONS + 1, READY_TIMEOUT);
-    let log = r.tlsd.log();
-    let trouble: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-        .filter(|l| !l.contains("received fatal alert: UnknownCA"))
-        .collect();
-    assert!(trouble.is_empty(), "tlsd: {}", trouble.join("\n"));
+    // Every connection (and the new one after the reload) reached pong and
+    // is closed; the only failure is the client refusing the old certificate.
+    let reached = LOAD_CONNECTIONS + 1;
+    let body = scrape_until(
+        metrics,
+        &[
+            "ipc_connections_open{daemon=\"tlsd\"} 0",
+            &format!(
+                "ipc_connections_accepted_total{{daemon=\"tlsd\"}} {}",
+                reached + 1
+            ),
+            &format!("ipc_service_connections_total{{daemon=\"tlsd\",service=\"pong\"}} {reached}"),
+        ],
+    );
+    let failures = series(&body, "ipc_handshake_failures_total");
+    let refused_old_ca = [(
+        r#"daemon="tlsd",reason="TLS handshake failed""#.to_owned(),
+        1,
+    )];
+    assert_eq!(failures, refused_old_ca, "{body}");
 }
 
 // ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use libipc_tests::certs;
 use libipc_tests::clients::{tcp, until_closed};
+use libipc_tests::metrics::{scrape_until, series};
 use libipc_tests::{
     CHILD_TIMEOUT, Daemon, Proc, READY_TIMEOUT, Run, World, frame, pattern, pongd_clients_in_all,
     run_cmd, spawn, venv_bin,
@@ -438,8 +439,13 @@ fn client_that_never_finishes_its_request_is_closed_at_header_timeout() {
     let w = World::new();
     let _pongd = w.rust_pongd("echo");
     for (label, fixed) in [("routed", &[][..]), ("fixed", &["--service", "echo"][..])] {
-        let args = [&["--header-timeout", "1s"][..], fixed].concat();
+        let args = [
+            &["--header-timeout", "1s", "--metrics", "127.0.0.1:0"][..],
+            fixed,
+        ]
+        .concat();
         let mut ws = websocketd(&w, &format!("websocketd-{label}"), &args);
+        let metrics = ws.logged_address("metrics at http://");
         let half = format!(
             "GET /echo HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n",
             ws.addr
@@ -457,7 +463,16 @@ fn client_that_never_finishes_its_request_is_closed_at_header_timeout() {
                 ws.log()
             );
         }
-        wait_for_log(&mut ws, &["HTTP request timeout"]);
+        // Counted as the clients' timeouts, and nothing reached the service.
+        let body = scrape_until(
+            metrics,
+            &[
+                "ipc_handshake_failures_total{daemon=\"websocketd\",reason=\"HTTP request timeout\"} 2",
+                "ipc_connections_accepted_total{daemon=\"websocketd\"} 2",
+            ],
+        );
+        let reached = series(&body, "ipc_service_connections_total");
+        assert!(reached.is_empty(), "{body}");
         ws.assert_running("after slow clients");
     }
 }

@@ -337,11 +337,9 @@ fn sigterm_under_load(kind: Kind) {
         "{}",
         run.report()
     );
-    assert!(
-        !run.stderr.contains("drain timeout"),
-        "connections were cut at the drain timeout\n{}",
-        run.report()
-    );
+    // No connection was cut at the drain timeout: the daemon exited within
+    // DRAIN_EXIT of SIGTERM, a quarter of DRAIN_TIMEOUT (asserted above), and
+    // the clients checked every echo and their clean close.
     println!(
         "{} exited {exited:?} after SIGTERM, at most {after_last:?} after its last client",
         kind.bin()

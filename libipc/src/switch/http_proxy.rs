@@ -270,11 +270,12 @@ fn read_answer(head: &[u8], target: &str, authenticated: bool) -> Result<()> {
     let denied = |text: String| Err(Error::Denied(format!("no: {text}")));
     match code.parse::<u16>() {
         Ok(200..=299) => Ok(()),
-        Ok(407) if authenticated => denied(format!(
-            "the proxy refused its credentials (407 {reason})"
+        // 407 is the standard answer; tinyproxy says 401 to wrong credentials.
+        Ok(code @ (401 | 407)) if authenticated => denied(format!(
+            "the proxy refused its credentials ({code} {reason})"
         )),
-        Ok(407) => denied(format!(
-            "the proxy requires authentication (407 {reason}): give it in --proxy http://USER:PASSWORD@HOST:PORT"
+        Ok(code @ (401 | 407)) => denied(format!(
+            "the proxy requires authentication ({code} {reason}): give it in --proxy http://USER:PASSWORD@HOST:PORT"
         )),
         Ok(403) => denied(format!(
             "the proxy does not allow a connection to {target} (403 {reason})"

@@ -154,7 +154,8 @@ pub fn proxy_config(common: &Common) -> Result<Option<Arc<ProxyConfig>>> {
         .or_else(|| var(&["no_proxy", "NO_PROXY"]))
         .unwrap_or_default();
     // The error never quotes the URL's password.
-    let proxy = ProxyConfig::parse(url.trim(), &no_proxy).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
+    let proxy =
+        ProxyConfig::parse(url.trim(), &no_proxy).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
     Ok(Some(Arc::new(proxy)))
 }
 

@@ -70,9 +70,11 @@ fn main() -> ExitCode {
                 service_name: args.outbound.service_name.as_deref(),
                 scheme: "tcp",
                 also_schemes: &[],
-                factory: Arc::new(move |t: &DialTarget<'_>| -> Result<Box<dyn Transport>, String> {
-                    Ok(Box::new(Dial::new(t.service, Frames::new(max))))
-                }),
+                factory: Arc::new(
+                    move |t: &DialTarget<'_>| -> Result<Box<dyn Transport>, String> {
+                        Ok(Box::new(Dial::new(t.service, Frames::new(max))))
+                    },
+                ),
             }),
             transport_handshake_timeout: None,
             fixed_in_transport: false,

@@ -77,7 +77,12 @@ fn path(p: &Path) -> &str {
 /// outbound services ready), trusting `ca`, with `args`.
 fn local(ca: &Path, args: &[&str]) -> (World, Daemon) {
     let a = World::new();
-    let mut d = Daemon::start(&a, "websocketd", "ws-a", &[&["--ca", path(ca)], args].concat());
+    let mut d = Daemon::start(
+        &a,
+        "websocketd",
+        "ws-a",
+        &[&["--ca", path(ca)], args].concat(),
+    );
     d.proc.wait_for_socket(&a.outbound_socket("ws"));
     d.proc.wait_for_socket(&a.outbound_socket("wss"));
     (a, d)
@@ -105,7 +110,13 @@ fn rust_and_c_pong_through_two_websocketd_over_ws_and_wss() {
     let b = Remote::start(false);
     let (a, mut ws_a) = local(&b.pki.ca.cert, &[]);
 
-    let run = rust_pong(&a, "pong", &b.ws_uri("pong"), &["over ws", "", "bye"], "rust-ws");
+    let run = rust_pong(
+        &a,
+        "pong",
+        &b.ws_uri("pong"),
+        &["over ws", "", "bye"],
+        "rust-ws",
+    );
     run.assert_success("Rust pong over ws://");
     assert_eq!(run.stdout, "over ws\n\nbye\n", "{}", run.report());
 
@@ -116,7 +127,12 @@ fn rust_and_c_pong_through_two_websocketd_over_ws_and_wss() {
             .args(["pong", "C through websocketd", "10"]);
         let run = run_cmd(cmd, a.path(), label, CHILD_TIMEOUT);
         run.assert_success(label);
-        assert_eq!(run.stdout, echoes("C through websocketd", 10), "{}", run.report());
+        assert_eq!(
+            run.stdout,
+            echoes("C through websocketd", 10),
+            "{}",
+            run.report()
+        );
     }
     let run = rust_pong(&a, "pong", &b.wss_uri("pong"), &["over wss"], "rust-wss");
     run.assert_success("Rust pong over wss://");
@@ -125,7 +141,13 @@ fn rust_and_c_pong_through_two_websocketd_over_ws_and_wss() {
     // The remote's refusals, as what they are.
     let run = rust_pong(&a, "nope", &b.ws_uri("nope"), &["anyone?"], "rust-nope");
     refused_with(&run, "no: unknown service");
-    let run = rust_pong(&a, "nope", &b.wss_uri("nope"), &["anyone?"], "rust-nope-tls");
+    let run = rust_pong(
+        &a,
+        "nope",
+        &b.wss_uri("nope"),
+        &["anyone?"],
+        "rust-nope-tls",
+    );
     refused_with(&run, "no: unknown service");
     ws_a.assert_running("after refusals");
     let log_a = ws_a.log();
@@ -143,9 +165,19 @@ fn a_dead_remote_service_and_a_server_of_another_ca_are_refused() {
     let (a, mut ws_a) = local(&wrong, &[]);
 
     // A certificate that does not chain to --ca: refused, saying why.
-    let run = rust_pong(&a, "pong", &b.wss_uri("pong"), &["should not arrive"], "wrong-ca");
+    let run = rust_pong(
+        &a,
+        "pong",
+        &b.wss_uri("pong"),
+        &["should not arrive"],
+        "wrong-ca",
+    );
     refused_with(&run, "certificate");
-    assert!(!run.stdout.contains("should not arrive"), "{}", run.report());
+    assert!(
+        !run.stdout.contains("should not arrive"),
+        "{}",
+        run.report()
+    );
     let log_a = ws_a
         .proc
         .wait_for_stderr_line("outbound failed", CHILD_TIMEOUT);
@@ -259,12 +291,43 @@ fn every_scheme_goes_through_an_http_proxy() {
     assert_eq!(proxy.connects(), 3, "{}", proxy.proc.output(None).report());
     // NO_PROXY sends a host direct.
     let mut cmd = Daemon::command(&a, "tcpd", &["--service-name", "direct"]);
-    cmd.env("HTTPS_PROXY", &url).env("NO_PROXY", "localhost,127.0.0.0/8");
+    cmd.env("HTTPS_PROXY", &url)
+        .env("NO_PROXY", "localhost,127.0.0.0/8");
     let mut direct = Daemon::start_command(&a, "tcpd", "tcpd-direct", cmd, "listening address=");
     direct.proc.wait_for_socket(&a.outbound_socket("direct"));
     let uri = format!("direct://127.0.0.1:{}/pong", tcpd_b.addr.port());
     rust_pong(&a, "pong", &uri, &["direct"], "direct").assert_success("NO_PROXY");
     assert_eq!(proxy.connects(), 3, "NO_PROXY went through the proxy");
+
+    // --outbound-allow judges the target, not the proxy: an address outside
+    // it, and a name only a network entry could allow (the proxy, not the
+    // daemon, would resolve it), are refused before the proxy hears of them.
+    let mut cmd = Daemon::command(
+        &a,
+        "tcpd",
+        &[
+            "--service-name",
+            "fenced",
+            "--outbound-allow",
+            "127.0.0.0/8:1",
+        ],
+    );
+    cmd.env("HTTPS_PROXY", &url);
+    let mut fenced = Daemon::start_command(&a, "tcpd", "tcpd-fenced", cmd, "listening address=");
+    fenced.proc.wait_for_socket(&a.outbound_socket("fenced"));
+    for host in ["127.0.0.1", "localhost"] {
+        let uri = format!("fenced://{host}:{}/pong", tcpd_b.addr.port());
+        let run = rust_pong(&a, "pong", &uri, &["x"], &format!("fenced-{host}"));
+        refused_with(&run, "destination not allowed");
+    }
+    let uri = "fenced://localhost:1/pong";
+    let run = rust_pong(&a, "pong", uri, &["x"], "fenced-name");
+    refused_with(&run, "destination not allowed");
+    assert_eq!(
+        proxy.connects(),
+        3,
+        "a refused destination reached the proxy"
+    );
     assert_eq!(b.clients(), 4);
 }
 
@@ -275,7 +338,12 @@ fn proxy_authentication_and_proxy_failures_are_clear_refusals() {
     let proxy = Tinyproxy::start(&a, Some(("alice", "s3cret")));
     let with = |creds: &str, label: &str| {
         let url = format!("http://{creds}{}", proxy.addr);
-        let mut d = Daemon::start(&a, "websocketd", label, &["--proxy", &url, "--service-name", label]);
+        let mut d = Daemon::start(
+            &a,
+            "websocketd",
+            label,
+            &["--proxy", &url, "--service-name", label],
+        );
         d.proc.wait_for_socket(&a.outbound_socket(label));
         d
     };
@@ -301,9 +369,17 @@ fn proxy_authentication_and_proxy_failures_are_clear_refusals() {
     good.assert_running("after proxied connections");
 
     // A proxy nobody listens on.
-    let gone = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let gone = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let url = format!("http://{gone}");
-    let mut d = Daemon::start(&a, "websocketd", "gone", &["--proxy", &url, "--service-name", "gone"]);
+    let mut d = Daemon::start(
+        &a,
+        "websocketd",
+        "gone",
+        &["--proxy", &url, "--service-name", "gone"],
+    );
     d.proc.wait_for_socket(&a.outbound_socket("gone"));
     let run = rust_pong(&a, "pong", &uri("gone"), &["x"], "gone-run");
     refused_with(&run, "unreachable");

@@ -228,7 +228,8 @@ fn remote_closed(frame: Option<CloseFrame>) -> Option<Error> {
 fn check_upgrade(head: &[u8], accept: &str) -> Result<()> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut answer = httparse::Response::new(&mut headers);
-    let not_http = |why: &str| Error::Handshake(format!("the remote is not a WebSocket server: {why}"));
+    let not_http =
+        |why: &str| Error::Handshake(format!("the remote is not a WebSocket server: {why}"));
     match answer.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
         _ => return Err(not_http("its answer is not HTTP")),
@@ -236,7 +237,10 @@ fn check_upgrade(head: &[u8], accept: &str) -> Result<()> {
     let code = answer.code.unwrap_or(0);
     if code != 101 {
         let reason: String = answer.reason.unwrap_or("").chars().take(80).collect();
-        return Err(Error::Denied(format!("no: {}", refusal_text(code, &reason))));
+        return Err(Error::Denied(format!(
+            "no: {}",
+            refusal_text(code, &reason)
+        )));
     }
     let header = |name: &str| {
         answer

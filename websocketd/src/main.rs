@@ -145,15 +145,17 @@ fn outbound(args: &Args, settings: Arc<Settings>) -> Result<Outbound<'_>> {
         service_name: args.outbound.service_name.as_deref(),
         scheme: "ws",
         also_schemes: &["wss"],
-        factory: Arc::new(move |t: &DialTarget<'_>| -> Result<Box<dyn Transport>, String> {
-            let secure = t.scheme == "wss";
-            let default_port = if secure { 443 } else { 80 };
-            let ws = WsClient::new(settings.clone(), t.service, t.host, t.port, default_port);
-            match (&tls, secure) {
-                (_, false) => Ok(Box::new(ws)),
-                (Ok(tls), true) => tls.wrap(t.host, ws),
-                (Err(why), true) => Err(format!("wss:// is unavailable: {why}")),
-            }
-        }),
+        factory: Arc::new(
+            move |t: &DialTarget<'_>| -> Result<Box<dyn Transport>, String> {
+                let secure = t.scheme == "wss";
+                let default_port = if secure { 443 } else { 80 };
+                let ws = WsClient::new(settings.clone(), t.service, t.host, t.port, default_port);
+                match (&tls, secure) {
+                    (_, false) => Ok(Box::new(ws)),
+                    (Ok(tls), true) => tls.wrap(t.host, ws),
+                    (Err(why), true) => Err(format!("wss:// is unavailable: {why}")),
+                }
+            },
+        ),
     })
 }

@@ -67,12 +67,12 @@ impl Pair {
     }
 
     /// Server bytes to the client; returns the client's call.
-    fn to_client(&mut self) -> libipc::testing::Call<libipc::Result<()>> {
+    fn server_to_client(&mut self) -> libipc::testing::Call<libipc::Result<()>> {
         let bytes = self.sh.take_to_network();
         self.ch.call(|r| self.client.on_network_data(&bytes, r))
     }
 
-    fn to_server(&mut self) {
+    fn client_to_server(&mut self) {
         let bytes = self.ch.take_to_network();
         let call = self.sh.call(|r| self.server.on_network_data(&bytes, r));
         assert!(call.finished.is_none(), "{:?}", call.finished);
@@ -86,13 +86,16 @@ fn messages_flow_each_way_as_binary_after_a_checked_upgrade() {
     p.sh.call(|r| p.server.accepted(r));
     // The service's greeting comes in the same read as the 101.
     p.sh.call(|r| p.server.on_service_data(&framed(b"hello"), r));
-    let call = p.to_client();
+    let call = p.server_to_client();
     assert!(call.value.is_ok());
     assert_eq!(call.requested.as_deref(), Some(&b"pong"[..]));
     p.ch.call(|r| p.client.accepted(r));
     // `ok` for the local client, then the greeting (the context sends the
     // accepted answer first; here both are in the harness in call order).
-    assert_eq!(p.ch.take_to_service(), [framed(b"hello"), framed(b"ok")].concat());
+    assert_eq!(
+        p.ch.take_to_service(),
+        [framed(b"hello"), framed(b"ok")].concat()
+    );
 
     // The local client's messages, one binary message each, masked.
     let msgs = [framed(b"one"), framed(b""), framed(&[0xff; 300])].concat();
@@ -107,7 +110,7 @@ fn messages_flow_each_way_as_binary_after_a_checked_upgrade() {
 
     // Mirror mode answers binary with binary; the bytes arrive as they were.
     p.sh.call(|r| p.server.on_service_data(&framed(&[0xfe; 200]), r));
-    p.to_client();
+    p.server_to_client();
     assert_eq!(p.ch.take_to_service(), framed(&[0xfe; 200]));
 }
 
@@ -115,10 +118,10 @@ fn messages_flow_each_way_as_binary_after_a_checked_upgrade() {
 fn a_close_from_the_remote_ends_the_local_connection() {
     let mut p = Pair::new();
     p.sh.call(|r| p.server.accepted(r));
-    p.to_client();
+    p.server_to_client();
     // The remote service died: 1011, an error with its reason.
     p.sh.call(|r| p.server.service_closed(r, false));
-    let call = p.to_client();
+    let call = p.server_to_client();
     match call.finished {
         Some(Some(Error::Transport(why))) => assert!(why.contains("1011"), "{why}"),
         other => panic!("{other:?}"),
@@ -132,9 +135,9 @@ fn a_close_from_the_remote_ends_the_local_connection() {
     // A normal close is a clean end.
     let mut p = Pair::new();
     p.sh.call(|r| p.server.accepted(r));
-    p.to_client();
+    p.server_to_client();
     p.sh.call(|r| p.server.service_closed(r, true));
-    assert!(matches!(p.to_client().finished, Some(None)));
+    assert!(matches!(p.server_to_client().finished, Some(None)));
 }
 
 #[test]
@@ -146,7 +149,7 @@ fn refusals_of_the_remote_reach_the_local_client_as_what_they_are() {
     ] {
         let mut p = Pair::new();
         p.sh.call(|r| p.server.refused(refusal, r));
-        let call = p.to_client();
+        let call = p.server_to_client();
         assert!(call.requested.is_none());
         match call.value {
             Err(Error::Denied(t)) => assert_eq!(t, text),
@@ -178,9 +181,12 @@ fn a_server_that_is_not_websocket_is_refused() {
 fn pings_when_quiet_and_gives_up_after_unanswered_ones() {
     let mut p = Pair::new();
     p.sh.call(|r| p.server.accepted(r));
-    p.to_client();
+    p.server_to_client();
     for _ in 0..2 {
-        assert!(matches!(p.ch.call(|r| p.client.keepalive(r)).value, Ok(true)));
+        assert!(matches!(
+            p.ch.call(|r| p.client.keepalive(r)).value,
+            Ok(true)
+        ));
         assert_eq!(p.ch.take_to_network()[0], 0x89, "a ping");
     }
     // Two unanswered (max_unanswered_pings): the third turn closes.
@@ -188,10 +194,13 @@ fn pings_when_quiet_and_gives_up_after_unanswered_ones() {
     // A pong is life: the count starts again.
     let mut p = Pair::new();
     p.sh.call(|r| p.server.accepted(r));
-    p.to_client();
+    p.server_to_client();
     for _ in 0..5 {
-        assert!(matches!(p.ch.call(|r| p.client.keepalive(r)).value, Ok(true)));
-        p.to_server();
-        p.to_client();
+        assert!(matches!(
+            p.ch.call(|r| p.client.keepalive(r)).value,
+            Ok(true)
+        ));
+        p.client_to_server();
+        p.server_to_client();
     }
 }

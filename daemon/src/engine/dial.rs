@@ -190,7 +190,11 @@ impl Worker {
             handoff,
             via: None,
         };
-        let proxy = self.config.proxy.clone().filter(|p| p.applies_to(&req.host));
+        let proxy = self
+            .config
+            .proxy
+            .clone()
+            .filter(|p| p.applies_to(&req.host));
         let Some(proxy) = proxy else {
             return self.reach(local, req, target);
         };
@@ -309,8 +313,8 @@ impl Worker {
             transport = Box::new(proxy.tunnel(&req.host, req.port, transport));
         }
         let via = if req.via.is_some() { "the proxy " } else { "" };
-        let stream = mio::net::TcpStream::connect(addr)
-            .map_err(|e| format!("connect {via}{addr}: {e}"))?;
+        let stream =
+            mio::net::TcpStream::connect(addr).map_err(|e| format!("connect {via}{addr}: {e}"))?;
         let _ = stream.set_nodelay(true);
         let fd: OwnedFd = std::net::TcpStream::from(stream).into();
         let net = self

@@ -16,7 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use daemon::engine::{
-    Daemon, DaemonConfig, DialTarget, InboundFactory, OutboundFactory, Resolver, Shutdown, Snapshot, Stats,
+    Daemon, DaemonConfig, DialTarget, InboundFactory, OutboundFactory, Resolver, Shutdown,
+    Snapshot, Stats,
 };
 use libipc::Config;
 use libipc::switch::{Dial, Frames, Routed, Transport};

@@ -68,7 +68,12 @@ impl ProxyConfig {
             Some((u, h)) => (Some(u), h),
             None => (None, rest),
         };
-        let bad = |why: &str| format!("proxy http://{}: {why}", hostport.chars().take(80).collect::<String>());
+        let bad = |why: &str| {
+            format!(
+                "proxy http://{}: {why}",
+                hostport.chars().take(80).collect::<String>()
+            )
+        };
         if hostport.contains('/') {
             return Err(bad("a proxy URL has no path"));
         }
@@ -204,7 +209,9 @@ fn parse_no_proxy(list: &str) -> Vec<NoProxy> {
             if e == "*" {
                 return NoProxy::All;
             }
-            let e = e.strip_prefix('[').map_or(e, |r| r.split(']').next().unwrap_or(r));
+            let e = e
+                .strip_prefix('[')
+                .map_or(e, |r| r.split(']').next().unwrap_or(r));
             if let Ok(net) = e.parse::<Cidr>() {
                 return NoProxy::Net(net);
             }
@@ -412,13 +419,23 @@ mod tests {
         let c = p("http://al%40ice:s3cr%3At@proxy.example:3128/", "");
         assert_eq!(c.authority(), "proxy.example:3128");
         assert_eq!(c.host(), "proxy.example");
-        assert_eq!(c.authorization.as_deref(), Some("Basic YWxAaWNlOnMzY3I6dA=="));
+        assert_eq!(
+            c.authorization.as_deref(),
+            Some("Basic YWxAaWNlOnMzY3I6dA==")
+        );
         for shown in [c.to_string(), format!("{c:?}")] {
             assert!(!shown.contains("s3cr") && !shown.contains("YWx"), "{shown}");
         }
         assert_eq!(p("10.0.0.1", "").authority(), "10.0.0.1:1080");
         assert_eq!(p("http://[::1]:8080", "").authority(), "[::1]:8080");
-        for bad in ["https://p:1", "socks5://p:1", "http://p:x", "http://p:1/path", "http://u:%zz@p:1", "http://"] {
+        for bad in [
+            "https://p:1",
+            "socks5://p:1",
+            "http://p:x",
+            "http://p:1/path",
+            "http://u:%zz@p:1",
+            "http://",
+        ] {
             let err = ProxyConfig::parse(bad, "").unwrap_err();
             assert!(!err.contains("%zz"), "{err}");
         }
@@ -431,10 +448,25 @@ mod tests {
     #[test]
     fn no_proxy_matches_as_curl_does() {
         let c = p("p:1", "localhost, .internal,example.org:443 10.0.0.0/8,::1");
-        for direct in ["localhost", "a.internal", "internal", "example.org", "x.example.org", "10.2.3.4", "::1", "LOCALHOST."] {
+        for direct in [
+            "localhost",
+            "a.internal",
+            "internal",
+            "example.org",
+            "x.example.org",
+            "10.2.3.4",
+            "::1",
+            "LOCALHOST.",
+        ] {
             assert!(!c.applies_to(direct), "{direct}");
         }
-        for proxied in ["badexample.org", "internal.evil", "11.0.0.1", "::2", "remote.example"] {
+        for proxied in [
+            "badexample.org",
+            "internal.evil",
+            "11.0.0.1",
+            "::2",
+            "remote.example",
+        ] {
             assert!(c.applies_to(proxied), "{proxied}");
         }
         assert!(!p("p:1", "*").applies_to("anything"));
@@ -451,7 +483,10 @@ mod tests {
         let r = t
             .on_network_data(&answer[..cut], &mut relay)
             .and_then(|()| t.on_network_data(&answer[cut..], &mut relay));
-        (relay.to_network.take_bytes(), r.map(|()| relay.request.take()))
+        (
+            relay.to_network.take_bytes(),
+            r.map(|()| relay.request.take()),
+        )
     }
 
     #[test]
@@ -482,16 +517,29 @@ mod tests {
         };
         let plain = p("p:1", "");
         let with = p("u:pw@p:1", "");
-        assert!(refusal(&plain, "407 Proxy Authentication Required").contains("requires authentication"));
-        assert!(refusal(&with, "407 Proxy Authentication Required").contains("refused its credentials"));
-        assert!(refusal(&plain, "403 Forbidden").contains("does not allow a connection to db:9000"));
+        assert!(
+            refusal(&plain, "407 Proxy Authentication Required")
+                .contains("requires authentication")
+        );
+        assert!(
+            refusal(&with, "407 Proxy Authentication Required").contains("refused its credentials")
+        );
+        assert!(
+            refusal(&plain, "403 Forbidden").contains("does not allow a connection to db:9000")
+        );
         assert!(refusal(&plain, "502 Bad Gateway").contains("could not connect to db:9000 (502"));
         for text in [refusal(&plain, "403 Forbidden"), refusal(&with, "407 x")] {
             assert!(text.starts_with("no: ") && !text.contains("dTpw"), "{text}");
         }
-        assert!(matches!(through(&plain, b"SSH-2.0\r\n\r\n", 0).1, Err(Error::Handshake(_))));
+        assert!(matches!(
+            through(&plain, b"SSH-2.0\r\n\r\n", 0).1,
+            Err(Error::Handshake(_))
+        ));
         // An answer head that never ends is bounded.
         let long = [&b"HTTP/1.1 200 OK\r\nX: "[..], &[b'a'; MAX_ANSWER_HEAD]].concat();
-        assert!(matches!(through(&plain, &long, 0).1, Err(Error::Handshake(_))));
+        assert!(matches!(
+            through(&plain, &long, 0).1,
+            Err(Error::Handshake(_))
+        ));
     }
 }

@@ -3,11 +3,12 @@
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::{Daemon, DaemonConfig, InboundFactory, OutboundFactory, Shutdown};
 use anyhow::{Context as _, Result, bail};
-use libipc::switch::{Frames, Routed, Transport};
+use libipc::switch::{Frames, ProxyConfig, Routed, Transport};
 use nix::sys::signal::{SigSet, Signal};
 
 /// Flags every daemon takes (flattened into each binary's own).
@@ -113,6 +114,49 @@ pub struct Common {
     /// that does not expect it would take it for the client's first message.
     #[arg(long)]
     pub peer_info: bool,
+
+    /// Outbound connections go through this HTTP proxy (HTTP CONNECT), for
+    /// every scheme: http://[USER:PASSWORD@]HOST[:PORT] (port 1080 when
+    /// none, as in curl; the user and password, %-escaped, are sent as basic
+    /// proxy authentication and never logged). Default: the https_proxy or
+    /// HTTPS_PROXY variable, as curl reads it; an empty value: no proxy.
+    /// --outbound-allow still judges the target, never the proxy: through a
+    /// proxy a host name is allowed only by a name entry (the daemon never
+    /// sees its address).
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+
+    /// Hosts outbound connections reach directly rather than through the
+    /// proxy (comma-separated, as curl reads NO_PROXY): names (each with the
+    /// names under it; a leading dot is the same), addresses, networks
+    /// (10.0.0.0/8), `*` for all. Default: the no_proxy or NO_PROXY variable.
+    #[arg(long, value_name = "LIST")]
+    pub no_proxy: Option<String>,
+}
+
+/// The HTTP proxy of outbound connections: `--proxy` and `--no-proxy`, or the
+/// variables curl reads. `None`: connections go direct.
+pub fn proxy_config(common: &Common) -> Result<Option<Arc<ProxyConfig>>> {
+    let var = |names: &[&str]| names.iter().find_map(|n| std::env::var(n).ok());
+    let (url, from) = match &common.proxy {
+        Some(url) => (url.clone(), "--proxy"),
+        None => match var(&["https_proxy", "HTTPS_PROXY"]) {
+            Some(url) => (url, "HTTPS_PROXY"),
+            None => return Ok(None),
+        },
+    };
+    if url.trim().is_empty() {
+        return Ok(None);
+    }
+    let no_proxy = common
+        .no_proxy
+        .clone()
+        .or_else(|| var(&["no_proxy", "NO_PROXY"]))
+        .unwrap_or_default();
+    // The error never quotes the URL's password.
+    let proxy =
+        ProxyConfig::parse(url.trim(), &no_proxy).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
+    Ok(Some(Arc::new(proxy)))
 }
 
 /// The outbound service's name, for the daemons that have one (tcpd, tlsd).
@@ -273,6 +317,9 @@ pub struct Outbound<'a> {
     /// The URI scheme it dials (`tcp`, `tls`), and the default name of the
     /// service; the service's own name is accepted too.
     pub scheme: &'a str,
+    /// More schemes it dials (websocketd: `wss` beside `ws`), each offered
+    /// under its own name too when `service_name` is the default.
+    pub also_schemes: &'a [&'a str],
     /// Makes each outbound connection's transport.
     pub factory: OutboundFactory,
 }
@@ -363,6 +410,10 @@ pub fn serve(plan: Plan<'_>, listeners: Listeners) -> Result<()> {
     if outbound.is_none() && !c.outbound_allow.is_empty() {
         bail!("--outbound-allow: {} offers no outbound service", plan.name);
     }
+    let proxy = match &outbound {
+        Some(_) => proxy_config(c)?,
+        None => None,
+    };
     // Signals go to one thread that waits for them; block them in every thread
     // before any starts.
     let signals = SigSet::from_iter([Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]);
@@ -399,6 +450,10 @@ pub fn serve(plan: Plan<'_>, listeners: Listeners) -> Result<()> {
         scheme: outbound
             .as_ref()
             .map_or_else(String::new, |o| o.scheme.to_owned()),
+        also_schemes: outbound.as_ref().map_or_else(Vec::new, |o| {
+            o.also_schemes.iter().map(|s| (*s).to_owned()).collect()
+        }),
+        proxy,
         proxy_from: c.proxy_from.clone(),
         peer_info: c.peer_info,
         busy_wait: crate::engine::BUSY_WAIT,

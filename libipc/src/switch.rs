@@ -18,6 +18,7 @@ use crate::frame::{self, Scanner};
 use crate::queue::OutQueue;
 
 mod dial;
+mod http_proxy;
 mod proxied;
 mod refusal;
 mod routed;
@@ -25,6 +26,7 @@ mod routed;
 mod tls;
 pub use crate::context::DaemonExt;
 pub use dial::Dial;
+pub use http_proxy::{ProxyConfig, Tunnel};
 pub use proxied::Proxied;
 pub use refusal::Refusal;
 pub use routed::Routed;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use daemon::cli::{self, Common, Outbound, OutboundName, Plan};
+use daemon::engine::DialTarget;
 use libipc::switch::{Dial, Frames, Transport};
 
 /// Puts local LibIPC services on TCP.
@@ -68,9 +69,12 @@ fn main() -> ExitCode {
             outbound: Some(Outbound {
                 service_name: args.outbound.service_name.as_deref(),
                 scheme: "tcp",
-                factory: Arc::new(move |service: &str, _host: &str| -> Box<dyn Transport> {
-                    Box::new(Dial::new(service, Frames::new(max)))
-                }),
+                also_schemes: &[],
+                factory: Arc::new(
+                    move |t: &DialTarget<'_>| -> Result<Box<dyn Transport>, String> {
+                        Ok(Box::new(Dial::new(t.service, Frames::new(max))))
+                    },
+                ),
             }),
             transport_handshake_timeout: None,
             fixed_in_transport: false,

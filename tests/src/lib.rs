@@ -470,6 +470,10 @@ impl Daemon {
             .args(args)
             .env_remove("ADDRESS")
             .env_remove("IPC_SERVICE_NAME");
+        // The machine's proxy is not the test's: a test that wants one sets it.
+        for var in ["https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"] {
+            cmd.env_remove(var);
+        }
         cmd
     }
 

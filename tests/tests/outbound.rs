@@ -123,7 +123,7 @@ fn local_client(w: &World, name: &str, uri: &str) -> Result<(), Error> {
 }
 
 /// tcpd (its outbound service `tcp`), a second tcpd whose outbound service has
-/// a custom name (`gateway`), tlsd (`tls`) and websocketd, default flags
+/// a custom name (`gateway`), tlsd (`tls`) and websocketd (`ws`, `wss`), default flags
 /// otherwise, in one RUNDIR with an echo service `pong`.
 struct Everyone {
     w: World,
@@ -136,7 +136,13 @@ struct Everyone {
 }
 
 /// Outbound service names of [`Everyone`], with the scheme each dials.
-const OUTBOUND: [(&str, &str); 3] = [("tcp", "tcp"), ("gateway", "tcp"), ("tls", "tls")];
+const OUTBOUND: [(&str, &str); 5] = [
+    ("tcp", "tcp"),
+    ("gateway", "tcp"),
+    ("tls", "tls"),
+    ("ws", "ws"),
+    ("wss", "wss"),
+];
 
 impl Everyone {
     fn start() -> Everyone {
@@ -150,10 +156,12 @@ impl Everyone {
             pki.server.key.to_str().unwrap(),
         );
         let mut tlsd = Daemon::start(&w, "tlsd", "tlsd", &["--cert", cert, "--key", key]);
-        let websocketd = Daemon::start(&w, "websocketd", "websocketd", &[]);
+        let mut websocketd = Daemon::start(&w, "websocketd", "websocketd", &[]);
         tcpd.proc.wait_for_socket(&w.outbound_socket("tcp"));
         gateway.proc.wait_for_socket(&w.outbound_socket("gateway"));
         tlsd.proc.wait_for_socket(&w.outbound_socket("tls"));
+        websocketd.proc.wait_for_socket(&w.outbound_socket("ws"));
+        websocketd.proc.wait_for_socket(&w.outbound_socket("wss"));
         Everyone {
             w,
             pki,
@@ -310,9 +318,8 @@ fn outbound_allow_bounds_where_local_clients_are_dialed() {
     assert_eq!(log.matches("outbound refused").count(), 2, "{log}");
 
     // The flag makes no sense where there is no outbound service.
-    for (name, extra) in [("tcpd", "--no-outbound"), ("websocketd", "")] {
-        let mut args = vec!["--outbound-allow", "127.0.0.1"];
-        args.extend([extra].iter().filter(|e| !e.is_empty()));
+    for name in ["tcpd", "websocketd"] {
+        let args = ["--outbound-allow", "127.0.0.1", "--no-outbound"];
         let cmd = Daemon::command(&w, name, &args);
         let run = libipc_tests::run_cmd(cmd, w.path(), &format!("{name}-bad"), READY_TIMEOUT);
         assert!(!run.status.unwrap().success(), "{}", run.report());

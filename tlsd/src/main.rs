@@ -1,18 +1,17 @@
 //! tlsd: tcpd behind TLS. The same modes, handshake, limits, workers and drain
 //! (`daemon::cli`), with the TLS transport wrapped around the LibIPC-frames one.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Parser;
 use daemon::cli::{self, Common, Outbound, OutboundName, Plan};
-use libipc::switch::{Dial, Frames, Tls, Transport};
-use rustls::pki_types::ServerName;
+use daemon::engine::DialTarget;
+use libipc::switch::{Dial, Frames};
 
-use daemon::tls::certs;
-use daemon::tls::server::{Refuse, TlsArgs, TlsServer};
+use daemon::tls::client::{TlsClient, TlsClientArgs};
+use daemon::tls::server::{TlsArgs, TlsServer};
 
 /// Puts local LibIPC services behind TLS.
 ///
@@ -43,19 +42,8 @@ struct Args {
     #[command(flatten)]
     tls: TlsArgs,
 
-    /// Client certificate (PEM chain) presented to remote tlsd for outbound
-    /// connections (mutual TLS), with --client-key.
-    #[arg(long, requires = "client_key")]
-    client_cert: Option<PathBuf>,
-
-    /// Private key of --client-cert.
-    #[arg(long, requires = "client_cert")]
-    client_key: Option<PathBuf>,
-
-    /// CA certificates (PEM) that remote tlsd certificates must chain to, for
-    /// outbound connections (default: the system's roots).
-    #[arg(long)]
-    ca: Option<PathBuf>,
+    #[command(flatten)]
+    client: TlsClientArgs,
 
     #[command(flatten)]
     outbound: OutboundName,
@@ -79,21 +67,13 @@ fn run(args: &Args) -> Result<()> {
     let outbound = if args.common.no_outbound {
         None
     } else {
-        let identity = args.client_cert.as_deref().zip(args.client_key.as_deref());
-        let client = certs::client_config(args.ca.as_deref(), identity).context("outbound TLS")?;
+        let client = TlsClient::new(&args.client)?;
         Some(Outbound {
             service_name: args.outbound.service_name.as_deref(),
             scheme: "tls",
-            factory: Arc::new(move |service: &str, host: &str| -> Box<dyn Transport> {
-                let inner = Dial::new(service, Frames::new(max));
-                let name = ServerName::try_from(host.to_owned());
-                match name
-                    .map_err(|e| e.to_string())
-                    .and_then(|n| Tls::client(client.clone(), n, inner).map_err(|e| e.to_string()))
-                {
-                    Ok(t) => Box::new(t),
-                    Err(e) => Box::new(Refuse(e)),
-                }
+            also_schemes: &[],
+            factory: Arc::new(move |t: &DialTarget<'_>| {
+                client.wrap(t.host, Dial::new(t.service, Frames::new(max)))
             }),
         })
     };

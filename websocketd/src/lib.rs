@@ -4,11 +4,13 @@
 //!
 //! - [`ws`]: the transport (the upgrade, then one WebSocket message per LibIPC
 //!   message each way);
+//! - [`client`]: the outbound side's transport (`ws://`, `wss://`);
 //! - [`http`]: the request head, the upgrade decision and the answers;
 //! - [`site`]: the daemon's own hosts and origins (the Host and Origin checks);
 //! - [`files`]: static files for plain GET requests (`--static-dir`);
 //! - [`flags`]: its own flags, and the settings they make.
 
+pub mod client;
 pub mod files;
 pub mod flags;
 pub mod http;

@@ -449,7 +449,7 @@ fn short_reason(e: &WsError) -> &'static str {
 }
 
 /// A LibIPC frame: length (32-bit big-endian), payload.
-fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
+pub(crate) fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend_from_slice(payload);
 }
@@ -474,7 +474,7 @@ fn push_ws_frame(out: &mut Vec<u8>, text: bool, payload: &[u8]) {
 
 /// The stream tungstenite reads and writes: the bytes the loop handed in, and a
 /// buffer for what goes back. Reading past the input would block.
-struct Pipe<'a> {
+pub(crate) struct Pipe<'a> {
     input: &'a [u8],
     output: &'a mut Vec<u8>,
     /// When set, pongs are held here, each replacing the one before, until
@@ -484,7 +484,7 @@ struct Pipe<'a> {
 }
 
 impl<'a> Pipe<'a> {
-    fn new(input: &'a [u8], output: &'a mut Vec<u8>) -> Self {
+    pub(crate) fn new(input: &'a [u8], output: &'a mut Vec<u8>) -> Self {
         Pipe {
             input,
             output,

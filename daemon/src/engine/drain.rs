@@ -29,7 +29,7 @@ impl Worker {
             let _ = self.ctx.close(id);
         }
         self.listeners.clear();
-        if let Some(id) = self.local_service.take() {
+        for id in std::mem::take(&mut self.local_service) {
             let _ = self.ctx.close(id);
         }
         self.refuse_lookups();

@@ -136,6 +136,9 @@ impl Worker {
                     return;
                 }
             }
+            // Keepalive probes (WebSocket pings) keep NATs and proxies on
+            // the way from dropping a quiet outbound connection too.
+            let quiet = self.quiet_timeout();
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
@@ -145,7 +148,7 @@ impl Worker {
             }
             conn.service_id = Some(local);
             let _ = self.ctx.set_deadline(id, None);
-            let _ = self.ctx.set_idle_timeout(id, self.config.idle_timeout);
+            let _ = self.ctx.set_idle_timeout(id, quiet);
             tracing::info!(target: TARGET, parent: &conn.span, "outbound connected");
             return;
         }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use libipc::proxy::Cidr;
 use libipc::service::AcceptBackoff;
-use libipc::switch::{DaemonExt, Transport};
+use libipc::switch::{DaemonExt, ProxyConfig, Transport};
 use libipc::traffic::Traffic;
 use libipc::{Config, ConnId, Context, Event};
 use libipc::{Error, Result};
@@ -47,9 +47,25 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Makes the transport for a new inbound client (routed or fixed mode).
 pub type InboundFactory = Arc<dyn Fn() -> Box<dyn Transport> + Send + Sync>;
-/// Makes the transport for an outbound connection asking for `service` at the
-/// daemon on `host` (the name from the URI, for TLS server name checks).
-pub type OutboundFactory = Arc<dyn Fn(&str, &str) -> Box<dyn Transport> + Send + Sync>;
+/// Makes the transport for an outbound connection to `target`, or says why
+/// there can be none (a host that is no TLS server name): the local client
+/// is refused before anything is dialled.
+pub type OutboundFactory =
+    Arc<dyn Fn(&DialTarget<'_>) -> Result<Box<dyn Transport>, String> + Send + Sync>;
+
+/// What a local client asked its daemon's outbound service for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DialTarget<'a> {
+    /// The protocol to speak (`tcp`, `tls`, `ws`, `wss`): the URI's scheme,
+    /// or the daemon's own when the URI names a custom service name.
+    pub scheme: &'a str,
+    /// The remote service (the URI's path).
+    pub service: &'a str,
+    /// The host as written in the URI (TLS server name, HTTP `Host`).
+    pub host: &'a str,
+    /// The port (the scheme's default when the URI has none).
+    pub port: u16,
+}
 
 /// What a daemon does and its limits.
 #[derive(Debug, Clone)]
@@ -93,6 +109,13 @@ pub struct DaemonConfig {
     pub expose_outbound: Vec<String>,
     /// The URI scheme outbound requests must use (`tcp`, `tls`).
     pub scheme: String,
+    /// More schemes the outbound service dials (websocketd's `wss` beside
+    /// `ws`), each offered under its own name beside `local_service` when
+    /// that is the default (the scheme).
+    pub also_schemes: Vec<String>,
+    /// The HTTP CONNECT proxy outbound connections go through (`--proxy`,
+    /// `HTTPS_PROXY`), and the hosts that go direct (`NO_PROXY`).
+    pub proxy: Option<Arc<ProxyConfig>>,
     /// Load balancers trusted to send a PROXY protocol header (v1 or v2)
     /// first: clients from these networks must, and the address the header
     /// gives is the client's. Clients from elsewhere are taken as they are
@@ -238,7 +261,7 @@ impl Daemon {
                 conns: HashMap::new(),
                 dialing: HashMap::new(),
                 lookups: None,
-                local_service: None,
+                local_service: Vec::new(),
                 draining: None,
             };
             worker.ctx.set_rundir(&self.config.rundir);
@@ -355,7 +378,8 @@ struct Worker {
     dialing: HashMap<ConnId, dial::Dialing>,
     /// The outbound service's name lookups (the worker that has one).
     lookups: Option<resolver::Lookups>,
-    local_service: Option<ConnId>,
+    /// The outbound service's listeners (one per name).
+    local_service: Vec<ConnId>,
     draining: Option<Instant>,
 }
 
@@ -373,10 +397,8 @@ impl Worker {
         wake.set_nonblocking(true)?;
         let id = self.ctx.add_external(OwnedFd::from(wake.try_clone()?))?;
         self.wake = Some((id, wake));
-        if self.outbound.is_some()
-            && let Some(name) = self.config.local_service.clone()
-        {
-            self.offer_outbound(&name, resolver)?;
+        if self.outbound.is_some() {
+            self.offer_outbound(resolver)?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! those programs can reach through it, so that the daemon host's network is not
 //! open to every member of the run directory's group.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -155,6 +156,47 @@ pub(super) fn host_of(authority: &str) -> &str {
     authority.rsplit_once(':').map_or(authority, |(h, _)| h)
 }
 
+/// `authority` with the scheme's default port when it has none (`wss://host/x`
+/// is port 443, as in a browser); as it is for schemes with no default.
+pub(super) fn with_default_port<'a>(authority: &'a str, scheme: &str) -> Cow<'a, str> {
+    let port = match scheme {
+        "ws" => 80,
+        "wss" => 443,
+        _ => return Cow::Borrowed(authority),
+    };
+    let has_port = match authority.rsplit_once(']') {
+        Some((_, after)) => after.starts_with(':'),
+        None => authority.contains(':'),
+    };
+    if has_port {
+        Cow::Borrowed(authority)
+    } else {
+        Cow::Owned(format!("{authority}:{port}"))
+    }
+}
+
+/// Whether `allow` permits the target `host` (as written) without its
+/// addresses, which only the HTTP proxy it goes through will look up: an
+/// address target by its address, a name only by a name entry (`*`, a name,
+/// `*.domain`) with its port; a network entry cannot vouch for a name whose
+/// address the daemon never sees.
+pub(super) fn allowed_unresolved(
+    host: &str,
+    target: Target<'_>,
+    allow: &[Destination],
+) -> Result<(), String> {
+    let refused = || "destination not allowed".to_owned();
+    match target {
+        Target::Addr(addr) => allowed(host, vec![addr], allow).map(drop),
+        Target::Name { .. } if allow.is_empty() => Ok(()),
+        Target::Name { host, port } => allow
+            .iter()
+            .any(|d| !matches!(d.host, Host::Net(_)) && d.may_allow(host, port))
+            .then_some(())
+            .ok_or_else(refused),
+    }
+}
+
 /// Allowed addresses tried for one destination, at most: a name with more is
 /// not worth more connection attempts.
 pub(super) const MAX_ADDRESSES: usize = 8;
@@ -163,7 +205,7 @@ pub(super) const MAX_ADDRESSES: usize = 8;
 const MAX_HOST: usize = 253;
 
 /// What a URI's authority names.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Target<'a> {
     /// An IP literal (`192.0.2.7:9000`, `[::1]:9000`): used as it is.
     Addr(SocketAddr),
@@ -325,6 +367,34 @@ mod tests {
         assert_eq!(allowed("h", many, &[]).unwrap().len(), MAX_ADDRESSES);
         assert_eq!(host_of("[::1]:5"), "::1");
         assert_eq!(host_of("h.example:5"), "h.example");
+    }
+
+    #[test]
+    fn websocket_schemes_have_default_ports() {
+        assert_eq!(with_default_port("h.example", "wss"), "h.example:443");
+        assert_eq!(with_default_port("h.example", "ws"), "h.example:80");
+        assert_eq!(with_default_port("h.example:8080", "wss"), "h.example:8080");
+        assert_eq!(with_default_port("[::1]", "wss"), "[::1]:443");
+        assert_eq!(with_default_port("[::1]:9", "wss"), "[::1]:9");
+        // tcp and tls have no default: the port is required, as before.
+        assert_eq!(with_default_port("h.example", "tcp"), "h.example");
+    }
+
+    #[test]
+    fn through_a_proxy_names_are_judged_by_name_entries_only() {
+        let allow = [d("10.0.0.0/8"), d("db.example.org:9443"), d("*.corp:443")];
+        let name = |h, p| Target::Name { host: h, port: p };
+        assert!(allowed_unresolved("db.example.org", name("db.example.org", 9443), &allow).is_ok());
+        assert!(allowed_unresolved("a.corp", name("a.corp", 443), &allow).is_ok());
+        // A network entry would need the address the proxy alone will see.
+        assert!(allowed_unresolved("in.ten", name("in.ten", 80), &allow).is_err());
+        assert!(allowed_unresolved("a.corp", name("a.corp", 80), &allow).is_err());
+        // An address target is judged by its address.
+        let addr = Target::Addr(a("10.1.2.3:80"));
+        assert!(allowed_unresolved("10.1.2.3", addr, &allow).is_ok());
+        let addr = Target::Addr(a("192.0.2.1:80"));
+        assert!(allowed_unresolved("192.0.2.1", addr, &allow).is_err());
+        assert!(allowed_unresolved("x", name("x", 1), &[]).is_ok());
     }
 
     #[test]

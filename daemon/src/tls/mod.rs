@@ -3,5 +3,6 @@
 //! reloaded on SIGHUP.
 
 pub mod certs;
+pub mod client;
 pub mod identity;
 pub mod server;

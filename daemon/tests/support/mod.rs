@@ -16,7 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use daemon::engine::{
-    Daemon, DaemonConfig, InboundFactory, OutboundFactory, Resolver, Shutdown, Snapshot, Stats,
+    Daemon, DaemonConfig, DialTarget, InboundFactory, OutboundFactory, Resolver, Shutdown,
+    Snapshot, Stats,
 };
 use libipc::Config;
 use libipc::switch::{Dial, Frames, Routed, Transport};
@@ -60,6 +61,8 @@ pub fn config(rundir: PathBuf) -> DaemonConfig {
         outbound_allow: Vec::new(),
         expose_outbound: Vec::new(),
         scheme: "tcp".into(),
+        also_schemes: Vec::new(),
+        proxy: None,
         proxy_from: Vec::new(),
         peer_info: false,
         busy_wait: daemon::engine::BUSY_WAIT,
@@ -103,8 +106,8 @@ impl Setup {
             Arc::new(|| -> Box<dyn Transport> { Box::new(Routed::new(Frames::new(MAX_MESSAGE))) })
         };
         let outbound: Option<OutboundFactory> = self.outbound.then(|| -> OutboundFactory {
-            Arc::new(|service: &str, _host: &str| -> Box<dyn Transport> {
-                Box::new(Dial::new(service, Frames::new(MAX_MESSAGE)))
+            Arc::new(|t: &DialTarget<'_>| -> Result<Box<dyn Transport>, String> {
+                Ok(Box::new(Dial::new(t.service, Frames::new(MAX_MESSAGE))))
             })
         });
         let daemon = Daemon::new(self.config, vec![listener], 1, inbound, outbound)

@@ -140,16 +140,28 @@ fn tcpd_tlsd_and_two_websocketd_serve_one_rundir() {
     for d in &mut ws {
         logs.push(ready_log(d, "websocketd"));
     }
-    for log in &logs {
+    // Each outbound name once: tcpd's, tlsd's, and the first websocketd's
+    // `ws` and `wss`; the second websocketd says, once per name, who has it.
+    for log in &logs[..3] {
         assert!(!log.contains(NOT_OURS), "no outbound name is shared\n{log}");
     }
-    // websocketd offers no outbound service, so it holds no name there.
+    let second: Vec<&str> = logs[3].lines().filter(|l| l.contains(NOT_OURS)).collect();
+    let first_pid = format!("pid {}", ws[0].proc.pid());
+    assert_eq!(second.len(), 2, "{}", logs[3]);
+    for (line, name) in second.iter().zip(["\"ws\"", "\"wss\""]) {
+        assert!(line.contains(name) && line.contains(&first_pid), "{line}");
+    }
     let mut held: Vec<String> = std::fs::read_dir(w.rundir.join(".outbound"))
         .expect("the outbound directory")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     held.sort();
-    assert_eq!(held, ["tcp", "tcp.lock", "tls", "tls.lock"]);
+    assert_eq!(
+        held,
+        [
+            "tcp", "tcp.lock", "tls", "tls.lock", "ws", "ws.lock", "wss", "wss.lock"
+        ]
+    );
 
     routed_echo(tcp(tcpd.addr), "pong", "through tcpd");
     routed_echo(

@@ -53,6 +53,18 @@ pub enum RelayKind {
     /// takes handed-off clients (it is built on this libipc); tcpd steps out.
     #[value(name = "tcpd-handoff")]
     TcpdHandoff,
+    /// IPC_NETWORK `tcp://`: the client asks tcpd's outbound service for the
+    /// service behind tcpd's own port (tcpd relays both hops).
+    #[value(name = "net-tcp")]
+    NetTcp,
+    /// The same with tcpd --handoff: the client is given tcpd's connection,
+    /// whose far end tcpd gave the service (one TCP connection, no relay).
+    #[value(name = "net-tcp-handoff")]
+    NetTcpHandoff,
+    /// IPC_NETWORK `ws://`: the client asks websocketd's outbound service
+    /// for the service behind websocketd's own port (both hops WebSocket).
+    #[value(name = "net-ws")]
+    NetWs,
     /// nginx stream proxy, default buffers (proxy_buffer_size 16k).
     Nginx,
     /// nginx stream proxy, proxy_buffer_size 256k.
@@ -144,10 +156,24 @@ impl RelayKind {
         RelayKind::Websockify,
     ];
 
+    /// The IPC_NETWORK scheme the client asks for, for the `net-*` relays.
+    pub fn network_scheme(self) -> Option<&'static str> {
+        match self {
+            RelayKind::NetTcp | RelayKind::NetTcpHandoff => Some("tcp"),
+            RelayKind::NetWs => Some("ws"),
+            _ => None,
+        }
+    }
+
     pub fn is_tcpd(self) -> bool {
         matches!(
             self,
-            RelayKind::Tcpd | RelayKind::TcpdW1 | RelayKind::TcpdW2 | RelayKind::TcpdHandoff
+            RelayKind::Tcpd
+                | RelayKind::TcpdW1
+                | RelayKind::TcpdW2
+                | RelayKind::TcpdHandoff
+                | RelayKind::NetTcp
+                | RelayKind::NetTcpHandoff
         )
     }
 
@@ -300,7 +326,12 @@ impl Tools {
     pub fn missing(&self, kind: RelayKind) -> Option<&'static str> {
         match kind {
             RelayKind::Direct => None,
-            RelayKind::Tcpd | RelayKind::TcpdW1 | RelayKind::TcpdW2 | RelayKind::TcpdHandoff => self.tcpd.is_none().then_some(
+            RelayKind::Tcpd
+            | RelayKind::TcpdW1
+            | RelayKind::TcpdW2
+            | RelayKind::TcpdHandoff
+            | RelayKind::NetTcp
+            | RelayKind::NetTcpHandoff => self.tcpd.is_none().then_some(
                 "no tcpd binary: build it with `cargo build --release -p tcpd` (or pass --tcpd PATH)",
             ),
             RelayKind::Nginx | RelayKind::Nginx256k => self
@@ -322,7 +353,7 @@ impl Tools {
                 .stunnel
                 .is_none()
                 .then_some("stunnel not found: apt-get install stunnel4"),
-            RelayKind::WebsocketdW1 | RelayKind::WebsocketdW2 => self.websocketd.is_none().then_some(
+            RelayKind::WebsocketdW1 | RelayKind::WebsocketdW2 | RelayKind::NetWs => self.websocketd.is_none().then_some(
                 "no websocketd binary: build it with `cargo build --release -p websocketd` (or pass --websocketd PATH)",
             ),
             RelayKind::Websocat | RelayKind::WebsocatBytes => self
@@ -418,6 +449,8 @@ pub struct Relay {
     tls: Option<Arc<ClientConfig>>,
     service: PathBuf,
     log: PathBuf,
+    /// IPC_NETWORK relays: the outbound service's socket and the URI to ask.
+    network: Option<(PathBuf, String)>,
 }
 
 impl Relay {
@@ -443,6 +476,7 @@ impl Relay {
                 .transpose()?,
             service: service.clone(),
             log: log.clone(),
+            network: None,
         };
         if kind == RelayKind::Direct {
             return Ok(relay);
@@ -469,12 +503,19 @@ impl Relay {
             addr
         };
         relay.addr = Some(addr);
+        if let Some(scheme) = kind.network_scheme() {
+            let socket = rundir.join(".outbound").join(scheme);
+            relay.network = Some((socket, format!("{scheme}://{addr}/{name}")));
+        }
         relay.wait_ready(deadline)?;
         Ok(relay)
     }
 
     /// Where the client connects.
     pub fn target(&self) -> Target<'_> {
+        if let Some((socket, uri)) = &self.network {
+            return Target::Network(socket, uri);
+        }
         if let (Some(a), Some(mode)) = (self.addr, self.kind.ws_mode()) {
             return Target::Ws(a, mode);
         }
@@ -513,9 +554,10 @@ impl Relay {
                     self.log_tail()
                 );
             }
-            let probe = match self.kind.ws_mode() {
-                Some(mode) => ws::echo_once(addr, mode, b"probe"),
-                None => tls::echo_once(addr, self.tls.as_ref(), b"probe").map(drop),
+            let probe = match (&self.network, self.kind.ws_mode()) {
+                (Some((socket, uri)), _) => crate::stream::network_echo_once(socket, uri),
+                (None, Some(mode)) => ws::echo_once(addr, mode, b"probe"),
+                (None, None) => tls::echo_once(addr, self.tls.as_ref(), b"probe").map(drop),
             };
             match probe {
                 Ok(()) => return Ok(()),
@@ -694,6 +736,26 @@ fn command(
             ))
             .arg(format!("UNIX-CONNECT:{}", service.display()));
             (cmd, Some(port))
+        }
+        RelayKind::NetTcp | RelayKind::NetTcpHandoff | RelayKind::NetWs => {
+            // Routed (the URI names the service), with the outbound service:
+            // the daemon dials its own port.
+            let exe = if kind == RelayKind::NetWs {
+                exe(&tools.websocketd)?
+            } else {
+                exe(&tools.tcpd)?
+            };
+            let mut cmd = Command::new(exe);
+            cmd.args(["--listen", "127.0.0.1:0", "--workers", "1"])
+                .arg("--rundir")
+                .arg(rundir)
+                .args(["--log-level", "info"]);
+            match kind {
+                RelayKind::NetWs => cmd.args(["--message-type", "binary"]),
+                RelayKind::NetTcpHandoff => cmd.arg("--handoff"),
+                _ => &mut cmd,
+            };
+            (cmd, None)
         }
         RelayKind::WebsocketdW1 | RelayKind::WebsocketdW2 => {
             let mut cmd = Command::new(exe(&tools.websocketd)?);

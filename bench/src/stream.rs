@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use libipc::network::Connected;
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
@@ -30,6 +31,8 @@ pub enum Target<'a> {
     Tcp(SocketAddr),
     Tls(SocketAddr, &'a Arc<ClientConfig>),
     Ws(SocketAddr, WsMode),
+    /// Through IPC_NETWORK: a daemon's outbound service socket and the URI.
+    Network(&'a Path, &'a str),
 }
 
 /// One client connection's socket, any kind; mio registers them alike.
@@ -123,6 +126,19 @@ pub fn connect(target: Target<'_>) -> Result<Stream> {
             s.sock.set_nonblocking(true)?;
             Ok(Stream::Tls(Box::new(s.map(TcpStream::from_std))))
         }
+        Target::Network(socket, uri) => match ask(socket, uri)? {
+            Connected::Relayed(s) => {
+                s.set_nonblocking(true)?;
+                Ok(Stream::Unix(UnixStream::from_std(s)))
+            }
+            Connected::HandedOff { socket, rest } => {
+                anyhow::ensure!(rest.is_empty(), "the remote spoke first");
+                let s = std::net::TcpStream::from(socket);
+                s.set_nodelay(true)?;
+                s.set_nonblocking(true)?;
+                Ok(Stream::Tcp(TcpStream::from_std(s)))
+            }
+        },
         Target::Ws(addr, mode) => {
             // Upgrade blocking, then hand the socket to mio.
             let (s, early) = ws::handshake(addr)?;
@@ -151,3 +167,30 @@ fn connect_unix(path: &Path) -> Result<UnixStream> {
     std.set_nonblocking(true)?;
     Ok(UnixStream::from_std(std))
 }
+
+/// Asks the outbound service at `socket` for `uri`, as a libipc client does.
+fn ask(socket: &Path, uri: &str) -> Result<Connected> {
+    let s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connect {}", socket.display()))?;
+    let scheme = uri.split("://").next().unwrap_or_default();
+    let timeout = Duration::from_secs(CONNECT_TIMEOUT_S as u64);
+    Ok(libipc::network::ask_daemon(s, scheme, uri, timeout)?)
+}
+
+/// One echo through IPC_NETWORK (`socket`, `uri`), blocking: a relay's
+/// readiness probe.
+pub fn network_echo_once(socket: &Path, uri: &str) -> Result<()> {
+    let mut s: Box<dyn ReadWrite> = match ask(socket, uri)? {
+        Connected::Relayed(s) => Box::new(s),
+        Connected::HandedOff { socket, .. } => Box::new(std::net::TcpStream::from(socket)),
+    };
+    let frame = [&4u32.to_be_bytes()[..], b"ping"].concat();
+    s.write_all(&frame)?;
+    let mut back = [0; 8];
+    s.read_exact(&mut back)?;
+    anyhow::ensure!(back[..] == frame[..], "echo differs: {back:?}");
+    Ok(())
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}

@@ -41,6 +41,10 @@ use crate::ws::{self, WsMode};
 pub enum RelayKind {
     /// No relay: the client connects to the service's unix socket.
     Direct,
+    /// No relay, and not our service: the client opens TCP straight to a
+    /// thread-per-connection echo (the physical reference for TCP relays).
+    #[value(name = "direct-tcp")]
+    DirectTcp,
     /// tcpd with its default number of workers (the number of cores).
     Tcpd,
     /// tcpd --workers 1.
@@ -325,7 +329,7 @@ impl Tools {
     /// Why `kind` cannot run here, if it cannot.
     pub fn missing(&self, kind: RelayKind) -> Option<&'static str> {
         match kind {
-            RelayKind::Direct => None,
+            RelayKind::Direct | RelayKind::DirectTcp => None,
             RelayKind::Tcpd
             | RelayKind::TcpdW1
             | RelayKind::TcpdW2
@@ -664,6 +668,15 @@ fn command(
     let exe = |p: &Option<PathBuf>| p.clone().context("not installed");
     Ok(match kind {
         RelayKind::Direct => bail!("direct has no relay process"),
+        RelayKind::DirectTcp => {
+            let port = free_port()?;
+            let mut cmd = Command::new(std::env::current_exe().context("current_exe")?);
+            cmd.args(["serve", "--kind", "reference-tcp", "--rundir"])
+                .arg(rundir)
+                .arg("--name")
+                .arg(format!("127.0.0.1:{port}"));
+            (cmd, Some(port))
+        }
         RelayKind::Tcpd
         | RelayKind::TcpdW1
         | RelayKind::TcpdW2

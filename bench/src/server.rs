@@ -29,6 +29,10 @@ pub enum Kind {
     Libipc2,
     /// Reference: a blocking thread per connection, plain reads and writes.
     Reference,
+    /// The same reference on TCP: its `--name` is the address to listen on
+    /// (the `direct-tcp` relay: a client opening TCP straight to an echo).
+    #[value(name = "reference-tcp")]
+    ReferenceTcp,
     /// libipc's loop, echoing every message whatever the client's pace: a reply
     /// the connection's queue refuses (`Error::Backpressure`) is kept and
     /// scheduled again after the next MESSAGE_TX (the soak's slow readers).
@@ -42,6 +46,7 @@ impl Kind {
             Kind::Libipc => "libipc",
             Kind::Libipc2 => "libipc-2loops",
             Kind::Reference => "reference",
+            Kind::ReferenceTcp => "reference-tcp",
             Kind::Queued => "libipc-queued",
         }
     }
@@ -56,6 +61,7 @@ pub fn serve(kind: Kind, rundir: &Path, name: &str) -> Result<()> {
         Kind::Libipc => serve_libipc(rundir, name, 1),
         Kind::Libipc2 => serve_libipc(rundir, name, 2),
         Kind::Reference => serve_reference(&rundir.join(name)),
+        Kind::ReferenceTcp => serve_reference_tcp(name),
         Kind::Queued => serve_queued(rundir, name),
     }
 }
@@ -169,7 +175,28 @@ fn serve_reference(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn echo_blocking(stream: &UnixStream) -> io::Result<()> {
+fn serve_reference_tcp(addr: &str) -> Result<()> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+    announce_ready()?;
+    for stream in listener.incoming() {
+        let stream = stream.context("accept")?;
+        stream.set_nodelay(true)?;
+        std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                if let Err(e) = echo_blocking(&stream) {
+                    eprintln!("reference echo: {e}");
+                }
+            })
+            .context("spawn connection thread")?;
+    }
+    Ok(())
+}
+
+fn echo_blocking<S>(stream: &S) -> io::Result<()>
+where
+    for<'a> &'a S: Read + Write,
+{
     let mut rx = BufReader::with_capacity(256 << 10, stream);
     let mut tx = BufWriter::with_capacity(256 << 10, stream);
     let mut payload = Vec::new();

@@ -23,7 +23,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 
 use crate::http::{self, MAX_HEAD};
-use crate::ws::{Pipe, Settings, push_frame};
+use crate::ws::{Pipe, Settings, close_ws, ping_ws, push_frame};
 
 /// Where a connection to a remote WebSocket server stands.
 #[derive(Debug)]
@@ -166,35 +166,11 @@ impl WsClient {
         }
     }
 
-    /// Runs `f` with the open WebSocket and sends what it wrote.
-    fn with_ws(
-        &mut self,
-        relay: &mut Relay<'_>,
-        f: impl FnOnce(&mut WebSocketContext, &mut Pipe<'_>) -> tungstenite::Result<()>,
-    ) -> bool {
-        let State::Open(ws) = &mut self.state else {
-            return false;
-        };
-        if !ws.can_write() {
-            return false;
-        }
-        let mut out = Vec::new();
-        let mut pipe = Pipe::new(&[], &mut out);
-        let ok = f(ws, &mut pipe).is_ok();
-        relay.to_network(&out);
-        ok
-    }
-
     fn close_with(&mut self, relay: &mut Relay<'_>, code: CloseCode, reason: &'static str) -> bool {
-        self.with_ws(relay, |ws, pipe| {
-            ws.close(
-                pipe,
-                Some(CloseFrame {
-                    code,
-                    reason: reason.into(),
-                }),
-            )
-        })
+        match &mut self.state {
+            State::Open(ws) => close_ws(ws, relay, code, reason),
+            _ => false,
+        }
     }
 }
 
@@ -326,21 +302,14 @@ impl Transport for WsClient {
     }
 
     fn keepalive(&mut self, relay: &mut Relay<'_>) -> Result<bool> {
-        if self.unanswered_pings >= self.settings.max_unanswered_pings {
-            self.close_with(relay, CloseCode::Error, "no answer to pings");
-            return Err(Error::Transport(format!(
-                "the remote answered none of {} pings",
-                self.unanswered_pings
-            )));
-        }
-        let sent = self.with_ws(relay, |ws, pipe| {
-            ws.write(pipe, Message::Ping(Default::default()))?;
-            ws.flush(pipe)
-        });
-        if sent {
-            self.unanswered_pings += 1;
-        }
-        Ok(sent)
+        let max = self.settings.max_unanswered_pings;
+        let ws = match &mut self.state {
+            State::Open(ws) => Some(&mut **ws),
+            _ => None,
+        };
+        ping_ws(ws, relay, &mut self.unanswered_pings, max, |n| {
+            format!("the remote answered none of {n} pings")
+        })
     }
 
     fn going_away(&mut self, relay: &mut Relay<'_>) -> bool {

@@ -233,35 +233,11 @@ impl WebSocket {
         }
     }
 
-    /// Runs `f` with the open WebSocket and sends what it wrote to the client.
-    fn with_ws(
-        &mut self,
-        relay: &mut Relay<'_>,
-        f: impl FnOnce(&mut WebSocketContext, &mut Pipe<'_>) -> tungstenite::Result<()>,
-    ) -> bool {
-        let State::Open { ws, .. } = &mut self.state else {
-            return false;
-        };
-        if !ws.can_write() {
-            return false;
-        }
-        let mut out = Vec::new();
-        let mut pipe = Pipe::new(&[], &mut out);
-        let ok = f(ws, &mut pipe).is_ok();
-        relay.to_network(&out);
-        ok
-    }
-
     fn close_with(&mut self, relay: &mut Relay<'_>, code: CloseCode, reason: &'static str) -> bool {
-        self.with_ws(relay, |ws, pipe| {
-            ws.close(
-                pipe,
-                Some(CloseFrame {
-                    code,
-                    reason: reason.into(),
-                }),
-            )
-        })
+        match &mut self.state {
+            State::Open { ws, .. } => close_ws(ws, relay, code, reason),
+            _ => false,
+        }
     }
 }
 
@@ -355,23 +331,16 @@ impl Transport for WebSocket {
     }
 
     fn keepalive(&mut self, relay: &mut Relay<'_>) -> Result<bool> {
-        if self.unanswered_pings >= self.settings.max_unanswered_pings {
-            // Say why here: the close that ends the pair otherwise would be the
-            // one for a service that went away.
-            self.close_with(relay, CloseCode::Error, "no answer to pings");
-            return Err(Error::Transport(format!(
-                "no answer to {} pings",
-                self.unanswered_pings
-            )));
-        }
-        let sent = self.with_ws(relay, |ws, pipe| {
-            ws.write(pipe, Message::Ping(Default::default()))?;
-            ws.flush(pipe)
-        });
-        if sent {
-            self.unanswered_pings += 1;
-        }
-        Ok(sent)
+        let max = self.settings.max_unanswered_pings;
+        let ws = match &mut self.state {
+            State::Open { ws, .. } => Some(&mut **ws),
+            _ => None,
+        };
+        // Say why here: the close that ends the pair otherwise would be the
+        // one for a service that went away.
+        ping_ws(ws, relay, &mut self.unanswered_pings, max, |n| {
+            format!("no answer to {n} pings")
+        })
     }
 
     fn going_away(&mut self, relay: &mut Relay<'_>) -> bool {
@@ -446,6 +415,69 @@ fn short_reason(e: &WsError) -> &'static str {
         CloseCode::Protocol => "protocol error",
         _ => "error",
     }
+}
+
+/// Runs `f` with open WebSocket `ws` and sends what it wrote to the peer;
+/// false if `ws` can write no more (closing) or `f` failed. Both ends use it.
+pub(crate) fn send_ws(
+    ws: &mut WebSocketContext,
+    relay: &mut Relay<'_>,
+    f: impl FnOnce(&mut WebSocketContext, &mut Pipe<'_>) -> tungstenite::Result<()>,
+) -> bool {
+    if !ws.can_write() {
+        return false;
+    }
+    let mut out = Vec::new();
+    let mut pipe = Pipe::new(&[], &mut out);
+    let ok = f(ws, &mut pipe).is_ok();
+    relay.to_network(&out);
+    ok
+}
+
+/// Sends a close frame with `code` and `reason` on `ws`.
+pub(crate) fn close_ws(
+    ws: &mut WebSocketContext,
+    relay: &mut Relay<'_>,
+    code: CloseCode,
+    reason: &'static str,
+) -> bool {
+    send_ws(ws, relay, |ws, pipe| {
+        ws.close(
+            pipe,
+            Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            }),
+        )
+    })
+}
+
+/// The keepalive of both ends: a ping on `ws` (if it is open), counted in
+/// `unanswered` (reset by whatever the peer sends); once `max` have gone
+/// unanswered, a close 1011 and an error saying so (`no_answer`).
+pub(crate) fn ping_ws(
+    mut ws: Option<&mut WebSocketContext>,
+    relay: &mut Relay<'_>,
+    unanswered: &mut u32,
+    max: u32,
+    no_answer: impl FnOnce(u32) -> String,
+) -> Result<bool> {
+    if *unanswered >= max {
+        if let Some(ws) = ws.as_deref_mut() {
+            close_ws(ws, relay, CloseCode::Error, "no answer to pings");
+        }
+        return Err(Error::Transport(no_answer(*unanswered)));
+    }
+    let sent = ws.is_some_and(|ws| {
+        send_ws(ws, relay, |ws, pipe| {
+            ws.write(pipe, Message::Ping(Default::default()))?;
+            ws.flush(pipe)
+        })
+    });
+    if sent {
+        *unanswered += 1;
+    }
+    Ok(sent)
 }
 
 /// A LibIPC frame: length (32-bit big-endian), payload.

@@ -155,15 +155,26 @@ unsafe fn open_service(
         let Ok(name) = libipc::service::validate_name(name) else {
             return EGENERIC;
         };
-        match open(&mut c.ctx, name).map(|id| c.ctx.fd(id)) {
-            Ok(Some(raw)) => {
-                // SAFETY: `fd` is non-null and valid for writes per the contract.
-                unsafe { *fd = raw };
-                0
-            }
-            _ => EGENERIC,
-        }
+        let opened = open(&mut c.ctx, name);
+        // SAFETY: `fd` is non-null and valid for writes per the contract.
+        unsafe { put_fd(c, opened, fd) }
     })
+}
+
+/// Writes the descriptor of connection `opened` to `out`: 0, or -1 if it
+/// could not be opened.
+///
+/// # Safety
+/// `out` non-null and valid for writes.
+unsafe fn put_fd(c: &CContext, opened: libipc::Result<ConnId>, out: *mut c_int) -> c_int {
+    match opened.map(|id| c.ctx.fd(id)) {
+        Ok(Some(raw)) => {
+            // SAFETY: the caller's contract.
+            unsafe { *out = raw };
+            0
+        }
+        _ => EGENERIC,
+    }
 }
 
 /// Serves, in `ctx` too, the service `servicefd` of context `from`: one event
@@ -196,14 +207,8 @@ pub unsafe extern "C" fn ipc_service_share(
             .ctx
             .share_service(service)
             .and_then(|l| c.ctx.add_service(l));
-        match added.map(|id| c.ctx.fd(id)) {
-            Ok(Some(raw)) => {
-                // SAFETY: `newfd` is non-null and valid for writes per the contract.
-                unsafe { *newfd = raw };
-                0
-            }
-            _ => EGENERIC,
-        }
+        // SAFETY: `newfd` is non-null and valid for writes per the contract.
+        unsafe { put_fd(c, added, newfd) }
     })
 }
 

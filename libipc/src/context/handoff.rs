@@ -92,8 +92,8 @@ impl Context {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "handoff accept failed; retrying in 100 ms");
-                    return self.retry_accept_at(id, self.now + service::AcceptBackoff::RETRY);
+                    self.accept_failed(id, &e);
+                    return;
                 }
             }
         }

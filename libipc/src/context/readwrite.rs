@@ -167,13 +167,9 @@ impl Context {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // EMFILE and friends: the client stays in the backlog.
-                    // Reported as the daemons report it (AcceptBackoff): an
-                    // application that logs each ERROR event logs one line a
-                    // second, not one per retry.
-                    self.retry_accept_at(id, self.now + AcceptBackoff::RETRY);
-                    if let Some(failures) = self.accept_backoff.failed(self.now) {
-                        tracing::warn!(listener = %id, error = %e, failures, "accept failed; retrying in 100 ms");
+                    // An application that logs each ERROR event logs one
+                    // line a second, not one per retry.
+                    if self.accept_failed(id, &e) {
                         self.pending.push_back(Event::Error {
                             id: Some(id),
                             error: e.into(),
@@ -184,6 +180,20 @@ impl Context {
             }
         }
         self.mark_ready(id);
+    }
+
+    /// Accept on listener `id` (a service's, or its handoff endpoint) failed
+    /// with `e`, EMFILE and friends: the client stays in the backlog, and the
+    /// listener is tried again after [`AcceptBackoff::RETRY`]. Reported as
+    /// the daemons report it (logged at most once a second, with a count):
+    /// true when this failure is the one to report.
+    pub(super) fn accept_failed(&mut self, id: ConnId, e: &io::Error) -> bool {
+        self.retry_accept_at(id, self.now + AcceptBackoff::RETRY);
+        let Some(failures) = self.accept_backoff.failed(self.now) else {
+            return false;
+        };
+        tracing::warn!(listener = %id, error = %e, failures, "accept failed; retrying in 100 ms");
+        true
     }
 
     /// Tries listener (or external) `id` again at `at`, or at the retry

@@ -80,6 +80,26 @@ pub fn parse_uri(uri: &str) -> Result<Uri<'_>> {
     })
 }
 
+/// A URI component with its `%XX` escapes decoded (RFC 3986); `None` for a
+/// broken escape. Used for a proxy URL's user information and websocketd's
+/// request paths.
+pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 /// Finds the route for `service` in an `IPC_NETWORK` value (the last match wins).
 ///
 /// Entries that are malformed are errors only if they name `service`, so one bad
@@ -211,6 +231,16 @@ pub fn ask_daemon(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_escapes_are_decoded_and_broken_ones_refused() {
+        assert_eq!(percent_decode("a%2Fb%20c").unwrap(), b"a/b c");
+        assert_eq!(percent_decode("%2e%2E/x").unwrap(), b"../x");
+        assert_eq!(percent_decode("").unwrap(), b"");
+        for broken in ["%", "%2", "%zz", "a%g1"] {
+            assert_eq!(percent_decode(broken), None, "{broken}");
+        }
+    }
 
     #[test]
     fn routes_follow_the_last_matching_entry() {

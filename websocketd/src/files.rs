@@ -6,6 +6,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use libipc::network::percent_decode;
+
 use crate::http::{error, response_head};
 
 /// Bytes of a file read in one step, and sent before the next is read: the
@@ -131,23 +133,6 @@ fn open(real: &Path) -> Result<(File, u64), String> {
     let file = File::open(real).map_err(cannot)?;
     let len = file.metadata().map_err(cannot)?.len();
     Ok((file, len))
-}
-
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Some(out)
 }
 
 fn content_type(file: &Path) -> &'static str {

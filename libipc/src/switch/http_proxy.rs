@@ -14,6 +14,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::error::{Error, Result};
+use crate::network::percent_decode;
 use crate::proxy::Cidr;
 use crate::switch::{PeerInfo, Refusal, Relay, Transport};
 
@@ -221,24 +222,6 @@ fn parse_no_proxy(list: &str) -> Vec<NoProxy> {
             NoProxy::Domain(name.to_ascii_lowercase())
         })
         .collect()
-}
-
-/// `%XX` escapes decoded; `None` for a broken one.
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Some(out)
 }
 
 /// Standard base64 with padding (RFC 4648), for basic authentication.

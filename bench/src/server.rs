@@ -160,27 +160,31 @@ fn try_schedule(ctx: &mut Context, id: ConnId, payload: &[u8]) -> bool {
 /// The reference: what plain blocking sockets achieve, one thread per connection.
 fn serve_reference(path: &Path) -> Result<()> {
     let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
-    announce_ready()?;
-    for stream in listener.incoming() {
-        let stream = stream.context("accept")?;
-        std::thread::Builder::new()
-            .stack_size(256 << 10)
-            .spawn(move || {
-                if let Err(e) = echo_blocking(&stream) {
-                    eprintln!("reference echo: {e}");
-                }
-            })
-            .context("spawn connection thread")?;
-    }
-    Ok(())
+    serve_threads(listener.incoming(), |_| Ok(()))
 }
 
+/// The same reference on TCP (Nagle off, as the relays have it).
 fn serve_reference_tcp(addr: &str) -> Result<()> {
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+    serve_threads(listener.incoming(), |s: &std::net::TcpStream| {
+        s.set_nodelay(true)
+    })
+}
+
+/// Says it is ready, then echoes each connection of `incoming` on a thread
+/// of its own, after `setup`.
+fn serve_threads<S>(
+    incoming: impl Iterator<Item = io::Result<S>>,
+    setup: impl Fn(&S) -> io::Result<()>,
+) -> Result<()>
+where
+    S: Send + 'static,
+    for<'a> &'a S: Read + Write,
+{
     announce_ready()?;
-    for stream in listener.incoming() {
+    for stream in incoming {
         let stream = stream.context("accept")?;
-        stream.set_nodelay(true)?;
+        setup(&stream)?;
         std::thread::Builder::new()
             .stack_size(256 << 10)
             .spawn(move || {

@@ -3,12 +3,12 @@
 //! out; the service speaks to the client directly.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::{UnixListener, UnixStream};
 
 use libipc::handoff::{Declined, Handoff};
-use libipc::switch::{DaemonExt, Frames, Routed};
-use libipc::{Config, ConnId, Context, Event};
+use libipc::switch::DaemonExt;
+use libipc::{Config, ConnId, Context};
 
 mod common;
 use common::*;
@@ -16,24 +16,10 @@ use common::*;
 /// A daemon's context with one routed TCP client that asked for a service
 /// (what it sent is `hello`): the context, the client's id, the client.
 fn asking_client(dir: &std::path::Path, hello: &[u8]) -> (Context, ConnId, TcpStream) {
-    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut client = TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
-    client.set_read_timeout(Some(LIMIT)).unwrap();
-    let (stream, _) = tcp.accept().unwrap();
-    let mut ctx = Context::new().unwrap();
-    ctx.set_rundir(dir);
-    ctx.set_timer(Some(LIMIT));
-    let id = ctx
-        .add_network(stream.into(), Box::new(Routed::new(Frames::new(1 << 20))))
-        .unwrap();
+    let (mut ctx, id, mut client) = routed_client(dir);
     client.write_all(hello).unwrap();
-    loop {
-        match ctx.wait_event().unwrap() {
-            Event::ServiceRequest { id: req, .. } if req == id => return (ctx, id, client),
-            Event::Timer => panic!("no request within {LIMIT:?}"),
-            _ => {}
-        }
-    }
+    assert_eq!(next_request(&mut ctx).0, id);
+    (ctx, id, client)
 }
 
 #[test]

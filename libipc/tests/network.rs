@@ -11,31 +11,6 @@ use libipc::{Config, ConnId, Context, Error, Event};
 mod common;
 use common::*;
 
-/// A relay context with one routed network client connected to it.
-fn routed_client(dir: &std::path::Path) -> (Context, ConnId, TcpStream) {
-    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
-    client.set_read_timeout(Some(LIMIT)).unwrap();
-    let (stream, _) = tcp.accept().unwrap();
-    let mut ctx = Context::new().unwrap();
-    ctx.set_rundir(dir);
-    ctx.set_timer(Some(LIMIT));
-    let id = ctx
-        .add_network(stream.into(), Box::new(Routed::new(Frames::new(1 << 20))))
-        .unwrap();
-    (ctx, id, client)
-}
-
-fn next_request(ctx: &mut Context) -> (ConnId, Vec<u8>) {
-    loop {
-        match ctx.wait_event().unwrap() {
-            Event::ServiceRequest { id, name } => return (id, name),
-            Event::Timer => panic!("no request within {LIMIT:?}"),
-            _ => {}
-        }
-    }
-}
-
 #[test]
 fn a_named_service_is_attached_and_the_first_message_arrives() {
     let (_tmp, dir) = rundir();

@@ -10,6 +10,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use std::net::{TcpListener, TcpStream};
+
+use libipc::switch::{DaemonExt, Frames, Routed};
 use libipc::{Config, ConnId, Context, Event};
 
 pub const LIMIT: Duration = Duration::from_secs(20);
@@ -106,4 +109,29 @@ pub fn rundir() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
     (tmp, dir)
+}
+
+/// A relay context with one routed network client connected to it.
+pub fn routed_client(dir: &std::path::Path) -> (Context, ConnId, TcpStream) {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
+    client.set_read_timeout(Some(LIMIT)).unwrap();
+    let (stream, _) = tcp.accept().unwrap();
+    let mut ctx = Context::new().unwrap();
+    ctx.set_rundir(dir);
+    ctx.set_timer(Some(LIMIT));
+    let id = ctx
+        .add_network(stream.into(), Box::new(Routed::new(Frames::new(1 << 20))))
+        .unwrap();
+    (ctx, id, client)
+}
+
+pub fn next_request(ctx: &mut Context) -> (ConnId, Vec<u8>) {
+    loop {
+        match ctx.wait_event().unwrap() {
+            Event::ServiceRequest { id, name } => return (id, name),
+            Event::Timer => panic!("no request within {LIMIT:?}"),
+            _ => {}
+        }
+    }
 }

@@ -9,28 +9,12 @@ use libipc::Error;
 use libipc::switch::{Refusal, Transport};
 use libipc::testing::Harness;
 use websocketd::client::WsClient;
-use websocketd::http::Policy;
-use websocketd::site::{Origins, Site};
 use websocketd::ws::{MessageType, Settings, WebSocket};
 
+mod common;
+
 fn settings() -> Arc<Settings> {
-    Arc::new(Settings {
-        policy: Policy {
-            fixed_service: None,
-            site: Site {
-                listeners: vec![([127, 0, 0, 1], 8080).into()],
-                public: Vec::new(),
-                any_host: false,
-                origins: Origins::Own,
-                tls: false,
-            },
-            subprotocols: Vec::new(),
-            static_dir: None,
-        },
-        message_type: MessageType::Mirror,
-        max_message_size: 1 << 16,
-        max_unanswered_pings: 2,
-    })
+    common::settings(MessageType::Mirror, 2)
 }
 
 fn framed(p: &[u8]) -> Vec<u8> {

@@ -3,13 +3,11 @@
 //! the exact bytes it sends each way. The test plays the event loop, calling
 //! the transport as the context does (see `libipc::testing`).
 
-use std::sync::Arc;
-
 use libipc::switch::{Refusal, Transport};
 use libipc::testing::Harness;
-use websocketd::http::Policy;
-use websocketd::site::{Origins, Site};
-use websocketd::ws::{MessageType, Settings, WebSocket};
+use websocketd::ws::{MessageType, WebSocket};
+
+mod common;
 
 /// RFC 6455's example handshake (section 1.3): its key and accept value.
 const UPGRADE: &[u8] = b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
@@ -19,23 +17,7 @@ Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\
 
 /// A transport as `websocketd --listen 127.0.0.1:8080` makes for a client.
 fn websocket(message_type: MessageType) -> WebSocket {
-    WebSocket::new(Arc::new(Settings {
-        policy: Policy {
-            fixed_service: None,
-            site: Site {
-                listeners: vec![([127, 0, 0, 1], 8080).into()],
-                public: Vec::new(),
-                any_host: false,
-                origins: Origins::Own,
-                tls: false,
-            },
-            subprotocols: Vec::new(),
-            static_dir: None,
-        },
-        message_type,
-        max_message_size: 1 << 16,
-        max_unanswered_pings: 3,
-    }))
+    WebSocket::new(common::settings(message_type, 3))
 }
 
 /// A WebSocket past its upgrade (service `echo` attached, 101 taken).

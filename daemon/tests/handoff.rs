@@ -68,25 +68,56 @@ fn without_handoff_a_client_of_a_libipc_service_is_relayed() {
     assert_echoes(&mut c, b"still relayed");
 }
 
-/// IPC_NETWORK with `--handoff` at both ends: the local daemon gives its
-/// client the connection to the remote, whose daemon gave its end to the
-/// service: the client and the service talk over one TCP connection, with
-/// no daemon in between (here one daemon is both ends).
-#[test]
-fn with_handoff_at_both_ends_a_local_client_talks_tcp_to_the_service() {
+/// A daemon (`--handoff` or not) with its outbound service `tcp` and an echo
+/// service, and a local client that reached the echo through IPC_NETWORK
+/// and that daemon's own port.
+struct NetworkClient {
+    d: Running,
+    addr: std::net::SocketAddr,
+    _echo: Service,
+    ctx: libipc::Context,
+    id: libipc::ConnId,
+    /// What the client's connection leads to.
+    peer: nix::sys::socket::SockaddrStorage,
+}
+
+fn ipc_network_client(handoff: bool) -> NetworkClient {
     let (l, addr) = listener();
     let mut setup = Setup::routed();
     setup.config.local_service = Some("tcp".into());
     setup.outbound = true;
-    setup.config.handoff = true;
+    setup.config.handoff = handoff;
     let _echo = Service::start(setup.rundir(), "echo");
     let d = setup.start(l);
     let mut ctx = libipc::Context::new().unwrap();
     ctx.set_rundir(&d.rundir);
     ctx.set_network(Some(format!("pong tcp://{addr}/echo")));
     let id = ctx.connect_service("pong").unwrap();
-    let fd = ctx.fd(id).unwrap();
-    let peer: nix::sys::socket::SockaddrStorage = nix::sys::socket::getpeername(fd).unwrap();
+    let peer = nix::sys::socket::getpeername(ctx.fd(id).unwrap()).unwrap();
+    NetworkClient {
+        d,
+        addr,
+        _echo,
+        ctx,
+        id,
+        peer,
+    }
+}
+
+/// IPC_NETWORK with `--handoff` at both ends: the local daemon gives its
+/// client the connection to the remote, whose daemon gave its end to the
+/// service: the client and the service talk over one TCP connection, with
+/// no daemon in between (here one daemon is both ends).
+#[test]
+fn with_handoff_at_both_ends_a_local_client_talks_tcp_to_the_service() {
+    let NetworkClient {
+        d,
+        addr,
+        _echo,
+        mut ctx,
+        id,
+        peer,
+    } = ipc_network_client(true);
     assert_eq!(
         peer.as_sockaddr_in().map(|a| a.port()),
         Some(addr.port()),
@@ -107,18 +138,8 @@ fn with_handoff_at_both_ends_a_local_client_talks_tcp_to_the_service() {
 /// connection, as before.
 #[test]
 fn without_handoff_an_outbound_client_is_relayed() {
-    let (l, addr) = listener();
-    let mut setup = Setup::routed();
-    setup.config.local_service = Some("tcp".into());
-    setup.outbound = true;
-    let _echo = Service::start(setup.rundir(), "echo");
-    let d = setup.start(l);
-    let mut ctx = libipc::Context::new().unwrap();
-    ctx.set_rundir(&d.rundir);
-    ctx.set_network(Some(format!("pong tcp://{addr}/echo")));
-    let id = ctx.connect_service("pong").unwrap();
-    let fd = ctx.fd(id).unwrap();
-    let peer: nix::sys::socket::SockaddrStorage = nix::sys::socket::getpeername(fd).unwrap();
+    let mut c = ipc_network_client(false);
+    let (ctx, id, peer) = (&mut c.ctx, c.id, c.peer);
     assert!(peer.as_unix_addr().is_some(), "{peer}");
     ctx.write(id, b"relayed").unwrap();
     assert_eq!(ctx.read(id).unwrap(), b"relayed");

@@ -137,15 +137,21 @@ enum Scenario {
     /// 64-byte messages, window 16.
     #[value(name = "32conn-64b-2loops")]
     TwoLoops,
+    /// libipc against the byte echo (no framing, a thread per connection): the
+    /// service's CPU time per message, 32 connections, 64-byte messages,
+    /// window 16.
+    #[value(name = "32conn-64b-cpu")]
+    Cpu,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::OneSmall,
         Scenario::ManySmall,
         Scenario::OneLarge,
         Scenario::TenK,
         Scenario::TwoLoops,
+        Scenario::Cpu,
     ];
 
     /// (connections, size, window). Window 1 where latency matters; the rate
@@ -158,7 +164,7 @@ impl Scenario {
             Scenario::ManySmall => (32, 64, 8),
             Scenario::OneLarge => (1, 64 << 10, 4),
             Scenario::TenK => (10_000, 64, 1),
-            Scenario::TwoLoops => (32, 64, 16),
+            Scenario::TwoLoops | Scenario::Cpu => (32, 64, 16),
         }
     }
 
@@ -331,6 +337,8 @@ fn bench(cli: Cli) -> Result<bool> {
             scale(&mut b, s, conns, size, window)?;
         } else if s == Scenario::TwoLoops {
             loops(&mut b, s, conns, size, window)?;
+        } else if s == Scenario::Cpu {
+            cpu(&mut b, s, conns, size, window)?;
         } else {
             compare(&mut b, s, conns, size, window)?;
         }
@@ -564,6 +572,28 @@ fn loops(b: &mut Bench, s: Scenario, conns: usize, size: usize, window: usize) -
          {cpu:.2}x; p50 {p50:.2}x, p99 {p99:.2}x"
     );
     ratio_row(b, s, &format!("**2 loops/1 loop** (target {verdict})"), r);
+    Ok(())
+}
+
+/// libipc's CPU time per message against the byte echo's, at the same load.
+fn cpu(b: &mut Bench, s: Scenario, conns: usize, size: usize, window: usize) -> Result<()> {
+    let pair = [(Kind::Libipc, conns), (Kind::Bytes, conns)];
+    let [lib, bytes] = rounds(b, pair, size, window)?;
+    summary_row(b, s, size, window, &lib);
+    summary_row(b, s, size, window, &bytes);
+    let r = ratios(&lib, &bytes);
+    let [rate, _, _, _, ratio, _] = r.map(|v| v.unwrap_or(f64::NAN));
+    let own = lib.srv_cpu.unwrap_or(f64::NAN);
+    let verdict = if own <= 0.25 && ratio <= 2.0 {
+        "met"
+    } else {
+        "NOT met"
+    };
+    println!(
+        "  libipc/bytes: srv CPU/msg {own:.3} µs, {ratio:.2}x the byte echo's  (target: <= 0.25 µs \
+         and <= 2x: {verdict}); msgs/s {rate:.2}x"
+    );
+    ratio_row(b, s, &format!("**libipc/bytes** (target {verdict})"), r);
     Ok(())
 }
 

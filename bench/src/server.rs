@@ -29,6 +29,9 @@ pub enum Kind {
     Libipc2,
     /// Reference: a blocking thread per connection, plain reads and writes.
     Reference,
+    /// The floor: a blocking thread per connection echoing bytes as they come,
+    /// with no framing (one read and one write per batch of messages).
+    Bytes,
     /// The same reference on TCP: its `--name` is the address to listen on
     /// (the `direct-tcp` relay: a client opening TCP straight to an echo).
     #[value(name = "reference-tcp")]
@@ -46,6 +49,7 @@ impl Kind {
             Kind::Libipc => "libipc",
             Kind::Libipc2 => "libipc-2loops",
             Kind::Reference => "reference",
+            Kind::Bytes => "bytes",
             Kind::ReferenceTcp => "reference-tcp",
             Kind::Queued => "libipc-queued",
         }
@@ -60,7 +64,8 @@ pub fn serve(kind: Kind, rundir: &Path, name: &str) -> Result<()> {
     match kind {
         Kind::Libipc => serve_libipc(rundir, name, 1),
         Kind::Libipc2 => serve_libipc(rundir, name, 2),
-        Kind::Reference => serve_reference(&rundir.join(name)),
+        Kind::Reference => serve_reference(&rundir.join(name), echo_blocking),
+        Kind::Bytes => serve_reference(&rundir.join(name), echo_bytes),
         Kind::ReferenceTcp => serve_reference_tcp(name),
         Kind::Queued => serve_queued(rundir, name),
     }
@@ -158,24 +163,27 @@ fn try_schedule(ctx: &mut Context, id: ConnId, payload: &[u8]) -> bool {
 }
 
 /// The reference: what plain blocking sockets achieve, one thread per connection.
-fn serve_reference(path: &Path) -> Result<()> {
+fn serve_reference(path: &Path, echo: fn(&UnixStream) -> io::Result<()>) -> Result<()> {
     let listener = UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
-    serve_threads(listener.incoming(), |_| Ok(()))
+    serve_threads(listener.incoming(), |_| Ok(()), echo)
 }
 
 /// The same reference on TCP (Nagle off, as the relays have it).
 fn serve_reference_tcp(addr: &str) -> Result<()> {
     let listener = std::net::TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
-    serve_threads(listener.incoming(), |s: &std::net::TcpStream| {
-        s.set_nodelay(true)
-    })
+    serve_threads(
+        listener.incoming(),
+        |s: &std::net::TcpStream| s.set_nodelay(true),
+        echo_blocking,
+    )
 }
 
-/// Says it is ready, then echoes each connection of `incoming` on a thread
-/// of its own, after `setup`.
+/// Says it is ready, then serves each connection of `incoming` with `echo` on
+/// a thread of its own, after `setup`.
 fn serve_threads<S>(
     incoming: impl Iterator<Item = io::Result<S>>,
     setup: impl Fn(&S) -> io::Result<()>,
+    echo: fn(&S) -> io::Result<()>,
 ) -> Result<()>
 where
     S: Send + 'static,
@@ -188,7 +196,7 @@ where
         std::thread::Builder::new()
             .stack_size(256 << 10)
             .spawn(move || {
-                if let Err(e) = echo_blocking(&stream) {
+                if let Err(e) = echo(&stream) {
                     eprintln!("reference echo: {e}");
                 }
             })
@@ -228,6 +236,20 @@ where
                     as usize;
         if !whole_frame_buffered {
             tx.flush()?;
+        }
+    }
+}
+
+/// Bytes back as they come: what one read brings, one write returns.
+fn echo_bytes(stream: &UnixStream) -> io::Result<()> {
+    let mut buf = vec![0u8; 256 << 10];
+    let (mut rx, mut tx) = (stream, stream);
+    loop {
+        match rx.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => tx.write_all(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -47,6 +47,88 @@ fn a_named_service_is_attached_and_the_first_message_arrives() {
     assert_eq!(seen.recv_timeout(LIMIT).unwrap().messages, 2);
 }
 
+/// A pair relaying without pause, its context's timer at `period`: what
+/// `wait_event` returns until the client has had `echoes` echoes back.
+fn events_while_relaying(config: Config, period: Duration, echoes: usize) -> Vec<Event> {
+    let (_tmp, dir) = rundir();
+    let seen = echo_service(&dir, "echo", Config::default(), 1);
+    let (mut ctx, id, mut client) = routed_client_with(&dir, config);
+    client.write_all(b"echo\n").unwrap();
+    let (req, _) = next_request(&mut ctx);
+    ctx.attach_service(req, "echo").unwrap();
+    // Frames of 16 KiB, 8 of them in flight: the pair always has work.
+    let payload = vec![7u8; 16 << 10];
+    let mut writer = client.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for _ in 0..echoes {
+            if writer.write_all(&frame(&payload)).is_err() {
+                break;
+            }
+        }
+    });
+    let reader = std::thread::spawn(move || {
+        let mut ok = [0; 2];
+        client.read_exact(&mut ok).unwrap();
+        for _ in 0..echoes {
+            assert_eq!(read_frame(&mut client).unwrap().len(), 16 << 10);
+        }
+    });
+    ctx.set_timer(Some(period));
+    let deadline = Instant::now() + LIMIT;
+    let mut events = Vec::new();
+    while !reader.is_finished() && Instant::now() < deadline {
+        events.push(ctx.wait_event().unwrap());
+    }
+    reader.join().unwrap();
+    sender.join().unwrap();
+    ctx.close(id).unwrap();
+    while !ctx.is_empty() {
+        ctx.wait_event().unwrap();
+    }
+    assert!(seen.recv_timeout(LIMIT).is_ok());
+    events
+}
+
+#[test]
+fn without_switch_events_relaying_is_silent_and_the_timer_keeps_its_schedule() {
+    let period = Duration::from_millis(20);
+    let started = Instant::now();
+    // Small reads: the client's socket always has more, so the loop never
+    // runs out of work while the client sends.
+    let mut config = Config::default().switch_events(false);
+    config.read_chunk = 4096;
+    let events = events_while_relaying(config, period, 20_000);
+    let took = started.elapsed();
+    let switch = events
+        .iter()
+        .filter(|e| matches!(e, Event::SwitchRx { .. } | Event::SwitchTx { .. }))
+        .count();
+    assert_eq!(switch, 0, "switch events, though turned off");
+    let timers = events.iter().filter(|e| matches!(e, Event::Timer)).count();
+    // 320 MB through the pair: at least a few timer periods of relaying, during
+    // which the timer fires about once per period (half of them allowed for,
+    // since a busy loop's turns take time too).
+    let periods = (took.as_millis() / period.as_millis()) as usize;
+    assert!(
+        timers >= periods / 2,
+        "{timers} timer events in {took:?} of relaying ({periods} periods)"
+    );
+}
+
+#[test]
+fn switch_events_report_relaying_by_default() {
+    let events = events_while_relaying(Config::default(), Duration::from_secs(5), 100);
+    let rx = events
+        .iter()
+        .filter(|e| matches!(e, Event::SwitchRx { .. }))
+        .count();
+    let tx = events
+        .iter()
+        .filter(|e| matches!(e, Event::SwitchTx { .. }))
+        .count();
+    assert!(rx > 0 && tx > 0, "SwitchRx {rx}, SwitchTx {tx}");
+}
+
 #[test]
 fn a_refused_client_gets_the_reason_then_eof() {
     let (_tmp, dir) = rundir();

@@ -254,7 +254,10 @@ impl Daemon {
                 overflow: 0,
                 accept_backoff: AcceptBackoff::default(),
                 ctx: Context::with_config(
-                    Config::default().max_message_size(self.config.max_message_size),
+                    Config::default()
+                        .max_message_size(self.config.max_message_size)
+                        // Relaying needs no event; traffic is read per second.
+                        .switch_events(false),
                 )?,
                 listeners: HashMap::new(),
                 wake: None,

@@ -32,6 +32,14 @@ pub struct Config {
     /// working. Either way, a client of our services stops being read while
     /// half the high-water mark waits for it.
     pub schedule_backpressure: bool,
+    /// Whether relaying on switched pairs is reported as [`Event::SwitchRx`]
+    /// and [`Event::SwitchTx`] (default true, as the original). A protocol
+    /// daemon that does nothing with them turns them off: two events fewer
+    /// per relayed read, and the timer still fires on schedule under load.
+    ///
+    /// [`Event::SwitchRx`]: crate::Event::SwitchRx
+    /// [`Event::SwitchTx`]: crate::Event::SwitchTx
+    pub switch_events: bool,
 }
 
 impl Default for Config {
@@ -43,6 +51,7 @@ impl Default for Config {
             read_chunk: 256 << 10,
             connect_timeout: Duration::from_secs(10),
             schedule_backpressure: true,
+            switch_events: true,
         }
     }
 }
@@ -57,6 +66,12 @@ impl Config {
     /// Sets [`Config::schedule_backpressure`].
     pub fn schedule_backpressure(mut self, refuse: bool) -> Self {
         self.schedule_backpressure = refuse;
+        self
+    }
+
+    /// Sets [`Config::switch_events`].
+    pub fn switch_events(mut self, report: bool) -> Self {
+        self.switch_events = report;
         self
     }
 

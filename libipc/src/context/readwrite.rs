@@ -366,7 +366,7 @@ impl Context {
             Role::Switched(s) => {
                 let (peer, after) = (s.peer, s.after_flush);
                 let answers_read = below_low && std::mem::take(&mut s.answers_unread);
-                if flushed.bytes > 0 {
+                if flushed.bytes > 0 && self.config.switch_events {
                     self.pending.push_back(Event::SwitchTx { id });
                 }
                 if flushed.drained && after != AfterFlush::Nothing {

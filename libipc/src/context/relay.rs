@@ -311,7 +311,9 @@ impl Context {
             ms.answers_unread = true;
         }
         let me_dirty = !me.out.is_empty();
-        self.pending.push_back(Event::SwitchRx { id });
+        if self.config.switch_events {
+            self.pending.push_back(Event::SwitchRx { id });
+        }
         if let Err(e) = result {
             tracing::warn!(conn = %id, error = %Chain(&e), "relay refused data; closing the pair");
             return self.fail_pair(id, e);

@@ -13,11 +13,10 @@ use crate::event::Event;
 
 impl Context {
     pub(super) fn next_event(&mut self) -> Result<Event> {
-        // The clock is read here and after each poll; in between, `self.now`
-        // is older only by the time spent handling events.
-        self.now = Instant::now();
-        let deadline = self.timer.map(|t| self.now + t);
         self.last_gone = None;
+        // When the timer fires: set once this call has to poll (an event
+        // already waiting is handed out without reading the clock).
+        let mut deadline: Option<Option<Instant>> = None;
         loop {
             // Write a connection's replies as soon as the application moves on to
             // another connection's events: its socket is still warm in the cache,
@@ -40,6 +39,7 @@ impl Context {
                 // A burst grew it; do not keep that memory while idle.
                 self.pending.shrink_to(64);
             }
+            let deadline = *deadline.get_or_insert_with(|| self.start_timer());
             let now = self.now;
             let mut timeout = deadline.map(|d| d.saturating_duration_since(now));
             if !self.ready.is_empty() {
@@ -90,14 +90,23 @@ impl Context {
             self.expire_timers(now);
             self.retry_accepts();
             self.run_ready();
-            if self.pending.is_empty()
-                && self.ready.is_empty()
-                && self.dirty.is_empty()
-                && deadline.is_some_and(|d| now >= d)
-            {
+            // On schedule even under load: relaying and reading that made no
+            // event is not activity the application sees (what is still ready
+            // or unwritten waits for the next call).
+            if self.pending.is_empty() && deadline.is_some_and(|d| now >= d) {
                 return Ok(Event::Timer);
             }
         }
+    }
+
+    /// The deadline of the application's timer, counted from now. The clock
+    /// is read after each poll; before one only if something is timed: in
+    /// between, `self.now` is older only by the time spent handling events.
+    fn start_timer(&mut self) -> Option<Instant> {
+        if self.timer.is_some() || !self.timers.is_empty() || self.accept_retry.is_some() {
+            self.now = Instant::now();
+        }
+        self.timer.map(|t| self.now + t)
     }
 
     fn next_pending(&mut self) -> Option<Event> {

@@ -113,11 +113,16 @@ pub fn rundir() -> (tempfile::TempDir, PathBuf) {
 
 /// A relay context with one routed network client connected to it.
 pub fn routed_client(dir: &std::path::Path) -> (Context, ConnId, TcpStream) {
+    routed_client_with(dir, Config::default())
+}
+
+/// [`routed_client`] with a context made with `config`.
+pub fn routed_client_with(dir: &std::path::Path, config: Config) -> (Context, ConnId, TcpStream) {
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let client = TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
     client.set_read_timeout(Some(LIMIT)).unwrap();
     let (stream, _) = tcp.accept().unwrap();
-    let mut ctx = Context::new().unwrap();
+    let mut ctx = Context::with_config(config).unwrap();
     ctx.set_rundir(dir);
     ctx.set_timer(Some(LIMIT));
     let id = ctx

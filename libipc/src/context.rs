@@ -110,6 +110,8 @@ pub struct Context {
     by_fd: HashMap<RawFd, ConnId>,
     pending: VecDeque<Event>,
     ready: VecDeque<ConnId>,
+    /// Entries of `ready` left to read before the next poll (see `run_ready`).
+    round_left: usize,
     dirty: Vec<ConnId>,
     /// Externals reported readable, and hooked switched connections after a read:
     /// checked again before blocking (level-triggered, as the original's poll).
@@ -161,6 +163,7 @@ impl Context {
             by_fd: HashMap::new(),
             pending: VecDeque::new(),
             ready: VecDeque::new(),
+            round_left: 0,
             dirty: Vec::new(),
             recheck: Vec::new(),
             last_gone: None,

@@ -32,6 +32,7 @@ impl Context {
             }
             self.flush_dirty();
             self.recheck_externals();
+            self.run_ready();
             if !self.pending.is_empty() {
                 continue;
             }
@@ -89,6 +90,7 @@ impl Context {
             self.now = now;
             self.expire_timers(now);
             self.retry_accepts();
+            self.round_left = self.ready.len();
             self.run_ready();
             // On schedule even under load: relaying and reading that made no
             // event is not activity the application sees (what is still ready
@@ -128,10 +130,16 @@ impl Context {
         Some(ev)
     }
 
+    /// Reads the connections of this round (those ready at the last poll) in
+    /// turn until one makes events: they are handed out, and that
+    /// connection's replies written, before the next one is read, while its
+    /// socket is still warm in the cache. Connections re-queued here wait for
+    /// the next round, after a poll.
     fn run_ready(&mut self) {
-        // Only what is ready now: connections re-queued below wait for the next round.
-        for _ in 0..self.ready.len() {
+        while self.round_left > 0 && self.pending.is_empty() {
+            self.round_left -= 1;
             let Some(id) = self.ready.pop_front() else {
+                self.round_left = 0;
                 break;
             };
             let Some(c) = self.conns.get_mut(id) else {

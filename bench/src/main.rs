@@ -245,9 +245,15 @@ fn serve(kind: Kind, rundir: &Path, name: &str, cpu: Option<usize>) -> Result<bo
 
 /// Restricts this process (and the threads it creates later) to `cpu`.
 fn pin(cpu: usize) -> Result<()> {
+    pin_task(0, cpu)
+}
+
+/// Restricts thread (or process) `tid` (0: the calling thread) to `cpu`.
+fn pin_task(tid: u32, cpu: usize) -> Result<()> {
     let mut set = CpuSet::new();
     set.set(cpu)?;
-    sched_setaffinity(Pid::from_raw(0), &set).with_context(|| format!("pin to CPU {cpu}"))
+    sched_setaffinity(Pid::from_raw(tid as i32), &set)
+        .with_context(|| format!("pin task {tid} to CPU {cpu}"))
 }
 
 /// Raises the soft descriptor limit to the hard one; returns it.

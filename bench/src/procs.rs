@@ -33,6 +33,22 @@ pub fn tree(root: u32) -> Vec<u32> {
     all
 }
 
+/// Restricts every thread of every process in the tree under `root` to
+/// `cpu`; processes it forks later inherit that.
+pub fn pin_tree(root: u32, cpu: usize) -> anyhow::Result<()> {
+    for pid in tree(root) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue; // gone meanwhile
+        };
+        for task in tasks.flatten() {
+            if let Some(tid) = task.file_name().to_str().and_then(|s| s.parse().ok()) {
+                crate::pin_task(tid, cpu)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn parent(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command name (which may hold spaces): state, then the parent pid.

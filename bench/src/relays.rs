@@ -59,6 +59,11 @@ pub struct RelayArgs {
     /// core, `Context::share_service`).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     service_loops: u8,
+    /// Pin the relay (all its threads and processes) to CPU 1, and this
+    /// client and the echo service to CPU 0: the relay has a core of its own,
+    /// so with enough load its message rate is the relay's own limit.
+    #[arg(long)]
+    pin_relay: bool,
     /// Client threads of the handshake workloads (each a connection at a time).
     #[arg(long, default_value_t = 4)]
     hs_threads: usize,
@@ -223,6 +228,10 @@ pub fn run(args: RelayArgs, suite: Suite) -> Result<bool> {
         "service:   the libipc echo service on {} event loop(s)",
         args.service_loops
     );
+    if args.pin_relay {
+        crate::pin(0)?;
+        println!("pinning:   the relay on CPU 1; this client and the echo service on CPU 0");
+    }
     let mut relays = match (args.relays.is_empty(), suite) {
         (false, _) => args.relays.clone(),
         (true, Suite::Plain) => RelayKind::DEFAULT.to_vec(),
@@ -357,9 +366,13 @@ fn start(st: &mut State, kind: RelayKind) -> Result<(Server, Relay)> {
     } else {
         Kind::Libipc
     };
-    let server = Server::start(service, dir, &name, None, deadline)?;
+    let pin = st.args.pin_relay;
+    let server = Server::start(service, dir, &name, pin.then_some(0), deadline)?;
     let rdir = dir.join(format!("{}-{}", kind.label(), st.runs));
     let relay = Relay::start(kind, &st.tools, dir, &name, &rdir, deadline)?;
+    if let (true, Some(pid)) = (pin, relay.pid()) {
+        crate::procs::pin_tree(pid, 1)?;
+    }
     Ok((server, relay))
 }
 

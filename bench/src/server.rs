@@ -29,6 +29,9 @@ pub enum Kind {
     Libipc2,
     /// Reference: a blocking thread per connection, plain reads and writes.
     Reference,
+    /// libipc's example echo service, `pongd` (target/release/examples/pongd,
+    /// from `cargo build --release -p libipc --examples`), run as it is.
+    Pongd,
     /// The floor: a blocking thread per connection echoing bytes as they come,
     /// with no framing (one read and one write per batch of messages).
     Bytes,
@@ -50,6 +53,7 @@ impl Kind {
             Kind::Libipc2 => "libipc-2loops",
             Kind::Reference => "reference",
             Kind::Bytes => "bytes",
+            Kind::Pongd => "pongd",
             Kind::ReferenceTcp => "reference-tcp",
             Kind::Queued => "libipc-queued",
         }
@@ -66,6 +70,7 @@ pub fn serve(kind: Kind, rundir: &Path, name: &str) -> Result<()> {
         Kind::Libipc2 => serve_libipc(rundir, name, 2),
         Kind::Reference => serve_reference(&rundir.join(name), echo_blocking),
         Kind::Bytes => serve_reference(&rundir.join(name), echo_bytes),
+        Kind::Pongd => bail!("pongd is a program of its own: Server::start runs it"),
         Kind::ReferenceTcp => serve_reference_tcp(name),
         Kind::Queued => serve_queued(rundir, name),
     }
@@ -271,6 +276,9 @@ impl Server {
         cpu: Option<usize>,
         deadline: Duration,
     ) -> Result<Self> {
+        if kind == Kind::Pongd {
+            return Self::start_pongd(rundir, name, cpu, deadline);
+        }
         let exe = std::env::current_exe().context("current_exe")?;
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
@@ -295,6 +303,60 @@ impl Server {
             path: rundir.join(name),
         };
         server.wait_ready(Instant::now() + deadline)?;
+        Ok(server)
+    }
+
+    /// Starts the `pongd` example next to this executable's directory
+    /// (`examples/pongd`) on `rundir/name`, waits for its "ready" log line,
+    /// and pins it to `cpu` if given.
+    fn start_pongd(
+        rundir: &Path,
+        name: &str,
+        cpu: Option<usize>,
+        deadline: Duration,
+    ) -> Result<Self> {
+        let exe = std::env::current_exe().context("current_exe")?;
+        let pongd = exe.with_file_name("examples").join("pongd");
+        if !pongd.is_file() {
+            bail!(
+                "{} not found: build it with `cargo build --release -p libipc --examples`",
+                pongd.display()
+            );
+        }
+        let mut child = Command::new(&pongd)
+            .arg(name)
+            .env("RUNDIR", rundir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawn {}", pongd.display()))?;
+        // Its log: the ready line, then one line per client; drained to the
+        // end so that pongd never blocks on a full pipe.
+        let stderr = child.stderr.take().context("pongd's stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("pongd ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            path: rundir.join(name),
+        };
+        if rx.recv_timeout(deadline).is_err() {
+            let status = server.child.try_wait()?;
+            bail!("pongd did not say it was ready (status {status:?})");
+        }
+        if let Some(cpu) = cpu {
+            crate::procs::pin_tree(server.pid(), cpu)?;
+        }
+        UnixStream::connect(&server.path)
+            .with_context(|| format!("probe connection to {}", server.path.display()))?;
         Ok(server)
     }
 

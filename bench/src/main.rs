@@ -79,6 +79,11 @@ struct Cli {
     /// about 2.5 times as fast when it happens to put both on the same CPU.
     #[arg(long)]
     pin: bool,
+    /// The libipc services poll this many microseconds without sleeping
+    /// before they sleep (`Config::busy_poll`); 0: off, the default.
+    #[arg(long, default_value_t = 0)]
+    busy_poll_us: u64,
+
     /// Runs per service per scenario, alternating which goes first; the run
     /// with the median message rate is reported (the machine is shared and noisy).
     #[arg(long, default_value_t = 3)]
@@ -99,6 +104,9 @@ enum Cmd {
         /// Run on this CPU only.
         #[arg(long)]
         cpu: Option<usize>,
+        /// `Config::busy_poll` of the libipc kinds, in µs (0: none).
+        #[arg(long, default_value_t = 0)]
+        busy_poll_us: u64,
     },
     /// tcpd against nginx, HAProxy and socat (and no relay) in front of the
     /// libipc echo service; see relays.rs.
@@ -216,7 +224,8 @@ fn main() -> ExitCode {
             ref rundir,
             ref name,
             cpu,
-        }) => serve(kind, rundir, name, cpu),
+            busy_poll_us,
+        }) => serve(kind, rundir, name, cpu, busy_poll_us),
         Some(Cmd::Relays(args)) => relays::run(args, relays::Suite::Plain),
         Some(Cmd::Tls(args)) => relays::run(args, relays::Suite::Tls),
         Some(Cmd::Ws(args)) => relays::run(args, relays::Suite::Ws),
@@ -233,14 +242,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(kind: Kind, rundir: &Path, name: &str, cpu: Option<usize>) -> Result<bool> {
+fn serve(
+    kind: Kind,
+    rundir: &Path,
+    name: &str,
+    cpu: Option<usize>,
+    busy_poll_us: u64,
+) -> Result<bool> {
     // Die with the benchmark, even if it is killed before it can stop us.
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
     if let Some(cpu) = cpu {
         pin(cpu)?;
     }
     raise_nofile()?;
-    server::serve(kind, rundir, name)?;
+    server::serve(kind, rundir, name, busy_poll_us)?;
     Ok(true)
 }
 
@@ -317,6 +332,13 @@ fn bench(cli: Cli) -> Result<bool> {
         cli.seconds, cli.warmup
     );
     check_args(&cli, nofile)?;
+    if cli.busy_poll_us > 0 {
+        server::BUSY_POLL_US.store(cli.busy_poll_us, std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "busy poll: {} µs before the libipc services sleep",
+            cli.busy_poll_us
+        );
+    }
     if cli.pin {
         pin(0)?;
         println!("pinning:   client on CPU 0, service on CPU 1");

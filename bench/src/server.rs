@@ -11,11 +11,12 @@ use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::ValueEnum;
-use libipc::{ConnId, Context, Event};
+use libipc::{Config, ConnId, Context, Event};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 /// Which echo service to run.
@@ -60,14 +61,19 @@ impl Kind {
     }
 }
 
+/// `--busy-poll-us` of this run, passed on to each libipc service started.
+pub static BUSY_POLL_US: AtomicU64 = AtomicU64::new(0);
+
 /// Line the child prints on stdout once its socket is listening.
 const READY: &str = "ready";
 
 /// Child side: runs the echo service until killed.
-pub fn serve(kind: Kind, rundir: &Path, name: &str) -> Result<()> {
+pub fn serve(kind: Kind, rundir: &Path, name: &str, busy_poll_us: u64) -> Result<()> {
+    let config = Config::default()
+        .busy_poll((busy_poll_us > 0).then(|| Duration::from_micros(busy_poll_us)));
     match kind {
-        Kind::Libipc => serve_libipc(rundir, name, 1),
-        Kind::Libipc2 => serve_libipc(rundir, name, 2),
+        Kind::Libipc => serve_libipc(rundir, name, 1, config),
+        Kind::Libipc2 => serve_libipc(rundir, name, 2, config),
         Kind::Reference => serve_reference(&rundir.join(name), echo_blocking),
         Kind::Bytes => serve_reference(&rundir.join(name), echo_bytes),
         Kind::Pongd => bail!("pongd is a program of its own: Server::start runs it"),
@@ -85,14 +91,15 @@ fn announce_ready() -> Result<()> {
 
 /// The service under test, written the way the libipc documentation shows,
 /// on `loops` event loops (one thread each) sharing its clients.
-fn serve_libipc(rundir: &Path, name: &str, loops: usize) -> Result<()> {
-    let mut ctx = Context::new()?;
+fn serve_libipc(rundir: &Path, name: &str, loops: usize, config: Config) -> Result<()> {
+    let mut ctx = Context::with_config(config.clone())?;
     ctx.set_rundir(rundir);
     let service = ctx.service_init(name)?;
     for _ in 1..loops {
         let shared = ctx.share_service(service)?;
+        let config = config.clone();
         std::thread::spawn(move || -> Result<()> {
-            let mut ctx = Context::new()?;
+            let mut ctx = Context::with_config(config)?;
             ctx.add_service(shared)?;
             echo(&mut ctx)
         });
@@ -291,6 +298,10 @@ impl Server {
         if let Some(cpu) = cpu {
             // The child inherits our affinity; --cpu replaces it.
             cmd.arg("--cpu").arg(cpu.to_string());
+        }
+        let busy_poll_us = BUSY_POLL_US.load(Ordering::Relaxed);
+        if busy_poll_us > 0 {
+            cmd.arg("--busy-poll-us").arg(busy_poll_us.to_string());
         }
         let child = cmd
             .stdin(Stdio::null())

@@ -54,6 +54,40 @@ fn many_clients_get_every_message_back_in_order() {
 }
 
 #[test]
+fn a_busy_polling_loop_serves_every_message_and_sleeps_when_idle() {
+    let (_tmp, dir) = rundir();
+    let spin = Some(Duration::from_micros(200));
+    let seen = echo_service(&dir, "echo", Config::default().busy_poll(spin), 1);
+    let mut s = client(&dir, "echo");
+    // One at a time: each answer comes while the loop polls or after it slept.
+    for i in 0..2000u32 {
+        s.write_all(&frame(&i.to_be_bytes())).unwrap();
+        assert_eq!(read_frame(&mut s).unwrap(), i.to_be_bytes());
+    }
+    drop(s);
+    assert_eq!(seen.recv_timeout(LIMIT).unwrap().messages, 2000);
+
+    // Idle, with a timer: it fires on time, and the thread slept through most
+    // of the wait (it polls for 200 µs, then sleeps).
+    let mut ctx = Context::with_config(Config::default().busy_poll(spin)).unwrap();
+    ctx.set_rundir(&dir);
+    ctx.service_init("idle").unwrap();
+    ctx.set_timer(Some(Duration::from_millis(300)));
+    let cpu = || {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
+        Duration::from(t)
+    };
+    let (wall, used) = (Instant::now(), cpu());
+    assert!(matches!(ctx.wait_event().unwrap(), Event::Timer));
+    let (wall, used) = (wall.elapsed(), cpu() - used);
+    assert!(wall >= Duration::from_millis(300), "{wall:?}");
+    assert!(
+        used < Duration::from_millis(100),
+        "{used:?} of CPU in {wall:?} of idle waiting"
+    );
+}
+
+#[test]
 fn zero_length_messages_are_messages() {
     let (_tmp, dir) = rundir();
     let seen = echo_service(&dir, "echo", Config::default(), 1);

@@ -40,6 +40,13 @@ pub struct Config {
     /// [`Event::SwitchRx`]: crate::Event::SwitchRx
     /// [`Event::SwitchTx`]: crate::Event::SwitchTx
     pub switch_events: bool,
+    /// Before `wait_event` sleeps, how long it polls without sleeping
+    /// (default `None`: it sleeps at once). A sleeping thread is woken by the
+    /// kernel, which costs more than the message; a short busy poll catches
+    /// an answer that comes within it. It wins only where the loop has a core
+    /// of its own: on a core shared with its peers it takes the time they
+    /// need to answer (see BENCHMARKS.md, "Busy polling").
+    pub busy_poll: Option<Duration>,
 }
 
 impl Default for Config {
@@ -52,6 +59,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             schedule_backpressure: true,
             switch_events: true,
+            busy_poll: None,
         }
     }
 }
@@ -72,6 +80,12 @@ impl Config {
     /// Sets [`Config::switch_events`].
     pub fn switch_events(mut self, report: bool) -> Self {
         self.switch_events = report;
+        self
+    }
+
+    /// Sets [`Config::busy_poll`].
+    pub fn busy_poll(mut self, spin: Option<Duration>) -> Self {
+        self.busy_poll = spin;
         self
     }
 

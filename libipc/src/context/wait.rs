@@ -58,7 +58,13 @@ impl Context {
                 let wait = at.saturating_duration_since(now);
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
-            match self.poll.poll(&mut self.events, timeout) {
+            let spun = timeout != Some(Duration::ZERO) && self.busy_poll(timeout);
+            let polled = if spun {
+                Ok(())
+            } else {
+                self.poll.poll(&mut self.events, timeout)
+            };
+            match polled {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
@@ -98,6 +104,31 @@ impl Context {
             if self.pending.is_empty() && deadline.is_some_and(|d| now >= d) {
                 return Ok(Event::Timer);
             }
+        }
+    }
+
+    /// [`Config::busy_poll`](crate::Config::busy_poll): polls without
+    /// sleeping for up to that long (or `timeout`, if shorter); true if that
+    /// found events (in `self.events`).
+    fn busy_poll(&mut self, timeout: Option<Duration>) -> bool {
+        let Some(spin) = self.config.busy_poll else {
+            return false;
+        };
+        let spin = timeout.map_or(spin, |t| t.min(spin));
+        let until = Instant::now() + spin;
+        loop {
+            if self
+                .poll
+                .poll(&mut self.events, Some(Duration::ZERO))
+                .is_ok()
+                && !self.events.is_empty()
+            {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::hint::spin_loop();
         }
     }
 

@@ -88,7 +88,9 @@ impl Open {
     /// sent); `last_text` is set to the type of each message taken.
     fn read(&mut self, data: &[u8], behind: bool, last_text: &mut Option<bool>) -> Answer {
         let closing = self.closing;
-        let (mut to_client, mut to_service) = (Vec::new(), Vec::new());
+        // LibIPC frames take no more room than the masked frames they come
+        // from (but for a message begun in an earlier read).
+        let (mut to_client, mut to_service) = (Vec::new(), Vec::with_capacity(data.len()));
         let (mut latest_ping, mut close, mut after_our_close) = (None, None, 0);
         let read = self
             .reader

@@ -429,7 +429,7 @@ fn unmask_into(out: &mut Vec<u8>, src: &[u8], mask: [u8; 4], at: usize) {
     let start = out.len();
     out.extend_from_slice(src);
     let mut m = mask;
-    if at % 4 != 0 {
+    if !at.is_multiple_of(4) {
         m.rotate_left(at % 4);
     }
     let wide = u64::from_ne_bytes([m[0], m[1], m[2], m[3], m[0], m[1], m[2], m[3]]);

@@ -485,19 +485,29 @@ pub fn allowed_close_code(code: u16) -> bool {
 
 /// Appends a server's (unmasked) frame of `opcode` (FIN set) with `payload`.
 pub fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n @ 0..=125 => out.push(n as u8),
-        n @ 126..=0xFFFF => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
+    push_head(out, 0x80 | opcode, payload.len() as u64, None);
+    out.extend_from_slice(payload);
+}
+
+/// Appends a frame header: first byte `b0`, the length `len` in its shortest
+/// form, the mask if any.
+fn push_head(out: &mut Vec<u8>, b0: u8, len: u64, mask: Option<[u8; 4]>) {
+    let masked = if mask.is_some() { 0x80 } else { 0 };
+    out.push(b0);
+    match len {
+        0..=125 => out.push(masked | len as u8),
+        126..=0xFFFF => {
+            out.push(masked | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
         }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
+        _ => {
+            out.push(masked | 127);
+            out.extend_from_slice(&len.to_be_bytes());
         }
     }
-    out.extend_from_slice(payload);
+    if let Some(m) = mask {
+        out.extend_from_slice(&m);
+    }
 }
 
 /// Appends a close frame with `code` and `reason` (at most 123 bytes).
@@ -633,25 +643,10 @@ mod tests {
     /// A client frame: first byte `b0`, `payload` masked with `mask` (unless
     /// `None`); `len`: the declared length instead of the payload's.
     fn client_frame(b0: u8, payload: &[u8], mask: Option<[u8; 4]>, len: Option<u64>) -> Vec<u8> {
-        let len = len.unwrap_or(payload.len() as u64);
-        let m = if mask.is_some() { 0x80 } else { 0 };
-        let mut f = vec![b0];
-        match len {
-            0..=125 => f.push(m | len as u8),
-            126..=0xFFFF => {
-                f.push(m | 126);
-                f.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            _ => {
-                f.push(m | 127);
-                f.extend_from_slice(&len.to_be_bytes());
-            }
-        }
+        let mut f = Vec::new();
+        push_head(&mut f, b0, len.unwrap_or(payload.len() as u64), mask);
         match mask {
-            Some(mask) => {
-                f.extend_from_slice(&mask);
-                f.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
-            }
+            Some(mask) => f.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m)),
             None => f.extend_from_slice(payload),
         }
         f

@@ -357,7 +357,9 @@ impl Reader {
             let len = (message.len() - 4) as u32;
             message[..4].copy_from_slice(&len.to_be_bytes());
             if take {
-                if out.is_empty() {
+                // A large message is handed over, a small one copied (the
+                // output may have room for this read's other messages).
+                if out.is_empty() && message.len() > out.capacity() {
                     *out = message;
                 } else {
                     out.extend_from_slice(&message);

@@ -4,6 +4,7 @@
 //!
 //! - [`ws`]: the transport (the upgrade, then one WebSocket message per LibIPC
 //!   message each way);
+//! - [`frame`]: the server's reading of client frames;
 //! - [`client`]: the outbound side's transport (`ws://`, `wss://`);
 //! - [`http`]: the request head, the upgrade decision and the answers;
 //! - [`site`]: the daemon's own hosts and origins (the Host and Origin checks);
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod files;
 pub mod flags;
+pub mod frame;
 pub mod http;
 pub mod site;
 pub mod ws;

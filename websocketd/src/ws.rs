@@ -2,9 +2,11 @@
 //! the service its path names, answers 101 once that service is attached, then
 //! turns each WebSocket message into one LibIPC message and back.
 //!
-//! Sans-I/O like every transport: tungstenite's frame codec runs over the bytes
-//! the event loop hands in (see [`Pipe`]); frames to the client are written here
-//! directly, in one buffer per batch of service messages.
+//! Sans-I/O like every transport: the client's frames are read by
+//! [`frame::Reader`] from the bytes the event loop hands in, straight into
+//! LibIPC frames for the service; frames to the client are written here
+//! directly, in one buffer per batch of service messages. tungstenite is the
+//! outbound client's codec ([`crate::client`], through [`Pipe`]).
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -13,11 +15,11 @@ use libipc::frame::Decoder;
 use libipc::switch::{PeerInfo, Refusal, Relay, Transport, WebSocketInfo};
 use libipc::{Error, Result};
 use tungstenite::Message;
-use tungstenite::error::Error as WsError;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::protocol::{CloseFrame, WebSocketContext};
 
 use crate::files;
+use crate::frame::{self, Event, Reader, opcode};
 use crate::http::{self, Decision, Policy};
 
 /// How the type of a message to the client is chosen (a LibIPC message has no
@@ -53,16 +55,127 @@ enum State {
     Request { head: Vec<u8> },
     /// The daemon is connecting the service; `response` (101) waits for it.
     Upgrading { response: Vec<u8>, early: Vec<u8> },
-    /// WebSocket messages flow; `early` came with the request.
-    Open {
-        ws: Box<WebSocketContext>,
-        early: Vec<u8>,
-    },
+    /// WebSocket messages flow.
+    Open(Open),
     /// Sending a file after its response head, a chunk each time the client
     /// has taken the one before.
     Sending(files::Body),
     /// Answered without a WebSocket (an HTTP response), or closed.
     Done,
+}
+
+/// An open WebSocket, as the server reads it.
+#[derive(Debug)]
+struct Open {
+    reader: Reader,
+    /// Our close is sent: nothing more goes to the client, and its messages
+    /// are not taken (the service's answers could not be sent back).
+    closing: bool,
+}
+
+/// What a read of client frames gave.
+struct Answer {
+    /// Whole messages, as LibIPC frames.
+    to_service: Vec<u8>,
+    /// Pongs, and the reply to a close or the close for bad input.
+    to_client: Vec<u8>,
+    /// The client closed (`None`) or broke the protocol: the end.
+    end: Option<Option<Error>>,
+}
+
+impl Open {
+    /// Reads frames from `data` (`behind`: the client has not read all we
+    /// sent); `last_text` is set to the type of each message taken.
+    fn read(&mut self, data: &[u8], behind: bool, last_text: &mut Option<bool>) -> Answer {
+        let closing = self.closing;
+        // LibIPC frames take no more room than the masked frames they come
+        // from (but for a message begun in an earlier read).
+        let (mut to_client, mut to_service) = (Vec::new(), Vec::with_capacity(data.len()));
+        let (mut latest_ping, mut close, mut after_our_close) = (None, None, 0);
+        let read = self
+            .reader
+            .read(data, &mut to_service, !closing, &mut |event| match event {
+                // We sent our close (going away): the service's answer could
+                // not be sent back, so the message is not taken.
+                Event::Message { .. } if closing => after_our_close += 1,
+                Event::Message { text } => *last_text = Some(text),
+                // No pongs after our close (as tungstenite).
+                Event::Ping(_) if closing => {}
+                // A client behind gets a pong for its latest ping only
+                // (RFC 6455, 5.5.3), not one for each of a flood.
+                Event::Ping(p) if behind => latest_ping = Some(p),
+                Event::Ping(p) => frame::push_frame(&mut to_client, opcode::PONG, p.as_bytes()),
+                Event::Pong => {} // counts as life
+                Event::Close(c) => close = Some(c),
+            });
+        if after_our_close > 0 {
+            tracing::debug!(
+                messages = after_our_close,
+                "messages after our close not taken"
+            );
+        }
+        // The pong held back goes before a close, never after.
+        if let Some(p) = latest_ping {
+            frame::push_frame(&mut to_client, opcode::PONG, p.as_bytes());
+        }
+        let end = match (read, close) {
+            (Err(fault), _) => {
+                tracing::warn!(error = %fault, code = fault.code, "bad WebSocket input: closing");
+                if !closing {
+                    frame::push_close(&mut to_client, fault.code, fault.reason);
+                }
+                Some(Some(Error::Transport(format!("WebSocket: {fault}"))))
+            }
+            (Ok(()), Some(c)) => {
+                // Their close, echoed; one we sent is answered already.
+                if !closing {
+                    match frame::close_code(c.as_bytes()) {
+                        Some(code) if !frame::allowed_close_code(code) => {
+                            tracing::debug!(code, "the client closed with a reserved code");
+                            frame::push_close(
+                                &mut to_client,
+                                frame::PROTOCOL_ERROR,
+                                "Protocol violation",
+                            );
+                        }
+                        _ => frame::push_frame(&mut to_client, opcode::CLOSE, c.as_bytes()),
+                    }
+                }
+                Some(None)
+            }
+            (Ok(()), None) => None,
+        };
+        Answer {
+            to_service,
+            to_client,
+            end,
+        }
+    }
+
+    /// Sends a close with `code` and `reason`; false if closing already.
+    fn close(&mut self, relay: &mut Relay<'_>, code: CloseCode, reason: &'static str) -> bool {
+        if self.closing {
+            return false;
+        }
+        self.closing = true;
+        let mut out = Vec::new();
+        frame::push_close(&mut out, code.into(), reason);
+        relay.to_network(&out);
+        true
+    }
+}
+
+impl Peer for Open {
+    fn send_close(&mut self, relay: &mut Relay<'_>, code: CloseCode, reason: &'static str) -> bool {
+        self.close(relay, code, reason)
+    }
+
+    fn send_ping(&mut self, relay: &mut Relay<'_>) -> bool {
+        if !self.closing {
+            relay.to_network(&[0x80 | opcode::PING, 0]);
+        }
+        !self.closing
+    }
 }
 
 /// One client of websocketd.
@@ -152,82 +265,18 @@ impl WebSocket {
     /// Reads WebSocket frames from `data`: whole messages go to the service, in
     /// one write; pongs and close replies to the client.
     fn read_frames(&mut self, data: &[u8], relay: &mut Relay<'_>) {
-        let State::Open { ws, early } = &mut self.state else {
+        let State::Open(open) = &mut self.state else {
             return;
         };
-        let joined;
-        let data = if early.is_empty() {
-            data
-        } else {
-            early.extend_from_slice(data);
-            joined = std::mem::take(early);
-            &joined[..]
-        };
-        if !data.is_empty() {
-            self.unanswered_pings = 0;
+        if data.is_empty() {
+            return;
         }
-        let mut to_client = Vec::new();
-        let mut to_service = Vec::new();
-        let mut pipe = Pipe::new(data, &mut to_client);
-        if relay.network_backlog() > 0 {
-            // The client has not read what we already sent: answer only its
-            // latest ping (RFC 6455, 5.5.3), not each of a flood.
-            pipe.latest_pong = Some(Vec::new());
-        }
-        let mut end = None;
-        let mut after_our_close = 0;
-        loop {
-            match ws.read(&mut pipe) {
-                // We sent our close (going away): the service's answer could
-                // not be sent back, so the message is not taken.
-                Ok(Message::Text(_) | Message::Binary(_)) if !ws.can_write() => {
-                    after_our_close += 1;
-                }
-                Ok(Message::Text(t)) => {
-                    push_frame(&mut to_service, t.as_bytes());
-                    self.last_text = Some(true);
-                }
-                Ok(Message::Binary(b)) => {
-                    push_frame(&mut to_service, &b);
-                    self.last_text = Some(false);
-                }
-                Ok(Message::Close(_)) => {
-                    end = Some(None);
-                    break;
-                }
-                Ok(_) => {} // pings are answered by tungstenite; pongs only count as life
-                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                    end = Some(None);
-                    break;
-                }
-                Err(e) => {
-                    let code = close_code(&e);
-                    tracing::warn!(error = %e, code = u16::from(code), "bad WebSocket input: closing");
-                    let _ = ws.close(
-                        &mut pipe,
-                        Some(CloseFrame {
-                            code,
-                            reason: short_reason(&e).into(),
-                        }),
-                    );
-                    end = Some(Some(Error::Transport(format!("WebSocket: {e}"))));
-                    break;
-                }
-            }
-        }
-        if after_our_close > 0 {
-            tracing::debug!(
-                messages = after_our_close,
-                "messages after our close not taken"
-            );
-        }
-        // The reply to a close, queued pongs.
-        let _ = ws.flush(&mut pipe);
-        pipe.release_pong();
-        relay.frames_to_service(&to_service);
-        relay.to_network(&to_client);
-        if let Some(reason) = end {
+        self.unanswered_pings = 0;
+        let behind = relay.network_backlog() > 0;
+        let read = open.read(data, behind, &mut self.last_text);
+        relay.frames_to_service(&read.to_service);
+        relay.to_network(&read.to_client);
+        if let Some(reason) = read.end {
             self.state = State::Done;
             relay.finish(reason);
         }
@@ -235,7 +284,7 @@ impl WebSocket {
 
     fn close_with(&mut self, relay: &mut Relay<'_>, code: CloseCode, reason: &'static str) -> bool {
         match &mut self.state {
-            State::Open { ws, .. } => close_ws(ws, relay, code, reason),
+            State::Open(open) => open.close(relay, code, reason),
             _ => false,
         }
     }
@@ -249,7 +298,7 @@ impl Transport for WebSocket {
     fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
         match &self.state {
             State::Request { .. } => self.read_request(data, relay),
-            State::Open { .. } => self.read_frames(data, relay),
+            State::Open(_) => self.read_frames(data, relay),
             // The loop reads nothing while the daemon decides; keep it if it does.
             State::Upgrading { .. } => {
                 if let State::Upgrading { early, .. } = &mut self.state {
@@ -267,11 +316,15 @@ impl Transport for WebSocket {
         let mut out = Vec::with_capacity(data.len() + 16);
         self.from_service
             .feed(data, |p| {
-                push_ws_frame(&mut out, text_for(kind, last, p), p)
+                let op = match text_for(kind, last, p) {
+                    true => opcode::TEXT,
+                    false => opcode::BINARY,
+                };
+                frame::push_frame(&mut out, op, p)
             })
             .map(drop)?;
         match &self.state {
-            State::Open { ws, .. } if ws.can_write() => relay.to_network(&out),
+            State::Open(open) if !open.closing => relay.to_network(&out),
             // After a close: nothing more may be sent.
             _ => tracing::debug!(bytes = out.len(), "service messages after close dropped"),
         }
@@ -309,11 +362,14 @@ impl Transport for WebSocket {
             std::mem::replace(&mut self.state, State::Done)
         {
             relay.to_network(&response);
-            let config = server_config(self.settings.max_message_size);
-            self.state = State::Open {
-                ws: Box::new(WebSocketContext::new(Role::Server, Some(config))),
-                early,
-            };
+            // Only `describe` (before now) needs the request.
+            self.request = None;
+            self.state = State::Open(Open {
+                reader: Reader::new(self.settings.max_message_size),
+                closing: false,
+            });
+            // The frames that came with the request.
+            self.read_frames(&early, relay);
         }
     }
 
@@ -333,7 +389,7 @@ impl Transport for WebSocket {
     fn keepalive(&mut self, relay: &mut Relay<'_>) -> Result<bool> {
         let max = self.settings.max_unanswered_pings;
         let ws = match &mut self.state {
-            State::Open { ws, .. } => Some(&mut **ws),
+            State::Open(open) => Some(open),
             _ => None,
         };
         // Say why here: the close that ends the pair otherwise would be the
@@ -348,7 +404,7 @@ impl Transport for WebSocket {
     }
 
     fn can_go_away(&self) -> bool {
-        matches!(&self.state, State::Open { ws, .. } if ws.can_write())
+        matches!(&self.state, State::Open(open) if !open.closing)
     }
 
     fn network_closed(&mut self) -> Result<()> {
@@ -356,7 +412,7 @@ impl Transport for WebSocket {
             State::Request { head } if !head.is_empty() => Err(Error::Handshake(
                 "closed before the HTTP request was complete".into(),
             )),
-            State::Open { ws, .. } if ws.can_write() => {
+            State::Open(open) if !open.closing => {
                 Err(Error::Transport("closed without a WebSocket close".into()))
             }
             _ => Ok(()),
@@ -376,18 +432,6 @@ impl Transport for WebSocket {
 /// socket takes each whole: a fast download does not hold up other clients.
 const CHUNKS_PER_TURN: usize = 4;
 
-/// tungstenite's settings for a client of websocketd.
-fn server_config(max_message_size: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        // Read in small steps (the input is already in memory); an idle
-        // connection then holds 4 KiB here, not 128.
-        .read_buffer_size(4096)
-        // Each frame in one write to the `Pipe` (which can hold pongs back).
-        .write_buffer_size(0)
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size))
-}
-
 /// The frame type for a payload to the client (true: text), given the client's
 /// last message type.
 fn text_for(kind: MessageType, last_text: Option<bool>, payload: &[u8]) -> bool {
@@ -395,25 +439,6 @@ fn text_for(kind: MessageType, last_text: Option<bool>, payload: &[u8]) -> bool 
     match (kind, last_text) {
         (MessageType::Binary, _) | (MessageType::Mirror, Some(false)) => false,
         _ => utf8(),
-    }
-}
-
-/// The close code for a client's bad input.
-fn close_code(e: &WsError) -> CloseCode {
-    match e {
-        WsError::Capacity(_) => CloseCode::Size,
-        WsError::Utf8(_) => CloseCode::Invalid,
-        WsError::Protocol(_) => CloseCode::Protocol,
-        _ => CloseCode::Error,
-    }
-}
-
-fn short_reason(e: &WsError) -> &'static str {
-    match close_code(e) {
-        CloseCode::Size => "message too big",
-        CloseCode::Invalid => "invalid UTF-8 in a text message",
-        CloseCode::Protocol => "protocol error",
-        _ => "error",
     }
 }
 
@@ -452,11 +477,32 @@ pub(crate) fn close_ws(
     })
 }
 
+/// What the keepalive sends on an open WebSocket, either end.
+pub(crate) trait Peer {
+    /// A close with `code` and `reason`; false if one was sent already.
+    fn send_close(&mut self, relay: &mut Relay<'_>, code: CloseCode, reason: &'static str) -> bool;
+    /// A ping; false after a close.
+    fn send_ping(&mut self, relay: &mut Relay<'_>) -> bool;
+}
+
+impl Peer for WebSocketContext {
+    fn send_close(&mut self, relay: &mut Relay<'_>, code: CloseCode, reason: &'static str) -> bool {
+        close_ws(self, relay, code, reason)
+    }
+
+    fn send_ping(&mut self, relay: &mut Relay<'_>) -> bool {
+        send_ws(self, relay, |ws, pipe| {
+            ws.write(pipe, Message::Ping(Default::default()))?;
+            ws.flush(pipe)
+        })
+    }
+}
+
 /// The keepalive of both ends: a ping on `ws` (if it is open), counted in
 /// `unanswered` (reset by whatever the peer sends); once `max` have gone
 /// unanswered, a close 1011 and an error saying so (`no_answer`).
-pub(crate) fn ping_ws(
-    mut ws: Option<&mut WebSocketContext>,
+pub(crate) fn ping_ws<P: Peer + ?Sized>(
+    mut ws: Option<&mut P>,
     relay: &mut Relay<'_>,
     unanswered: &mut u32,
     max: u32,
@@ -464,16 +510,11 @@ pub(crate) fn ping_ws(
 ) -> Result<bool> {
     if *unanswered >= max {
         if let Some(ws) = ws.as_deref_mut() {
-            close_ws(ws, relay, CloseCode::Error, "no answer to pings");
+            ws.send_close(relay, CloseCode::Error, "no answer to pings");
         }
         return Err(Error::Transport(no_answer(*unanswered)));
     }
-    let sent = ws.is_some_and(|ws| {
-        send_ws(ws, relay, |ws, pipe| {
-            ws.write(pipe, Message::Ping(Default::default()))?;
-            ws.flush(pipe)
-        })
-    });
+    let sent = ws.is_some_and(|ws| ws.send_ping(relay));
     if sent {
         *unanswered += 1;
     }
@@ -486,56 +527,18 @@ pub(crate) fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// An unmasked, unfragmented WebSocket data frame (RFC 6455, 5.2), as a server
-/// sends it.
-fn push_ws_frame(out: &mut Vec<u8>, text: bool, payload: &[u8]) {
-    out.push(0x80 | if text { 0x1 } else { 0x2 });
-    match payload.len() {
-        n @ 0..=125 => out.push(n as u8),
-        n @ 126..=0xFFFF => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(payload);
-}
-
-/// The stream tungstenite reads and writes: the bytes the loop handed in, and a
-/// buffer for what goes back. Reading past the input would block.
+/// The stream tungstenite (the outbound client's codec) reads and writes: the
+/// bytes the loop handed in, and a buffer for what goes back. Reading past the
+/// input would block.
 pub(crate) struct Pipe<'a> {
     input: &'a [u8],
     output: &'a mut Vec<u8>,
-    /// When set, pongs are held here, each replacing the one before, until
-    /// [`Pipe::release_pong`] or another frame: tungstenite answers every
-    /// ping it reads, and writes each frame in one write (no write buffer).
-    latest_pong: Option<Vec<u8>>,
 }
 
 impl<'a> Pipe<'a> {
     pub(crate) fn new(input: &'a [u8], output: &'a mut Vec<u8>) -> Self {
-        Pipe {
-            input,
-            output,
-            latest_pong: None,
-        }
+        Pipe { input, output }
     }
-
-    /// Writes the pong held back, if any.
-    fn release_pong(&mut self) {
-        if let Some(pong) = &mut self.latest_pong {
-            self.output.append(pong);
-        }
-    }
-}
-
-/// Whether `bytes` is exactly one pong frame as a server sends it (unmasked,
-/// a payload of at most 125 bytes).
-fn is_pong(bytes: &[u8]) -> bool {
-    matches!(bytes, [0x8A, len, ..] if *len <= 125 && bytes.len() == 2 + *len as usize)
 }
 
 impl Read for Pipe<'_> {
@@ -550,16 +553,7 @@ impl Read for Pipe<'_> {
 
 impl Write for Pipe<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.latest_pong {
-            Some(held) if is_pong(buf) => {
-                held.clear();
-                held.extend_from_slice(buf);
-            }
-            _ => {
-                self.release_pong();
-                self.output.extend_from_slice(buf);
-            }
-        }
+        self.output.extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -582,12 +576,12 @@ mod tests {
             (65536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
         ] {
             let mut out = Vec::new();
-            push_ws_frame(&mut out, false, &vec![7; len]);
+            frame::push_frame(&mut out, opcode::BINARY, &vec![7; len]);
             assert_eq!(&out[..header.len()], &header[..], "length {len}");
             assert_eq!(out.len(), header.len() + len);
         }
         let mut out = Vec::new();
-        push_ws_frame(&mut out, true, b"hi");
+        frame::push_frame(&mut out, opcode::TEXT, b"hi");
         assert_eq!(out, b"\x81\x02hi");
     }
 
@@ -603,16 +597,11 @@ mod tests {
     /// What websocketd's reading of `input` sends back, for a client that
     /// has read everything sent to it so far or not (`behind`).
     fn answers(input: &[u8], behind: bool) -> Vec<u8> {
-        let mut ws = WebSocketContext::new(Role::Server, Some(server_config(1 << 20)));
-        let mut out = Vec::new();
-        let mut pipe = Pipe::new(input, &mut out);
-        if behind {
-            pipe.latest_pong = Some(Vec::new());
-        }
-        while ws.read(&mut pipe).is_ok() {}
-        let _ = ws.flush(&mut pipe);
-        pipe.release_pong();
-        out
+        let mut open = Open {
+            reader: Reader::new(1 << 20),
+            closing: false,
+        };
+        open.read(input, behind, &mut None).to_client
     }
 
     #[test]

@@ -151,6 +151,82 @@ fn a_client_close_is_answered_and_ends_the_pair_cleanly() {
 }
 
 #[test]
+fn after_our_close_client_messages_are_not_taken_and_its_close_ends_the_pair() {
+    let (mut t, mut h) = open(MessageType::Auto);
+    assert!(t.can_go_away());
+    assert!(h.call(|r| t.going_away(r)).value);
+    assert_eq!(h.take_to_network(), b"\x88\x16\x03\xe9server shutting down");
+    assert!(
+        !t.can_go_away() && !h.call(|r| t.going_away(r)).value,
+        "one close only"
+    );
+    // A message and a ping on their way: no answer could be sent back.
+    let late = [client_frame(0x1, b"late"), client_frame(0x9, b"p")].concat();
+    let call = h.call(|r| t.on_network_data(&late, r));
+    assert!(call.value.is_ok() && call.finished.is_none());
+    assert!(h.take_to_service().is_empty() && h.take_to_network().is_empty());
+    // Their close answers ours: not answered again.
+    let call = h.call(|r| t.on_network_data(&client_frame(0x8, &1001u16.to_be_bytes()), r));
+    assert!(matches!(call.finished, Some(None)), "{:?}", call.finished);
+    assert!(h.take_to_network().is_empty());
+}
+
+#[test]
+fn bad_client_input_is_closed_with_the_code_for_it() {
+    let unmasked = b"\x81\x02hi".to_vec();
+    let long_ping = [&[0x89, 0xFE, 0, 126, 1, 2, 3, 4][..], &[0; 126]].concat();
+    // A server's close frame.
+    let close = |code: u16, reason: &str| {
+        [
+            &[0x88, 2 + reason.len() as u8][..],
+            &code.to_be_bytes(),
+            reason.as_bytes(),
+        ]
+        .concat()
+    };
+    let cases: [(&str, Vec<u8>, Vec<u8>); 4] = [
+        (
+            "unmasked",
+            unmasked,
+            close(1002, "unmasked frame from a client"),
+        ),
+        (
+            "long ping",
+            long_ping,
+            close(1002, "control frame too long"),
+        ),
+        (
+            "bad UTF-8",
+            client_frame(0x1, b"\xC0\x80"),
+            close(1007, "invalid UTF-8 in a text message"),
+        ),
+        (
+            "reserved bits",
+            client_frame(0x40 | 0x2, b"x"),
+            close(1002, "reserved bits set"),
+        ),
+    ];
+    for (what, input, answer) in cases {
+        let (mut t, mut h) = open(MessageType::Auto);
+        // A message before the fault still reaches the service.
+        let input = [client_frame(0x2, b"ok"), input].concat();
+        let call = h.call(|r| t.on_network_data(&input, r));
+        assert!(
+            matches!(call.finished, Some(Some(_))),
+            "{what}: {:?}",
+            call.finished
+        );
+        assert_eq!(h.take_to_service(), b"\0\0\0\x02ok", "{what}");
+        assert_eq!(h.take_to_network(), answer, "{what}");
+    }
+    // A close with a code no peer may send: answered 1002, a clean end.
+    let (mut t, mut h) = open(MessageType::Auto);
+    let call = h.call(|r| t.on_network_data(&client_frame(0x8, &1005u16.to_be_bytes()), r));
+    assert!(matches!(call.finished, Some(None)), "{:?}", call.finished);
+    assert_eq!(h.take_to_network(), close(1002, "Protocol violation"));
+}
+
+#[test]
 fn a_refused_service_gets_the_refusals_http_status_and_no_websocket() {
     let mut t = websocket(MessageType::Auto);
     let mut h = Harness::new();

@@ -275,11 +275,20 @@ fn pin_task(tid: u32, cpu: usize) -> Result<()> {
 /// Raises the soft descriptor limit to the hard one; returns it.
 fn raise_nofile() -> Result<u64> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    // Root may raise the hard limit too (10,000 idle connections through a
+    // relay take 20,000 descriptors in the client and as many in the relay);
+    // the services and relays started from here inherit it.
+    if hard < WANT_NOFILE && setrlimit(Resource::RLIMIT_NOFILE, WANT_NOFILE, WANT_NOFILE).is_ok() {
+        return Ok(WANT_NOFILE);
+    }
     if soft < hard {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("raise RLIMIT_NOFILE")?;
     }
     Ok(hard)
 }
+
+/// The descriptor limit asked for when the hard one is lower.
+const WANT_NOFILE: u64 = 65_536;
 
 /// The command that reproduces this run.
 fn repro() -> String {

@@ -649,6 +649,10 @@ fn copy_log(stderr: impl Read + Send + 'static, log: std::fs::File) -> mpsc::Rec
     rx
 }
 
+/// `--max-connections` of our daemons: above any `--idle-conns` (their
+/// default, 4,096, would refuse the rest of 10,000 idle connections).
+const MAX_CONNECTIONS: &str = "60000";
+
 /// A port on 127.0.0.1 that was free a moment ago.
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
@@ -702,7 +706,8 @@ fn command(
             .arg("--rundir")
             .arg(rundir)
             // Info: the listening address is logged at that level.
-            .args(["--log-level", "info"]);
+            .args(["--log-level", "info"])
+            .args(["--max-connections", MAX_CONNECTIONS]);
             match kind {
                 RelayKind::TcpdW1 | RelayKind::TlsdW1 => cmd.args(["--workers", "1"]),
                 RelayKind::TcpdW2 | RelayKind::TlsdW2 => cmd.args(["--workers", "2"]),
@@ -777,6 +782,7 @@ fn command(
                 .arg(rundir)
                 .args(["--max-message-size", "1M", "--message-type", "binary"])
                 .args(["--log-level", "info"])
+                .args(["--max-connections", MAX_CONNECTIONS])
                 .arg("--workers")
                 .arg(if kind == RelayKind::WebsocketdW1 {
                     "1"

@@ -98,8 +98,9 @@ pub(super) struct Switched {
     pub(super) read_eof: bool,
     /// Once the queue is written: shut down our writing side, or close.
     pub(super) after_flush: AfterFlush,
-    /// Why the pair ended, reported when `after_flush` closes it.
-    pub(super) end_reason: Option<crate::Error>,
+    /// Why the pair ended, reported when `after_flush` closes it (boxed: a
+    /// pair that has not ended, which is most, keeps one pointer for it).
+    pub(super) end_reason: Option<Box<crate::Error>>,
     /// What crossed the pair (kept on the network side).
     pub(super) counter: Option<Box<crate::traffic::Counter>>,
     /// Entered around the transport's calls (network side).

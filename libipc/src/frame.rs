@@ -234,22 +234,27 @@ impl Decoder {
 ///
 /// A relay feeds it every chunk it forwards; it checks each header against the
 /// maximum in place and counts whole frames, without copying or buffering payloads.
+///
+/// Small (16 bytes: every switched pair has a few, idle ones included): a
+/// declared length fits in 32 bits, so do the maximum and what is left of the
+/// current payload.
 #[derive(Debug, Clone)]
 pub struct Scanner {
-    max: usize,
+    max: u32,
+    remaining: u32,
     hdr: [u8; HEADER_LEN],
-    hdr_have: usize,
-    remaining: usize,
+    hdr_have: u8,
 }
 
 impl Scanner {
     /// A scanner accepting payloads of at most `max` bytes.
     pub fn new(max: usize) -> Self {
         Scanner {
-            max,
+            // No header declares more than u32::MAX.
+            max: u32::try_from(max).unwrap_or(u32::MAX),
+            remaining: 0,
             hdr: [0; HEADER_LEN],
             hdr_have: 0,
-            remaining: 0,
         }
     }
 
@@ -267,8 +272,9 @@ impl Scanner {
         let mut pos = 0;
         while pos < data.len() {
             if self.remaining > 0 {
-                let take = self.remaining.min(data.len() - pos);
-                self.remaining -= take;
+                let take = (self.remaining as usize).min(data.len() - pos);
+                // At most `remaining`: fits.
+                self.remaining -= take as u32;
                 pos += take;
                 if self.remaining == 0 {
                     frames += 1;
@@ -276,14 +282,16 @@ impl Scanner {
                 continue;
             }
             let header_start = pos;
-            let take = (HEADER_LEN - self.hdr_have).min(data.len() - pos);
-            self.hdr[self.hdr_have..self.hdr_have + take].copy_from_slice(&data[pos..pos + take]);
-            self.hdr_have += take;
+            let have = usize::from(self.hdr_have);
+            let take = (HEADER_LEN - have).min(data.len() - pos);
+            self.hdr[have..have + take].copy_from_slice(&data[pos..pos + take]);
+            self.hdr_have += take as u8;
             pos += take;
-            if self.hdr_have == HEADER_LEN {
+            if usize::from(self.hdr_have) == HEADER_LEN {
                 self.hdr_have = 0;
-                match declared_len(&self.hdr, self.max) {
-                    Ok(len) => self.remaining = len,
+                match declared_len(&self.hdr, self.max as usize) {
+                    // At most `max`: fits.
+                    Ok(len) => self.remaining = len as u32,
                     Err(e) => return (header_start, Err(e)),
                 }
                 if self.remaining == 0 {
@@ -302,9 +310,9 @@ impl Scanner {
     /// Bytes missing to complete the current frame (0 at a boundary).
     pub fn missing(&self) -> usize {
         if self.hdr_have > 0 {
-            HEADER_LEN - self.hdr_have
+            HEADER_LEN - usize::from(self.hdr_have)
         } else {
-            self.remaining
+            self.remaining as usize
         }
     }
 }

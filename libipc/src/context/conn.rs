@@ -17,7 +17,8 @@ use crate::switch::{SwitchHooks, Transport};
 
 #[derive(Debug)]
 pub(super) enum Io {
-    Listener(ServiceListener),
+    /// Boxed: a context has few listeners and may have thousands of streams.
+    Listener(Box<ServiceListener>),
     /// A service's handoff endpoint (see [`crate::handoff`]).
     Handoff(std::os::unix::net::UnixListener),
     Stream(OwnedFd),

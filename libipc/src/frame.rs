@@ -68,17 +68,34 @@ pub fn decode(buf: &[u8], max: usize) -> Result<Option<Range<usize>>> {
 ///
 /// Handles frames split over many reads and many frames in one read. Only the
 /// bytes of an unfinished frame are kept between calls, in a buffer sized once
-/// from the header (after checking it) and released when the frame is complete.
+/// from the header (after checking it) and released when the frame is complete;
+/// between frames a decoder holds no allocation at all.
 #[derive(Debug)]
 pub struct Decoder {
     max: usize,
+    /// The unfinished frame, if the last input ended inside one.
+    partial: Option<Box<Partial>>,
+}
+
+/// The bytes of a frame not yet complete.
+#[derive(Debug)]
+struct Partial {
     hdr: [u8; HEADER_LEN],
-    /// Header bytes of the unfinished frame (0: between frames).
+    /// Header bytes so far (`HEADER_LEN` once it is complete).
     hdr_have: usize,
     /// Its payload so far, once the header is complete.
     body: Vec<u8>,
     /// Its declared payload length.
     body_len: usize,
+}
+
+impl Partial {
+    /// The header is complete: check it, then make room for exactly its payload.
+    fn start_body(&mut self, max: usize) -> Result<()> {
+        self.body_len = declared_len(&self.hdr, max)?;
+        self.body = pool::take(self.body_len);
+        Ok(())
+    }
 }
 
 /// A payload found by the decoder: in the caller's input, or assembled by it.
@@ -90,13 +107,7 @@ enum Found<'a> {
 impl Decoder {
     /// A decoder accepting payloads of at most `max` bytes.
     pub fn new(max: usize) -> Self {
-        Decoder {
-            max,
-            hdr: [0; HEADER_LEN],
-            hdr_have: 0,
-            body: Vec::new(),
-            body_len: 0,
-        }
+        Decoder { max, partial: None }
     }
 
     /// The largest payload this decoder accepts.
@@ -106,7 +117,15 @@ impl Decoder {
 
     /// Bytes held of a frame not yet complete.
     pub fn pending(&self) -> usize {
-        self.hdr_have + self.body.len()
+        self.partial
+            .as_ref()
+            .map_or(0, |p| p.hdr_have + p.body.len())
+    }
+
+    /// True when the decoder holds no allocation (between frames).
+    #[cfg(test)]
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.partial.is_none()
     }
 
     /// Feeds bytes read from the stream; calls `on_frame` with each complete payload,
@@ -144,25 +163,26 @@ impl Decoder {
         on_frame: &mut dyn FnMut(Found<'_>),
     ) -> Result<usize> {
         let mut frames = 0;
-        if self.hdr_have > 0 {
-            if self.hdr_have < HEADER_LEN {
-                let take = (HEADER_LEN - self.hdr_have).min(input.len());
-                self.hdr[self.hdr_have..self.hdr_have + take].copy_from_slice(&input[..take]);
-                self.hdr_have += take;
+        if let Some(p) = self.partial.as_deref_mut() {
+            if p.hdr_have < HEADER_LEN {
+                let take = (HEADER_LEN - p.hdr_have).min(input.len());
+                p.hdr[p.hdr_have..p.hdr_have + take].copy_from_slice(&input[..take]);
+                p.hdr_have += take;
                 input = &input[take..];
-                if self.hdr_have < HEADER_LEN {
+                if p.hdr_have < HEADER_LEN {
                     return Ok(0);
                 }
-                self.start_body()?;
+                p.start_body(self.max)?;
             }
-            let take = (self.body_len - self.body.len()).min(input.len());
-            self.body.extend_from_slice(&input[..take]);
+            let take = (p.body_len - p.body.len()).min(input.len());
+            p.body.extend_from_slice(&input[..take]);
             input = &input[take..];
-            if self.body.len() < self.body_len {
+            if p.body.len() < p.body_len {
                 return Ok(0);
             }
-            self.hdr_have = 0;
-            on_frame(Found::Owned(std::mem::take(&mut self.body)));
+            let body = std::mem::take(&mut p.body);
+            self.partial = None;
+            on_frame(Found::Owned(body));
             frames += 1;
         }
         while let Some(payload) = decode(input, self.max)? {
@@ -172,38 +192,39 @@ impl Decoder {
         }
         if !input.is_empty() {
             let take = HEADER_LEN.min(input.len());
-            self.hdr[..take].copy_from_slice(&input[..take]);
-            self.hdr_have = take;
+            let mut p = Box::new(Partial {
+                hdr: [0; HEADER_LEN],
+                hdr_have: take,
+                body: Vec::new(),
+                body_len: 0,
+            });
+            p.hdr[..take].copy_from_slice(&input[..take]);
             if take == HEADER_LEN {
                 // Checked against the maximum by `decode` already.
-                self.start_body()?;
-                self.body.extend_from_slice(&input[take..]);
+                p.start_body(self.max)?;
+                p.body.extend_from_slice(&input[take..]);
             }
+            self.partial = Some(p);
         }
         Ok(frames)
     }
 
-    /// The header is complete: check it, then make room for exactly its payload.
-    fn start_body(&mut self) -> Result<()> {
-        self.body_len = declared_len(&self.hdr, self.max)?;
-        self.body = pool::take(self.body_len);
-        Ok(())
-    }
-
     /// Takes the bytes of the unfinished frame (when the stream changes hands).
     pub fn take_pending(&mut self) -> Vec<u8> {
-        let mut out = self.hdr[..self.hdr_have].to_vec();
-        out.append(&mut self.body);
-        self.hdr_have = 0;
+        let Some(mut p) = self.partial.take() else {
+            return Vec::new();
+        };
+        let mut out = p.hdr[..p.hdr_have].to_vec();
+        out.append(&mut p.body);
         out
     }
 
     /// Called at end of stream: fails with [`Error::Truncated`] if a frame was cut short.
     pub fn finish(&self) -> Result<()> {
-        let missing = match self.hdr_have {
-            0 => return Ok(()),
-            n if n < HEADER_LEN => HEADER_LEN - n,
-            _ => self.body_len - self.body.len(),
+        let missing = match self.partial.as_deref() {
+            None => return Ok(()),
+            Some(p) if p.hdr_have < HEADER_LEN => HEADER_LEN - p.hdr_have,
+            Some(p) => p.body_len - p.body.len(),
         };
         Err(Error::Truncated { missing })
     }
@@ -213,22 +234,27 @@ impl Decoder {
 ///
 /// A relay feeds it every chunk it forwards; it checks each header against the
 /// maximum in place and counts whole frames, without copying or buffering payloads.
+///
+/// Small (16 bytes: every switched pair has a few, idle ones included): a
+/// declared length fits in 32 bits, so do the maximum and what is left of the
+/// current payload.
 #[derive(Debug, Clone)]
 pub struct Scanner {
-    max: usize,
+    max: u32,
+    remaining: u32,
     hdr: [u8; HEADER_LEN],
-    hdr_have: usize,
-    remaining: usize,
+    hdr_have: u8,
 }
 
 impl Scanner {
     /// A scanner accepting payloads of at most `max` bytes.
     pub fn new(max: usize) -> Self {
         Scanner {
-            max,
+            // No header declares more than u32::MAX.
+            max: u32::try_from(max).unwrap_or(u32::MAX),
+            remaining: 0,
             hdr: [0; HEADER_LEN],
             hdr_have: 0,
-            remaining: 0,
         }
     }
 
@@ -246,8 +272,9 @@ impl Scanner {
         let mut pos = 0;
         while pos < data.len() {
             if self.remaining > 0 {
-                let take = self.remaining.min(data.len() - pos);
-                self.remaining -= take;
+                let take = (self.remaining as usize).min(data.len() - pos);
+                // At most `remaining`: fits.
+                self.remaining -= take as u32;
                 pos += take;
                 if self.remaining == 0 {
                     frames += 1;
@@ -255,14 +282,16 @@ impl Scanner {
                 continue;
             }
             let header_start = pos;
-            let take = (HEADER_LEN - self.hdr_have).min(data.len() - pos);
-            self.hdr[self.hdr_have..self.hdr_have + take].copy_from_slice(&data[pos..pos + take]);
-            self.hdr_have += take;
+            let have = usize::from(self.hdr_have);
+            let take = (HEADER_LEN - have).min(data.len() - pos);
+            self.hdr[have..have + take].copy_from_slice(&data[pos..pos + take]);
+            self.hdr_have += take as u8;
             pos += take;
-            if self.hdr_have == HEADER_LEN {
+            if usize::from(self.hdr_have) == HEADER_LEN {
                 self.hdr_have = 0;
-                match declared_len(&self.hdr, self.max) {
-                    Ok(len) => self.remaining = len,
+                match declared_len(&self.hdr, self.max as usize) {
+                    // At most `max`: fits.
+                    Ok(len) => self.remaining = len as u32,
                     Err(e) => return (header_start, Err(e)),
                 }
                 if self.remaining == 0 {
@@ -281,9 +310,9 @@ impl Scanner {
     /// Bytes missing to complete the current frame (0 at a boundary).
     pub fn missing(&self) -> usize {
         if self.hdr_have > 0 {
-            HEADER_LEN - self.hdr_have
+            HEADER_LEN - usize::from(self.hdr_have)
         } else {
-            self.remaining
+            self.remaining as usize
         }
     }
 }
@@ -393,7 +422,7 @@ mod tests {
         dec.feed_owned(&buf[50_000..], |p| got.push(p)).unwrap();
         assert_eq!(got, vec![big, b"x".to_vec()]);
         assert_eq!(dec.pending(), 0);
-        assert_eq!(dec.body.capacity(), 0, "an idle decoder holds no buffer");
+        assert!(dec.holds_nothing(), "an idle decoder holds no buffer");
     }
 
     #[test]

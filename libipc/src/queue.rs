@@ -27,9 +27,17 @@ pub(crate) struct Flushed {
     pub drained: bool,
 }
 
-/// An ordered queue of bytes waiting to be written.
+/// An ordered queue of bytes waiting to be written. Empty, it holds no
+/// allocation at all (one pointer): an idle connection pays nothing for it.
 #[derive(Debug, Default)]
 pub(crate) struct OutQueue {
+    /// Present while something is queued or a message's end is still to be
+    /// reported by [`OutQueue::flush`].
+    q: Option<Box<Queued>>,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
     chunks: VecDeque<Vec<u8>>,
     /// Bytes of `chunks[0]` already written.
     head: usize,
@@ -37,51 +45,70 @@ pub(crate) struct OutQueue {
     len: usize,
     /// Stream offsets at which queued messages end (only for framed messages).
     msg_ends: VecDeque<u64>,
-    /// Total bytes ever queued / written: offsets for `msg_ends`.
+    /// Total bytes queued / written since the queue was last empty: offsets
+    /// for `msg_ends`.
     queued: u64,
     written: u64,
 }
 
 impl OutQueue {
     pub fn len(&self) -> usize {
-        self.len
+        self.q.as_ref().map_or(0, |q| q.len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Messages queued and not yet completely written.
     #[cfg(test)]
     pub fn messages(&self) -> usize {
-        self.msg_ends.len()
+        self.q.as_ref().map_or(0, |q| q.msg_ends.len())
+    }
+
+    /// True when the queue holds no allocation (what an idle connection keeps).
+    #[cfg(test)]
+    pub fn holds_nothing(&self) -> bool {
+        self.q.is_none()
+    }
+
+    fn queued(&mut self) -> &mut Queued {
+        self.q.get_or_insert_with(Box::default)
     }
 
     fn append(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
-        match self.chunks.back_mut() {
+        let q = self.queued();
+        match q.chunks.back_mut() {
             Some(tail) if tail.len() + bytes.len() <= tail.capacity().max(COALESCE_MAX) => {
                 tail.extend_from_slice(bytes)
             }
             _ => {
                 let mut chunk = pool::take(bytes.len());
                 chunk.extend_from_slice(bytes);
-                self.chunks.push_back(chunk);
+                q.chunks.push_back(chunk);
             }
         }
-        self.len += bytes.len();
-        self.queued += bytes.len() as u64;
+        q.len += bytes.len();
+        q.queued += bytes.len() as u64;
     }
 
     fn append_owned(&mut self, bytes: Vec<u8>) {
         if bytes.is_empty() {
             return;
         }
-        self.len += bytes.len();
-        self.queued += bytes.len() as u64;
-        self.chunks.push_back(bytes);
+        let q = self.queued();
+        q.len += bytes.len();
+        q.queued += bytes.len() as u64;
+        q.chunks.push_back(bytes);
+    }
+
+    /// Marks the end of a framed message at what is queued now.
+    fn end_message(&mut self) {
+        let q = self.queued();
+        q.msg_ends.push_back(q.queued);
     }
 
     /// Queues one framed message. The caller has checked its length.
@@ -95,7 +122,7 @@ impl OutQueue {
             own.extend_from_slice(payload);
             self.append_owned(own);
         }
-        self.msg_ends.push_back(self.queued);
+        self.end_message();
     }
 
     /// Queues one framed message, taking ownership of a large payload to avoid a copy.
@@ -107,7 +134,7 @@ impl OutQueue {
         let hdr = frame::header(payload.len()).unwrap_or([0xff; 4]);
         self.append(&hdr);
         self.append_owned(payload);
-        self.msg_ends.push_back(self.queued);
+        self.end_message();
     }
 
     /// Queues raw bytes (relayed traffic: already framed, not counted as messages).
@@ -133,11 +160,17 @@ impl OutQueue {
 
     /// Takes every queued byte out of the queue (for hooks that write by themselves).
     pub fn take_bytes(&mut self) -> Vec<u8> {
-        let mut all = Vec::with_capacity(self.len);
-        for (i, chunk) in self.chunks.iter().enumerate() {
-            all.extend_from_slice(&chunk[if i == 0 { self.head } else { 0 }..]);
+        let Some(q) = self.q.as_mut() else {
+            return Vec::new();
+        };
+        let mut all = Vec::with_capacity(q.len);
+        for (i, chunk) in q.chunks.iter().enumerate() {
+            all.extend_from_slice(&chunk[if i == 0 { q.head } else { 0 }..]);
         }
-        self.consume(self.len);
+        q.consume(q.len);
+        if q.msg_ends.is_empty() {
+            self.q = None;
+        }
         all
     }
 
@@ -145,12 +178,16 @@ impl OutQueue {
     /// `drained` false. Other errors (the peer is gone) are returned.
     pub fn flush(&mut self, fd: BorrowedFd<'_>) -> io::Result<Flushed> {
         let mut done = Flushed::default();
-        while self.len > 0 {
+        let Some(q) = self.q.as_mut() else {
+            done.drained = true;
+            return Ok(done);
+        };
+        while q.len > 0 {
             let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
             let mut count = 0;
             let mut offered = 0;
-            for (i, chunk) in self.chunks.iter().take(MAX_IOV).enumerate() {
-                let skip = if i == 0 { self.head } else { 0 };
+            for (i, chunk) in q.chunks.iter().take(MAX_IOV).enumerate() {
+                let skip = if i == 0 { q.head } else { 0 };
                 iov[i] = IoSlice::new(&chunk[skip..]);
                 offered += chunk.len() - skip;
                 count += 1;
@@ -160,7 +197,7 @@ impl OutQueue {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             };
-            self.consume(n);
+            q.consume(n);
             done.bytes += n;
             if n < offered {
                 // A short write means the socket buffer is full; trying again now
@@ -168,21 +205,21 @@ impl OutQueue {
                 break;
             }
         }
-        while self
-            .msg_ends
-            .front()
-            .is_some_and(|&end| end <= self.written)
-        {
-            self.msg_ends.pop_front();
+        while q.msg_ends.front().is_some_and(|&end| end <= q.written) {
+            q.msg_ends.pop_front();
             done.messages += 1;
         }
-        if self.msg_ends.is_empty() && self.msg_ends.capacity() > 0 {
-            self.msg_ends = VecDeque::new();
+        done.drained = q.len == 0;
+        if done.drained && q.msg_ends.is_empty() {
+            // Written chunks went back to the pool: an idle connection holds
+            // nothing, not even the rings of chunk pointers and message ends.
+            self.q = None;
         }
-        done.drained = self.len == 0;
         Ok(done)
     }
+}
 
+impl Queued {
     fn consume(&mut self, mut n: usize) {
         self.len -= n;
         self.written += n as u64;
@@ -194,13 +231,8 @@ impl OutQueue {
             if n >= left {
                 n -= left;
                 self.head = 0;
-                // Written chunks go back to the pool: an idle connection holds none.
                 if let Some(chunk) = self.chunks.pop_front() {
                     pool::give(chunk);
-                }
-                if self.chunks.is_empty() {
-                    // Not even the ring of chunk pointers.
-                    self.chunks = VecDeque::new();
                 }
             } else {
                 self.head += n;

@@ -327,7 +327,7 @@ impl Worker {
             .set_deadline(net, Some(Instant::now() + self.config.handshake_timeout));
         let conn = NetConn::new(addr, Some(req.service.clone()), false);
         self.ctx.set_span(net, conn.span.clone());
-        self.conns.insert(net, conn);
+        self.conns.insert(net, Box::new(conn));
         tracing::debug!(%addr, conn = %net, proxy = req.via.is_some(), "dialing");
         Ok(net)
     }

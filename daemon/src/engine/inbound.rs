@@ -96,7 +96,7 @@ impl Worker {
             let mut conn = NetConn::new(peer, None, proxied);
             conn.overflow = overflow;
             self.ctx.set_span(id, conn.span.clone());
-            self.conns.insert(id, conn);
+            self.conns.insert(id, Box::new(conn));
             tracing::debug!(target: TARGET, conn = %id, "accepted");
             // The first deadline: the transport's own handshake, or naming the
             // service, whichever is due first (see `timeout`).
@@ -262,15 +262,16 @@ impl Worker {
             return false;
         };
         let now = Instant::now();
-        let first = *conn.busy_since.get_or_insert(now);
+        let busy = conn.busy.get_or_insert_with(Box::default);
+        let first = *busy.since.get_or_insert(now);
         let left = self.config.busy_wait.saturating_sub(now - first);
         if left.is_zero() {
             return false;
         }
-        let delay = BUSY_RETRIES[conn.busy_tries.min(BUSY_RETRIES.len() - 1)].min(left);
-        conn.busy_tries += 1;
-        conn.busy_retry = Some(name.to_vec());
-        tracing::debug!(target: TARGET, conn = %id, attempt = conn.busy_tries, "service busy; trying again");
+        let delay = BUSY_RETRIES[busy.tries.min(BUSY_RETRIES.len() - 1)].min(left);
+        busy.tries += 1;
+        busy.retry = Some(name.to_vec());
+        tracing::debug!(target: TARGET, conn = %id, attempt = busy.tries, "service busy; trying again");
         let _ = self.ctx.set_deadline(id, Some(now + delay));
         true
     }
@@ -282,7 +283,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if let Some(name) = conn.busy_retry.take() {
+        if let Some(name) = conn.busy.as_mut().and_then(|b| b.retry.take()) {
             return self.route(id, &name);
         }
         if std::mem::take(&mut conn.leaving) {

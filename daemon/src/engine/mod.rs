@@ -314,15 +314,22 @@ struct NetConn {
     leaving: bool,
     /// From a trusted balancer (PROXY protocol).
     proxied: bool,
-    /// Its service's backlog was full: the name to try again at its
-    /// deadline, the tries so far and when the first failed (see
-    /// `inbound::BUSY_RETRIES`).
-    busy_retry: Option<Vec<u8>>,
-    busy_tries: usize,
-    busy_since: Option<Instant>,
+    /// Its service's backlog was full (boxed: rare, and a connection is held
+    /// by the thousand).
+    busy: Option<Box<Busy>>,
     /// Log lines about this connection are in this span (peer, service, and the
     /// TLS identity when there is one).
     span: tracing::Span,
+}
+
+/// A client whose service's backlog was full: the name to try again at its
+/// deadline, the tries so far and when the first failed (see
+/// `inbound::BUSY_RETRIES`).
+#[derive(Debug, Default)]
+struct Busy {
+    retry: Option<Vec<u8>>,
+    tries: usize,
+    since: Option<Instant>,
 }
 
 impl NetConn {
@@ -353,9 +360,7 @@ impl NetConn {
             overflow: false,
             leaving: false,
             proxied,
-            busy_retry: None,
-            busy_tries: 0,
-            busy_since: None,
+            busy: None,
             span,
         }
     }
@@ -376,7 +381,9 @@ struct Worker {
     ctx: Context,
     listeners: HashMap<ConnId, TcpListener>,
     wake: Option<(ConnId, std::os::unix::net::UnixStream)>,
-    conns: HashMap<ConnId, NetConn>,
+    /// Boxed: the map's slots (about twice as many as connections, each
+    /// touched) then cost a pointer, not a whole `NetConn`.
+    conns: HashMap<ConnId, Box<NetConn>>,
     /// Local clients with an outbound connection in progress.
     dialing: HashMap<ConnId, dial::Dialing>,
     /// The outbound service's name lookups (the worker that has one).
@@ -479,7 +486,7 @@ impl Worker {
 
     /// Drops what the worker knew of network connection `id`: it no longer
     /// counts against the limit, and its close line is logged.
-    fn forget(&mut self, id: ConnId, why: Option<&str>) -> Option<NetConn> {
+    fn forget(&mut self, id: ConnId, why: Option<&str>) -> Option<Box<NetConn>> {
         let conn = self.conns.remove(&id)?;
         if conn.overflow {
             self.overflow -= 1;

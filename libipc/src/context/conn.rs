@@ -17,7 +17,8 @@ use crate::switch::{SwitchHooks, Transport};
 
 #[derive(Debug)]
 pub(super) enum Io {
-    Listener(ServiceListener),
+    /// Boxed: a context has few listeners and may have thousands of streams.
+    Listener(Box<ServiceListener>),
     /// A service's handoff endpoint (see [`crate::handoff`]).
     Handoff(std::os::unix::net::UnixListener),
     Stream(OwnedFd),
@@ -98,8 +99,9 @@ pub(super) struct Switched {
     pub(super) read_eof: bool,
     /// Once the queue is written: shut down our writing side, or close.
     pub(super) after_flush: AfterFlush,
-    /// Why the pair ended, reported when `after_flush` closes it.
-    pub(super) end_reason: Option<crate::Error>,
+    /// Why the pair ended, reported when `after_flush` closes it (boxed: a
+    /// pair that has not ended, which is most, keeps one pointer for it).
+    pub(super) end_reason: Option<Box<crate::Error>>,
     /// What crossed the pair (kept on the network side).
     pub(super) counter: Option<Box<crate::traffic::Counter>>,
     /// Entered around the transport's calls (network side).

@@ -188,7 +188,11 @@ impl DaemonExt for Context {
     fn outbound_service_init(&mut self, name: &str) -> Result<ConnId> {
         let listener = ServiceListener::bind_outbound(&self.rundir, name.as_bytes())?;
         tracing::debug!(path = %listener.path().display(), "outbound service listening");
-        self.insert(Io::Listener(listener), Role::Listener, Interest::READABLE)
+        self.insert(
+            Io::Listener(Box::new(listener)),
+            Role::Listener,
+            Interest::READABLE,
+        )
     }
 
     fn add_network(&mut self, fd: OwnedFd, transport: Box<dyn Transport>) -> Result<ConnId> {

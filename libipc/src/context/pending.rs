@@ -211,7 +211,7 @@ impl Context {
     pub(super) fn end_linger(&mut self, id: ConnId) {
         let reason = match self.conns.get_mut(id).map(|c| &mut c.role) {
             Some(Role::Pending(p)) => p.closing.take().flatten(),
-            Some(Role::Switched(s)) => s.end_reason.take(),
+            Some(Role::Switched(s)) => s.end_reason.take().map(|e| *e),
             _ => None,
         };
         self.disconnect(id, reason);

@@ -131,7 +131,7 @@ impl Context {
                 c.paused = true;
                 if let Some(s) = c.switched() {
                     s.after_flush = AfterFlush::Close;
-                    s.end_reason = reason.take().flatten();
+                    s.end_reason = reason.take().flatten().map(Box::new);
                 }
             }
         }
@@ -417,7 +417,7 @@ impl Context {
                 // the connection and destroy our last words.
                 Some(s) if s.transport.is_some() && !s.read_eof => self.linger(id),
                 s => {
-                    let reason = s.and_then(|s| s.end_reason.take());
+                    let reason = s.and_then(|s| s.end_reason.take()).map(|e| *e);
                     self.disconnect(id, reason)
                 }
             },
@@ -544,4 +544,121 @@ pub(super) fn guarded<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
         tracing::error!(panic = %what, "BUG: a transport panicked; closing its connection");
         Err(Error::Transport(format!("internal error (a bug): {what}")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! What an idle connection keeps after traffic: no buffer of any kind.
+
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+
+    use super::Role;
+    use crate::event::ConnId;
+    use crate::switch::Frames;
+    use crate::{Context, frame};
+
+    /// Runs `ctx` (whose timer wakes it) until `done`, failing after 20 s.
+    fn run_until(ctx: &mut Context, what: &str, mut done: impl FnMut(&Context) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(ctx) {
+            assert!(Instant::now() < deadline, "{what}: not within 20 s");
+            ctx.wait_event().unwrap();
+        }
+    }
+
+    fn assert_holds_nothing(ctx: &Context, ids: &[ConnId]) {
+        for &id in ids {
+            let c = ctx.conns.get(id).expect("still open");
+            assert!(
+                c.out.holds_nothing(),
+                "{id}: its send queue keeps an allocation"
+            );
+            assert!(
+                c.decoder.holds_nothing(),
+                "{id}: its decoder keeps a buffer"
+            );
+            if let Role::Switched(s) = &c.role {
+                assert!(s.end_reason.is_none(), "{id}: ended");
+            }
+        }
+    }
+
+    #[test]
+    fn an_idle_switched_pair_holds_no_buffers() {
+        let (net_mine, mut net_peer) = UnixStream::pair().unwrap();
+        let (svc_mine, mut svc_peer) = UnixStream::pair().unwrap();
+        let mut ctx = Context::new().unwrap();
+        ctx.set_timer(Some(Duration::from_millis(10)));
+        let net = ctx.add_stream(net_mine.into()).unwrap();
+        let svc = ctx.add_stream(svc_mine.into()).unwrap();
+        let big = vec![7u8; 3 << 20];
+        let mut sent = Vec::new();
+        frame::encode(&big, &mut sent).unwrap();
+        frame::encode(b"small", &mut sent).unwrap();
+        // Half a header before the switch: the decoder holds it, then the
+        // pair takes it over.
+        net_peer.write_all(&sent[..2]).unwrap();
+        run_until(&mut ctx, "the half header read", |ctx| {
+            ctx.conns.get(net).is_some_and(|c| c.decoder.pending() == 2)
+        });
+        ctx.add_switch(net, svc, Box::new(Frames::new(4 << 20)))
+            .unwrap();
+        // More than the sockets' buffers hold, both ways: queued, then written.
+        let rest = sent[2..].to_vec();
+        let len = sent.len();
+        let client = std::thread::spawn(move || {
+            net_peer.write_all(&rest).unwrap();
+            let mut back = vec![0; len];
+            net_peer.read_exact(&mut back).unwrap();
+            assert_eq!(back, sent);
+            net_peer
+        });
+        let echo = std::thread::spawn(move || {
+            let mut got = vec![0; len];
+            svc_peer.read_exact(&mut got).unwrap();
+            svc_peer.write_all(&got).unwrap();
+            svc_peer
+        });
+        run_until(&mut ctx, "the echo", |_| client.is_finished());
+        let _peers = (client.join().unwrap(), echo.join().unwrap());
+        // One more turn: what was written is accounted for.
+        ctx.wait_event().unwrap();
+        assert_holds_nothing(&ctx, &[net, svc]);
+    }
+
+    #[test]
+    fn an_idle_client_holds_no_buffers() {
+        let (mine, mut peer) = UnixStream::pair().unwrap();
+        let mut ctx = Context::new().unwrap();
+        ctx.set_timer(Some(Duration::from_millis(10)));
+        let id = ctx.add_stream(mine.into()).unwrap();
+        let mut sent = Vec::new();
+        frame::encode(&vec![1u8; 1 << 20], &mut sent).unwrap();
+        // A frame cut in two reads: assembled in the decoder, then released.
+        peer.write_all(&sent[..100]).unwrap();
+        run_until(&mut ctx, "the first part read", |ctx| {
+            ctx.conns
+                .get(id)
+                .is_some_and(|c| c.decoder.pending() == 100)
+        });
+        let rest = sent[100..].to_vec();
+        let client = std::thread::spawn(move || {
+            peer.write_all(&rest).unwrap();
+            let mut back = vec![0; sent.len()];
+            peer.read_exact(&mut back).unwrap();
+            assert_eq!(back, sent);
+            peer
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !client.is_finished() {
+            assert!(Instant::now() < deadline, "the echo: not within 20 s");
+            if let crate::Event::Message { id, payload } = ctx.wait_event().unwrap() {
+                ctx.schedule_vec(id, payload).unwrap();
+            }
+        }
+        let _peer = client.join().unwrap();
+        assert_holds_nothing(&ctx, &[id]);
+    }
 }

@@ -45,7 +45,11 @@ impl Context {
     /// thread, share its clients. Each client lives on the loop that accepted
     /// it. See [`Context::share_service`].
     pub fn add_service(&mut self, listener: ServiceListener) -> Result<ConnId> {
-        let id = self.insert(Io::Listener(listener), Role::Listener, Interest::READABLE)?;
+        let id = self.insert(
+            Io::Listener(Box::new(listener)),
+            Role::Listener,
+            Interest::READABLE,
+        )?;
         if let Err(e) = self.add_handoff_listener(id) {
             tracing::debug!(error = %e, "no handoff endpoint");
         }

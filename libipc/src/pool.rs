@@ -9,6 +9,8 @@
 
 use std::cell::RefCell;
 
+use crate::queue::Queued;
+
 /// Buffers up to this capacity are "small" (send-queue chunks, small payloads).
 pub(crate) const SMALL: usize = 16 * 1024;
 /// Small buffers kept at most.
@@ -21,7 +23,15 @@ struct Pool {
     small: Vec<Vec<u8>>,
     large: Vec<Vec<u8>>,
     large_bytes: usize,
+    /// Send-queue states let go by connections that went idle.
+    #[allow(clippy::vec_box)] // the boxes are what is reused, as OutQueue holds them
+    queues: Vec<Box<Queued>>,
 }
+
+/// Send-queue states kept at most (each a box and two small rings).
+const QUEUES_KEEP: usize = 64;
+/// Ring entries (chunks and message ends) past which a state is not kept.
+const QUEUE_RING_KEEP: usize = 1024;
 
 thread_local! {
     static POOL: RefCell<Pool> = RefCell::default();
@@ -50,17 +60,39 @@ pub(crate) fn take(len: usize) -> Vec<u8> {
 /// Gives a buffer back (its contents are dropped).
 pub(crate) fn give(mut b: Vec<u8>) {
     let cap = b.capacity();
+    if cap < 4096 {
+        // Too small to be worth keeping: a fresh one costs as little.
+        return;
+    }
     b.clear();
     POOL.with_borrow_mut(|p| {
-        if cap < 4096 {
-            // Too small to be worth keeping: a fresh one costs as little.
-        } else if cap <= SMALL {
+        if cap <= SMALL {
             if p.small.len() < SMALL_KEEP {
                 p.small.push(b);
             }
         } else if p.large_bytes + cap <= LARGE_KEEP_BYTES {
             p.large_bytes += cap;
             p.large.push(b);
+        }
+    });
+}
+
+/// An empty send-queue state: one a connection let go of, or a new one. A
+/// busy connection takes one for each burst and gives it back once its queue
+/// is written, so the box and its rings are reused, not allocated per burst.
+pub(crate) fn take_queue() -> Box<Queued> {
+    POOL.with_borrow_mut(|p| p.queues.pop()).unwrap_or_default()
+}
+
+/// Gives a send-queue state back; one whose rings a backlog grew is dropped.
+pub(crate) fn give_queue(mut q: Box<Queued>) {
+    if q.ring_capacity() > QUEUE_RING_KEEP {
+        return;
+    }
+    q.reset();
+    POOL.with_borrow_mut(|p| {
+        if p.queues.len() < QUEUES_KEEP {
+            p.queues.push(q);
         }
     });
 }
@@ -90,5 +122,44 @@ mod tests {
             give(b);
         }
         POOL.with_borrow(|p| assert!(p.large_bytes <= LARGE_KEEP_BYTES));
+    }
+
+    #[test]
+    fn queue_states_come_back_empty_and_bounded() {
+        use crate::queue::OutQueue;
+        use std::os::fd::AsFd;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let written = |q: &mut OutQueue| {
+            assert!(q.flush(ours.as_fd()).unwrap().drained);
+            assert!(q.holds_nothing());
+        };
+        // A connection's burst, written: its state goes back to the pool,
+        // for the next burst.
+        let mut q = OutQueue::default();
+        q.push_message(b"hello");
+        written(&mut q);
+        let state = take_queue();
+        assert!(state.ring_capacity() > 0, "the used state was not reused");
+        give_queue(state);
+        // A backlog's big rings are not kept.
+        let mut big = OutQueue::default();
+        for _ in 0..5000 {
+            big.push_message(&[1; 10]);
+        }
+        written(&mut big);
+        POOL.with_borrow(|p| {
+            assert!(
+                p.queues
+                    .iter()
+                    .all(|q| q.ring_capacity() <= QUEUE_RING_KEEP)
+            );
+        });
+        // At most QUEUES_KEEP states.
+        let states: Vec<_> = (0..QUEUES_KEEP + 10).map(|_| take_queue()).collect();
+        for s in states {
+            give_queue(s);
+        }
+        POOL.with_borrow(|p| assert!(p.queues.len() <= QUEUES_KEEP));
+        drop(theirs);
     }
 }

@@ -37,7 +37,7 @@ pub(crate) struct OutQueue {
 }
 
 #[derive(Debug, Default)]
-struct Queued {
+pub(crate) struct Queued {
     chunks: VecDeque<Vec<u8>>,
     /// Bytes of `chunks[0]` already written.
     head: usize,
@@ -73,7 +73,14 @@ impl OutQueue {
     }
 
     fn queued(&mut self) -> &mut Queued {
-        self.q.get_or_insert_with(Box::default)
+        self.q.get_or_insert_with(pool::take_queue)
+    }
+
+    /// Lets go of the queue's state (written and reported: nothing in it).
+    fn release(&mut self) {
+        if let Some(q) = self.q.take() {
+            pool::give_queue(q);
+        }
     }
 
     fn append(&mut self, bytes: &[u8]) {
@@ -169,7 +176,7 @@ impl OutQueue {
         }
         q.consume(q.len);
         if q.msg_ends.is_empty() {
-            self.q = None;
+            self.release();
         }
         all
     }
@@ -212,14 +219,29 @@ impl OutQueue {
         done.drained = q.len == 0;
         if done.drained && q.msg_ends.is_empty() {
             // Written chunks went back to the pool: an idle connection holds
-            // nothing, not even the rings of chunk pointers and message ends.
-            self.q = None;
+            // nothing, not even the rings of chunk pointers and message ends
+            // (those go back to the pool too, for the next busy connection).
+            self.release();
         }
         Ok(done)
     }
 }
 
 impl Queued {
+    /// Entries the rings have room for.
+    pub(crate) fn ring_capacity(&self) -> usize {
+        self.chunks.capacity() + self.msg_ends.capacity()
+    }
+
+    /// Empty again, keeping the rings' capacity (see [`pool::give_queue`]).
+    pub(crate) fn reset(&mut self) {
+        for chunk in self.chunks.drain(..) {
+            pool::give(chunk);
+        }
+        self.msg_ends.clear();
+        (self.head, self.len, self.queued, self.written) = (0, 0, 0, 0);
+    }
+
     fn consume(&mut self, mut n: usize) {
         self.len -= n;
         self.written += n as u64;

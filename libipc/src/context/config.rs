@@ -45,7 +45,7 @@ pub struct Config {
     /// kernel, which costs more than the message; a short busy poll catches
     /// an answer that comes within it. It wins only where the loop has a core
     /// of its own: on a core shared with its peers it takes the time they
-    /// need to answer (see BENCHMARKS.md, "Busy polling").
+    /// need to answer (see BENCHMARKS.md, issue 16, "One connection").
     pub busy_poll: Option<Duration>,
 }
 

@@ -510,6 +510,21 @@ fn rounds(b: &mut Bench, pair: [(Kind, usize); 2], size: usize, window: usize) -
     }))
 }
 
+/// [`rounds`], each median run added to the summary (in `pair`'s order).
+fn summarized_rounds(
+    b: &mut Bench,
+    s: Scenario,
+    pair: [(Kind, usize); 2],
+    size: usize,
+    window: usize,
+) -> Result<[Run; 2]> {
+    let runs = rounds(b, pair, size, window)?;
+    for run in &runs {
+        summary_row(b, s, size, window, run);
+    }
+    Ok(runs)
+}
+
 fn summary_row(b: &mut Bench, s: Scenario, size: usize, window: usize, run: &Run) {
     let f = run.fig;
     let _ = writeln!(
@@ -557,9 +572,7 @@ fn ratio_row(b: &mut Bench, s: Scenario, label: &str, r: [Option<f64>; 6]) {
 /// libipc against the reference at the same load.
 fn compare(b: &mut Bench, s: Scenario, conns: usize, size: usize, window: usize) -> Result<()> {
     let pair = [(Kind::Libipc, conns), (Kind::Reference, conns)];
-    let [lib, refr] = rounds(b, pair, size, window)?;
-    summary_row(b, s, size, window, &lib);
-    summary_row(b, s, size, window, &refr);
+    let [lib, refr] = summarized_rounds(b, s, pair, size, window)?;
     let r = ratios(&lib, &refr);
     let [rate, mbps, p50, p99, cpu, _] = r.map(|v| v.unwrap_or(f64::NAN));
     // The target is 0.9x the reference: for latencies, at most 1/0.9 as long.
@@ -582,9 +595,7 @@ fn scale(b: &mut Bench, s: Scenario, conns: usize, size: usize, window: usize) -
          the comparison; libipc at {base_conns} connections is)"
     );
     let pair = [(Kind::Libipc, base_conns), (Kind::Libipc, conns)];
-    let [base, many] = rounds(b, pair, size, window)?;
-    summary_row(b, s, size, window, &base);
-    summary_row(b, s, size, window, &many);
+    let [base, many] = summarized_rounds(b, s, pair, size, window)?;
     let r = ratios(&many, &base);
     let [rate, _, p50, p99, cpu, _] = r.map(|v| v.unwrap_or(f64::NAN));
     let verdict = if rate >= 0.8 { "met" } else { "NOT met" };
@@ -603,9 +614,7 @@ fn scale(b: &mut Bench, s: Scenario, conns: usize, size: usize, window: usize) -
 /// much more of them the service used.
 fn loops(b: &mut Bench, s: Scenario, conns: usize, size: usize, window: usize) -> Result<()> {
     let pair = [(Kind::Libipc2, conns), (Kind::Libipc, conns)];
-    let [two, one] = rounds(b, pair, size, window)?;
-    summary_row(b, s, size, window, &two);
-    summary_row(b, s, size, window, &one);
+    let [two, one] = summarized_rounds(b, s, pair, size, window)?;
     let r = ratios(&two, &one);
     let [rate, _, p50, p99, cpu, _] = r.map(|v| v.unwrap_or(f64::NAN));
     let verdict = if rate >= 1.4 { "met" } else { "NOT met" };
@@ -620,9 +629,7 @@ fn loops(b: &mut Bench, s: Scenario, conns: usize, size: usize, window: usize) -
 /// pongd's CPU time per message against the byte echo's, at the same load.
 fn cpu(b: &mut Bench, s: Scenario, conns: usize, size: usize, window: usize) -> Result<()> {
     let pair = [(Kind::Pongd, conns), (Kind::Bytes, conns)];
-    let [lib, bytes] = rounds(b, pair, size, window)?;
-    summary_row(b, s, size, window, &lib);
-    summary_row(b, s, size, window, &bytes);
+    let [lib, bytes] = summarized_rounds(b, s, pair, size, window)?;
     let r = ratios(&lib, &bytes);
     let [rate, _, _, _, ratio, _] = r.map(|v| v.unwrap_or(f64::NAN));
     let own = lib.srv_cpu.unwrap_or(f64::NAN);

@@ -85,6 +85,18 @@ fn a_busy_polling_loop_serves_every_message_and_sleeps_when_idle() {
         used < Duration::from_millis(100),
         "{used:?} of CPU in {wall:?} of idle waiting"
     );
+
+    // A timer shorter than the busy poll fires when due, not a spin later.
+    let mut ctx =
+        Context::with_config(Config::default().busy_poll(Some(Duration::from_secs(2)))).unwrap();
+    ctx.set_timer(Some(Duration::from_millis(200)));
+    let wall = Instant::now();
+    assert!(matches!(ctx.wait_event().unwrap(), Event::Timer));
+    let wall = wall.elapsed();
+    assert!(
+        wall >= Duration::from_millis(200) && wall < Duration::from_millis(380),
+        "a 200 ms timer fired after {wall:?}"
+    );
 }
 
 #[test]

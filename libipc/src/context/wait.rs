@@ -58,7 +58,7 @@ impl Context {
                 let wait = at.saturating_duration_since(now);
                 timeout = Some(timeout.map_or(wait, |t| t.min(wait)));
             }
-            let spun = timeout != Some(Duration::ZERO) && self.busy_poll(timeout);
+            let spun = timeout != Some(Duration::ZERO) && self.busy_poll(&mut timeout);
             let polled = if spun {
                 Ok(())
             } else {
@@ -109,13 +109,14 @@ impl Context {
 
     /// [`Config::busy_poll`](crate::Config::busy_poll): polls without
     /// sleeping for up to that long (or `timeout`, if shorter); true if that
-    /// found events (in `self.events`).
-    fn busy_poll(&mut self, timeout: Option<Duration>) -> bool {
+    /// found events (in `self.events`). Otherwise `timeout` is what is left
+    /// of it for the poll that sleeps.
+    fn busy_poll(&mut self, timeout: &mut Option<Duration>) -> bool {
         let Some(spin) = self.config.busy_poll else {
             return false;
         };
         let spin = timeout.map_or(spin, |t| t.min(spin));
-        let until = Instant::now() + spin;
+        let started = Instant::now();
         loop {
             if self
                 .poll
@@ -125,7 +126,9 @@ impl Context {
             {
                 return true;
             }
-            if Instant::now() >= until {
+            let spun = started.elapsed();
+            if spun >= spin {
+                *timeout = timeout.map(|t| t.saturating_sub(spun));
                 return false;
             }
             std::hint::spin_loop();

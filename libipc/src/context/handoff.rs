@@ -84,16 +84,12 @@ impl Context {
                         Err(e) => tracing::warn!(error = %Chain(&e), "handoff connection dropped"),
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Some(c) = self.conns.get_mut(id) {
-                        c.readable = false;
-                    }
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Reported by the policy's log line only (no ERROR event:
+                // the endpoint is the library's, not the application's).
                 Err(e) => {
-                    self.accept_failed(id, &e);
-                    return;
+                    if self.accept_stopped(id, &e).is_some() {
+                        return;
+                    }
                 }
             }
         }

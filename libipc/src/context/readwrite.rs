@@ -159,27 +159,41 @@ impl Context {
                         }),
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Some(c) = self.conns.get_mut(id) {
-                        c.readable = false;
+                Err(e) => match self.accept_stopped(id, &e) {
+                    None => {}
+                    Some(report) => {
+                        // An application that logs each ERROR event logs one
+                        // line a second, not one per retry.
+                        if report {
+                            self.pending.push_back(Event::Error {
+                                id: Some(id),
+                                error: e.into(),
+                            });
+                        }
+                        return;
                     }
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // An application that logs each ERROR event logs one
-                    // line a second, not one per retry.
-                    if self.accept_failed(id, &e) {
-                        self.pending.push_back(Event::Error {
-                            id: Some(id),
-                            error: e.into(),
-                        });
-                    }
-                    return;
-                }
+                },
             }
         }
         self.mark_ready(id);
+    }
+
+    /// Accept on listener `id` failed with `e`: `None` to try again at once
+    /// (interrupted); else this round of accepts is over, with `Some(true)`
+    /// when the failure is the one to report (see [`Context::accept_failed`]).
+    /// Nothing left to accept marks the listener unreadable until the next
+    /// poll says otherwise.
+    pub(super) fn accept_stopped(&mut self, id: ConnId, e: &io::Error) -> Option<bool> {
+        match e.kind() {
+            io::ErrorKind::Interrupted => None,
+            io::ErrorKind::WouldBlock => {
+                if let Some(c) = self.conns.get_mut(id) {
+                    c.readable = false;
+                }
+                Some(false)
+            }
+            _ => Some(self.accept_failed(id, e)),
+        }
     }
 
     /// Accept on listener `id` (a service's, or its handoff endpoint) failed

@@ -53,9 +53,9 @@ fn switched_pair(transport: Box<dyn Transport>) -> (Context, ConnId, UnixStream,
 }
 
 /// Runs `ctx` until `done`, failing after [`LIMIT`].
-fn run_until(ctx: &mut Context, what: &str, mut done: impl FnMut() -> bool) {
+fn run_until(ctx: &mut Context, what: &str, mut done: impl FnMut(&Context) -> bool) {
     let deadline = Instant::now() + LIMIT;
-    while !done() {
+    while !done(ctx) {
         assert!(Instant::now() < deadline, "{what}: not within {LIMIT:?}");
         ctx.wait_event().unwrap();
     }
@@ -65,7 +65,7 @@ fn run_until(ctx: &mut Context, what: &str, mut done: impl FnMut() -> bool) {
 fn run_until_still(ctx: &mut Context, count: &AtomicUsize) -> usize {
     let still_for = Duration::from_millis(300);
     let (mut last, mut since) = (usize::MAX, Instant::now());
-    run_until(ctx, "the count to settle", || {
+    run_until(ctx, "the count to settle", |_| {
         let now = count.load(Ordering::Relaxed);
         if now != last {
             (last, since) = (now, Instant::now());
@@ -104,7 +104,7 @@ fn a_peer_that_never_reads_its_answers_stops_being_read_until_it_does() {
             .enumerate()
             .all(|(i, &b)| b == ((i % (64 << 10)) % 251) as u8)
     });
-    run_until(&mut ctx, "all answers", || answers.is_finished());
+    run_until(&mut ctx, "all answers", |_| answers.is_finished());
     assert!(answers.join().unwrap(), "answers differ from what was sent");
     writer.join().unwrap();
     assert_eq!(given.load(Ordering::Relaxed), SENT);
@@ -117,22 +117,25 @@ fn a_peer_that_only_sends_data_is_read_while_it_does_not_read() {
     // the upload is taken whole (a single-threaded client writing before it
     // reads would deadlock otherwise).
     const EACH: usize = 8 << 20;
-    let (mut ctx, _net, mut peer, svc) = switched_pair(Box::new(Frames::new(1 << 20)));
+    let (mut ctx, net, mut peer, svc) = switched_pair(Box::new(Frames::new(1 << 20)));
     let mut svc_writer = svc.try_clone().unwrap();
-    let (backed_up, download_backed_up) = std::sync::mpsc::channel();
     let _download = thread::spawn(move || {
         let f = frame(&vec![7; (1 << 20) - 4]);
         for _ in 0..EACH >> 20 {
             if svc_writer.write_all(&f).is_err() {
                 return;
             }
-            // 1 MiB taken: past the kernel's buffers (about 200 KiB each
-            // way), more than half the high-water mark waits in the queue.
-            let _ = backed_up.send(());
         }
     });
+    // The upload starts once the download is backed up: half the high-water
+    // mark waits for the peer, so the service is no longer read. (Not once
+    // the service has written some amount: how much the context takes before
+    // it stops reading depends on the sizes of its reads.)
+    let pause_at = libipc::Config::default().high_water / 2;
+    run_until(&mut ctx, "the download to back up", |ctx| {
+        ctx.queued(net).unwrap() >= pause_at
+    });
     let upload = thread::spawn(move || {
-        download_backed_up.recv().unwrap();
         let f = frame(&vec![9; (64 << 10) - 4]);
         for _ in 0..EACH >> 16 {
             peer.write_all(&f).unwrap();
@@ -149,7 +152,7 @@ fn a_peer_that_only_sends_data_is_read_while_it_does_not_read() {
         }
         n
     });
-    run_until(&mut ctx, "the whole upload", || received.is_finished());
+    run_until(&mut ctx, "the whole upload", |_| received.is_finished());
     assert_eq!(received.join().unwrap(), EACH);
     drop(upload.join().unwrap());
 }

@@ -31,7 +31,7 @@ pub use proxied::Proxied;
 pub use refusal::Refusal;
 pub use routed::Routed;
 #[cfg(feature = "tls")]
-pub use tls::{PeerCheck, Tls};
+pub use tls::{PeerCheck, ReportSni, Tls};
 
 /// Where a transport puts its output: bytes for the service (LibIPC frames) and
 /// bytes for the network (in the transport's own framing). Both leave in order;

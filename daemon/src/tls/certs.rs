@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
+use libipc::switch::ReportSni;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -76,7 +77,8 @@ pub fn server_config(files: &ServerFiles) -> Result<Arc<ServerConfig>> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_cert_resolver(Arc::new(resolver(files)?));
+    // ReportSni: the client's server name reaches its peer info.
+    let mut config = builder.with_cert_resolver(Arc::new(ReportSni(Arc::new(resolver(files)?))));
     // tlsd picks the suite among those the client offers, in rustls' order
     // (AES-256-GCM first), whatever the client's order. All of rustls' suites
     // are strong; TLS scanners (testssl.sh) still rate a server that lets the

@@ -2,32 +2,138 @@
 //! and hands the plaintext to the transport it wraps, and encrypts what that one
 //! produces. So `Tls<Routed<Frames>>` is tlsd, and a WebSocket transport inside
 //! `Tls` is wss: TLS is written once.
+//!
+//! On rustls' unbuffered API: the records a read brings are decrypted where
+//! they lie, in a buffer of ours that exists only while a record is cut short
+//! by the read (taken from and given back to the thread's pool). rustls'
+//! buffered connection keeps a 4 KiB read buffer for as long as the connection
+//! lives, which was most of an idle TLS connection's cost.
 
-use std::io::{self, BufRead, Write};
+use std::cell::RefCell;
+use std::mem;
 use std::sync::Arc;
 
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ServerConnectionData, UnbufferedServerConnection,
+};
+use rustls::sign::CertifiedKey;
+use rustls::unbuffered::{
+    AppDataRecord, ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
+};
+use rustls::{ClientConfig, CommonState, ServerConfig};
 
 use crate::error::{Error, Result};
+use crate::pool;
 use crate::queue::OutQueue;
 use crate::switch::{PeerInfo, Refusal, Relay, TlsInfo, Transport};
 
-/// Plaintext rustls may hold before it is encrypted: what a service sends before
-/// the handshake is done waits there (bounded), later writes drain at once.
+/// Plaintext waiting for the handshake to finish before it can be encrypted:
+/// what a service sends before then waits (bounded), later writes go at once.
 const PLAINTEXT_LIMIT: usize = 1 << 20;
+
+/// Most bytes of a record (or of records making one handshake message, at most
+/// 64 KiB in rustls) left waiting for the rest of it. rustls refuses anything
+/// larger before this is reached; this bounds what a peer can make us hold
+/// should it not.
+const INCOMPLETE_LIMIT: usize = 80 << 10;
 
 /// Judges the peer's certificate chain once the handshake is done: `Ok` with the
 /// identity to log, or `Err` with the reason it is refused.
 pub type PeerCheck =
     Arc<dyn Fn(&[CertificateDer<'_>]) -> std::result::Result<String, String> + Send + Sync>;
 
-/// TLS around `inner`.
-pub struct Tls<T> {
-    conn: Connection,
-    inner: T,
+thread_local! {
+    /// The server name the last ClientHello on this thread asked for, from
+    /// [`ReportSni`]; taken by the server connection whose records were
+    /// being processed (rustls resolves the certificate synchronously, on
+    /// the thread processing them).
+    static ASKED_SNI: RefCell<Option<Box<str>>> = const { RefCell::new(None) };
+}
+
+/// A certificate resolver that also tells the connection the server name its
+/// client asked for (SNI, as rustls validated and lowercased it), for the
+/// peer info. rustls' unbuffered server connection does not expose it: a
+/// server configuration for [`Tls::server`] resolves through this, or its
+/// connections report no server name.
+#[derive(Debug)]
+pub struct ReportSni(pub Arc<dyn ResolvesServerCert>);
+
+impl ResolvesServerCert for ReportSni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        ASKED_SNI.set(hello.server_name().map(Box::from));
+        self.0.resolve(hello)
+    }
+
+    fn only_raw_public_keys(&self) -> bool {
+        self.0.only_raw_public_keys()
+    }
+}
+
+/// Either side of a TLS connection.
+enum Side {
+    Server(Box<UnbufferedServerConnection>),
+    Client(Box<UnbufferedClientConnection>),
+}
+
+/// What [`pump`] needs of either side's connection.
+trait Records {
+    type Data;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Records for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+impl Records for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+/// Whether close_notify is to be sent, or was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    No,
+    Wanted,
+    Sent,
+}
+
+/// The byte buffers of a connection, apart from rustls' state.
+#[derive(Debug)]
+struct Buffers {
+    /// Records read and not yet processed: empty (and without an allocation)
+    /// unless a read ended inside a record.
+    incoming: Vec<u8>,
+    /// Plaintext to encrypt once the handshake allows.
+    pending: Vec<u8>,
+    close: Close,
     /// The peer sent close_notify.
     peer_closed: bool,
+}
+
+/// TLS around `inner`.
+pub struct Tls<T> {
+    side: Side,
+    io: Buffers,
+    inner: T,
+    /// The server name the client asked for (server side).
+    sni: Option<Box<str>>,
     /// Run once, when the handshake completes.
     check: Option<PeerCheck>,
     /// What the check said about the peer's certificate.
@@ -36,21 +142,36 @@ pub struct Tls<T> {
 
 impl<T: std::fmt::Debug> std::fmt::Debug for Tls<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let common = self.common();
         f.debug_struct("Tls")
-            .field("conn", &self.conn)
+            .field("server", &matches!(self.side, Side::Server(_)))
+            .field("handshaking", &common.is_handshaking())
+            .field("version", &common.protocol_version())
+            .field("io", &self.io)
             .field("inner", &self.inner)
-            .field("peer_closed", &self.peer_closed)
             .field("check", &self.check.is_some())
             .field("identity", &self.identity)
             .finish()
     }
 }
 
+impl<T> Tls<T> {
+    /// The connection's state (peer certificates, version, ALPN).
+    pub fn common(&self) -> &CommonState {
+        match &self.side {
+            Side::Server(c) => c,
+            Side::Client(c) => c,
+        }
+    }
+}
+
 impl<T: Transport> Tls<T> {
-    /// The server side (an accepted client) with `config`.
+    /// The server side (an accepted client) with `config`. Its resolver is
+    /// to be a [`ReportSni`] for the client's server name to be reported.
     pub fn server(config: Arc<ServerConfig>, inner: T) -> Result<Self> {
-        let conn = ServerConnection::new(config).map_err(|e| Error::Tls(e.to_string()))?;
-        Ok(Self::wrap(conn.into(), inner))
+        let conn =
+            UnbufferedServerConnection::new(config).map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(Self::wrap(Side::Server(Box::new(conn)), inner))
     }
 
     /// The client side (dialling a remote daemon called `server_name`).
@@ -59,17 +180,22 @@ impl<T: Transport> Tls<T> {
         server_name: ServerName<'static>,
         inner: T,
     ) -> Result<Self> {
-        let conn =
-            ClientConnection::new(config, server_name).map_err(|e| Error::Tls(e.to_string()))?;
-        Ok(Self::wrap(conn.into(), inner))
+        let conn = UnbufferedClientConnection::new(config, server_name)
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(Self::wrap(Side::Client(Box::new(conn)), inner))
     }
 
-    fn wrap(mut conn: Connection, inner: T) -> Self {
-        conn.set_buffer_limit(Some(PLAINTEXT_LIMIT));
+    fn wrap(side: Side, inner: T) -> Self {
         Tls {
-            conn,
+            side,
+            io: Buffers {
+                incoming: Vec::new(),
+                pending: Vec::new(),
+                close: Close::No,
+                peer_closed: false,
+            },
             inner,
-            peer_closed: false,
+            sni: None,
             check: None,
             identity: None,
         }
@@ -83,20 +209,87 @@ impl<T: Transport> Tls<T> {
         self
     }
 
-    /// The TLS connection (for the peer's certificates, SNI, ALPN, version).
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    /// Runs rustls over what is buffered: decrypted data is added to `plain`,
+    /// records for the network to `out`, and `extra` (plaintext) is encrypted
+    /// after what waits, or waits too while the handshake does.
+    fn pump(
+        &mut self,
+        plain: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        extra: &[u8],
+    ) -> std::result::Result<(), rustls::Error> {
+        let mut extra = extra;
+        let r = match &mut self.side {
+            Side::Server(c) => pump(&mut **c, &mut self.io, plain, out, &mut extra, false),
+            Side::Client(c) => pump(&mut **c, &mut self.io, plain, out, &mut extra, false),
+        };
+        if matches!(self.side, Side::Server(_)) && self.sni.is_none() {
+            // Set while this connection's ClientHello was processed, if it was.
+            self.sni = ASKED_SNI.take();
+        }
+        if self.io.incoming.is_empty() {
+            pool::give(mem::take(&mut self.io.incoming));
+        }
+        r?;
+        if !extra.is_empty() {
+            if self.io.pending.len() + extra.len() > PLAINTEXT_LIMIT {
+                return Err(rustls::Error::General(format!(
+                    "more than {PLAINTEXT_LIMIT} bytes from the service before the TLS handshake finished"
+                )));
+            }
+            self.io.pending.extend_from_slice(extra);
+        }
+        if self.io.incoming.len() > INCOMPLETE_LIMIT {
+            return Err(rustls::Error::General(format!(
+                "{} bytes of an unfinished TLS record or handshake message",
+                self.io.incoming.len()
+            )));
+        }
+        Ok(())
     }
 
-    /// Queues the TLS records rustls has ready for the network.
-    fn flush_tls(&mut self, relay: &mut Relay<'_>) {
-        let mut records = Vec::new();
-        while self.conn.wants_write() {
-            if self.conn.write_tls(&mut records).is_err() {
-                break;
-            }
+    /// After a failure: the alert rustls prepared, and nothing else. (What
+    /// is left of the input stays: rustls may still point into it.)
+    fn alert(&mut self, relay: &mut Relay<'_>) {
+        let (mut plain, mut out, mut extra) = (Vec::new(), Vec::new(), &[][..]);
+        let _ = match &mut self.side {
+            Side::Server(c) => pump(
+                &mut **c,
+                &mut self.io,
+                &mut plain,
+                &mut out,
+                &mut extra,
+                true,
+            ),
+            Side::Client(c) => pump(
+                &mut **c,
+                &mut self.io,
+                &mut plain,
+                &mut out,
+                &mut extra,
+                true,
+            ),
+        };
+        relay.to_network(&out);
+    }
+
+    /// Sends close_notify once the handshake allows, after what waits.
+    fn close_notify(&mut self, relay: &mut Relay<'_>) {
+        if self.io.close == Close::No {
+            self.io.close = Close::Wanted;
         }
-        relay.to_network(&records);
+        if let Err(e) = self.flush(relay, &[]) {
+            tracing::debug!(error = %e, "TLS: close_notify not sent");
+        }
+    }
+
+    /// Encrypts `plain` for the network (or keeps it until the handshake is
+    /// done), with whatever else rustls has to send.
+    fn flush(&mut self, relay: &mut Relay<'_>, plain: &[u8]) -> Result<()> {
+        let mut out = Vec::new();
+        let r = self.pump(&mut Vec::new(), &mut out, plain);
+        relay.to_network(&out);
+        r.map_err(|e| Error::Tls(e.to_string()))
     }
 
     /// Runs the inner transport with the plaintext side of this connection as its
@@ -128,13 +321,14 @@ impl<T: Transport> Tls<T> {
             r
         };
         let plain = plain_out.take_bytes();
-        let written = self.encrypt(&plain, relay);
-        if let Some(reason) = finished {
+        if finished.is_some() {
             // The inner transport ended the conversation: so does TLS.
-            self.conn.send_close_notify();
+            self.io.close = Close::Wanted;
+        }
+        let written = self.flush(relay, &plain);
+        if let Some(reason) = finished {
             relay.finish(reason);
         }
-        self.flush_tls(relay);
         (result, written)
     }
 
@@ -146,25 +340,161 @@ impl<T: Transport> Tls<T> {
         }
     }
 
-    /// Encrypts `plain` into records for the network. rustls takes at most its
-    /// buffer limit at a time: records are drained between writes. Before the
-    /// handshake is done nothing drains, so more than the limit is an error
-    /// rather than a silent loss.
-    fn encrypt(&mut self, mut plain: &[u8], relay: &mut Relay<'_>) -> Result<()> {
-        while !plain.is_empty() {
-            let n = self.conn.writer().write(plain).unwrap_or(0);
-            plain = &plain[n..];
-            if n == 0 {
-                if !self.conn.wants_write() {
-                    return Err(Error::Tls(format!(
-                        "{} bytes from the service before the TLS handshake finished",
-                        PLAINTEXT_LIMIT
-                    )));
-                }
-                self.flush_tls(relay);
+    /// Once the handshake is done: the peer check, if any.
+    fn check_peer(&mut self, relay: &mut Relay<'_>) -> Result<()> {
+        if self.common().is_handshaking() {
+            return Ok(());
+        }
+        let Some(check) = self.check.take() else {
+            return Ok(());
+        };
+        let chain = self.common().peer_certificates().unwrap_or(&[]);
+        match check(chain) {
+            Ok(identity) => {
+                // The connection's span (the daemon's) carries it from now on.
+                tracing::Span::current().record("identity", tracing::field::display(&identity));
+                tracing::info!(%identity, "TLS peer identity");
+                self.identity = Some(identity);
+                Ok(())
+            }
+            Err(reason) => {
+                self.close_notify(relay);
+                Err(Error::Tls(format!("peer identity refused: {reason}")))
             }
         }
-        Ok(())
+    }
+}
+
+/// Runs `conn` until it needs more input or has nothing more to do. In
+/// `failed` mode (after an error), only the record it has queued (its alert)
+/// is encoded.
+fn pump<C: Records>(
+    conn: &mut C,
+    io: &mut Buffers,
+    plain: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    extra: &mut &[u8],
+    failed: bool,
+) -> std::result::Result<(), rustls::Error> {
+    // Each round consumes input, produces output or stops; the bound only
+    // guards against a state rustls would repeat.
+    for _ in 0..100_000 {
+        let UnbufferedStatus { mut discard, state } = conn.process(&mut io.incoming);
+        let state = match state {
+            Ok(state) => state,
+            Err(e) => {
+                io.incoming.drain(..discard);
+                return Err(e);
+            }
+        };
+        let mut done = false;
+        match state {
+            ConnectionState::ReadTraffic(mut records) if !failed => {
+                while let Some(record) = records.next_record() {
+                    let AppDataRecord {
+                        discard: taken,
+                        payload,
+                    } = record?;
+                    discard += taken;
+                    plain.extend_from_slice(payload);
+                }
+            }
+            ConnectionState::EncodeTlsData(mut record) => {
+                append(out, |buf| match record.encode(buf) {
+                    Ok(n) => Ok(n),
+                    Err(EncodeError::InsufficientSize(e)) => Err(Ok(e.required_size)),
+                    Err(e) => Err(Err(rustls::Error::General(e.to_string()))),
+                })?;
+            }
+            ConnectionState::TransmitTlsData(mut sent) => {
+                // `out` goes to the network in order: as good as sent.
+                if !failed && let Some(mut traffic) = sent.may_encrypt_app_data() {
+                    write_traffic(&mut traffic, &mut io.pending, &mut io.close, out, extra)?;
+                }
+                sent.done();
+            }
+            ConnectionState::WriteTraffic(mut traffic) if !failed => {
+                done = !write_traffic(&mut traffic, &mut io.pending, &mut io.close, out, extra)?;
+            }
+            ConnectionState::PeerClosed if !failed => io.peer_closed = true,
+            // BlockedHandshake (more input needed), Closed, and ReadEarlyData,
+            // which never comes: no configuration of ours accepts early data.
+            _ => done = true,
+        }
+        io.incoming.drain(..discard);
+        // After a failure rustls has queued one record, its alert, and
+        // handed it out first: calling it again would process input again.
+        if done || failed {
+            return Ok(());
+        }
+    }
+    Err(rustls::Error::General(
+        "TLS state machine did not settle".into(),
+    ))
+}
+
+/// Encrypts what waits, then `extra`, then close_notify if wanted; false if
+/// there was nothing to write.
+fn write_traffic<D>(
+    traffic: &mut WriteTraffic<'_, D>,
+    pending: &mut Vec<u8>,
+    close: &mut Close,
+    out: &mut Vec<u8>,
+    extra: &mut &[u8],
+) -> std::result::Result<bool, rustls::Error> {
+    let mut wrote = false;
+    for plain in [mem::take(pending).as_slice(), mem::take(extra)] {
+        if !plain.is_empty() {
+            append(out, |buf| {
+                traffic.encrypt(plain, buf).map_err(encrypt_error)
+            })?;
+            wrote = true;
+        }
+    }
+    if *close == Close::Wanted {
+        append(out, |buf| {
+            traffic.queue_close_notify(buf).map_err(encrypt_error)
+        })?;
+        *close = Close::Sent;
+        wrote = true;
+    }
+    Ok(wrote)
+}
+
+fn encrypt_error(e: EncryptError) -> std::result::Result<usize, rustls::Error> {
+    match e {
+        EncryptError::InsufficientSize(e) => Ok(e.required_size),
+        e => Err(rustls::Error::General(e.to_string())),
+    }
+}
+
+/// Appends what `write` puts in a buffer to `out`, growing the room to what
+/// it says it needs (`Err(Ok(size))`).
+fn append(
+    out: &mut Vec<u8>,
+    mut write: impl FnMut(
+        &mut [u8],
+    ) -> std::result::Result<usize, std::result::Result<usize, rustls::Error>>,
+) -> std::result::Result<(), rustls::Error> {
+    let start = out.len();
+    let mut room = 1024;
+    loop {
+        out.resize(start + room, 0);
+        match write(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(Ok(needed)) if needed > room => room = needed,
+            Err(Ok(_)) => {
+                out.truncate(start);
+                return Err(rustls::Error::General("TLS record did not fit".into()));
+            }
+            Err(Err(e)) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        }
     }
 }
 
@@ -178,62 +508,30 @@ impl<T: Transport> Transport for Tls<T> {
         self.quietly(relay, |inner, r| inner.start(r));
     }
 
-    fn on_network_data(&mut self, mut data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
+    fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
+        if self.io.incoming.capacity() == 0 {
+            self.io.incoming = pool::take(data.len());
+        }
+        self.io.incoming.extend_from_slice(data);
         let mut plain = Vec::new();
-        while !data.is_empty() {
-            self.conn.read_tls(&mut data)?;
-            match self.conn.process_new_packets() {
-                Ok(_) => {}
-                // A close_notify rustls did not take as the end of the data
-                // (sent as a fatal-level alert by some peers): still the peer's
-                // clean end, not a failure to report.
-                Err(rustls::Error::AlertReceived(rustls::AlertDescription::CloseNotify)) => {
-                    self.peer_closed = true;
-                    break;
-                }
-                Err(e) => {
-                    // Send the alert rustls prepared, then fail.
-                    self.flush_tls(relay);
-                    return Err(Error::Tls(e.to_string()));
-                }
+        let mut out = Vec::new();
+        match self.pump(&mut plain, &mut out, &[]) {
+            Ok(()) => {}
+            // A close_notify rustls did not take as the end of the data
+            // (sent as a fatal-level alert by some peers): still the peer's
+            // clean end, not a failure to report.
+            Err(rustls::Error::AlertReceived(rustls::AlertDescription::CloseNotify)) => {
+                self.io.peer_closed = true;
             }
-            if !self.conn.is_handshaking()
-                && let Some(check) = self.check.take()
-            {
-                let chain = self.conn.peer_certificates().unwrap_or(&[]);
-                match check(chain) {
-                    Ok(identity) => {
-                        // The connection's span (the daemon's) carries it from now on.
-                        tracing::Span::current()
-                            .record("identity", tracing::field::display(&identity));
-                        tracing::info!(%identity, "TLS peer identity");
-                        self.identity = Some(identity);
-                    }
-                    Err(reason) => {
-                        self.conn.send_close_notify();
-                        self.flush_tls(relay);
-                        return Err(Error::Tls(format!("peer identity refused: {reason}")));
-                    }
-                }
-            }
-            // Plaintext straight from rustls' buffer (no zeroed scratch, one copy).
-            let mut reader = self.conn.reader();
-            loop {
-                match reader.fill_buf() {
-                    Ok([]) => {
-                        self.peer_closed = true;
-                        break;
-                    }
-                    Ok(chunk) => {
-                        let n = chunk.len();
-                        plain.extend_from_slice(chunk);
-                        reader.consume(n);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(Error::Tls(e.to_string())),
-                }
+            Err(e) => {
+                // What went out before, then the alert rustls prepared.
+                relay.to_network(&out);
+                self.alert(relay);
+                return Err(Error::Tls(e.to_string()));
             }
         }
+        relay.to_network(&out);
+        self.check_peer(relay)?;
         let (result, written) = self.with_inner(relay, |inner, r| {
             if plain.is_empty() {
                 Ok(())
@@ -245,10 +543,9 @@ impl<T: Transport> Transport for Tls<T> {
             // The inner transport ended the conversation (a bad handshake, after
             // its answer): close_notify tells the client that answer is whole,
             // not cut short by an attacker.
-            self.conn.send_close_notify();
-            self.flush_tls(relay);
+            self.close_notify(relay);
         }
-        if self.peer_closed {
+        if self.io.peer_closed {
             // close_notify: the client's end of the conversation, even if it
             // keeps the TCP connection open for our answer.
             relay.network_ended();
@@ -271,12 +568,11 @@ impl<T: Transport> Transport for Tls<T> {
 
     fn refused(&mut self, refusal: Refusal, relay: &mut Relay<'_>) {
         self.quietly(relay, |inner, r| inner.refused(refusal, r));
-        self.conn.send_close_notify();
-        self.flush_tls(relay);
+        self.close_notify(relay);
     }
 
     fn handshake_phase(&self) -> Option<&'static str> {
-        if self.conn.is_handshaking() {
+        if self.common().is_handshaking() {
             Some("TLS handshake")
         } else {
             self.inner.handshake_phase()
@@ -299,11 +595,11 @@ impl<T: Transport> Transport for Tls<T> {
     }
 
     fn network_closed(&mut self) -> Result<()> {
-        if self.conn.is_handshaking() {
+        if self.common().is_handshaking() {
             return Err(Error::Handshake("closed during the TLS handshake".into()));
         }
         self.inner.network_closed()?;
-        if !self.peer_closed {
+        if !self.io.peer_closed {
             // Not fatal for what was already delivered, but worth a log line:
             // a truncation attack looks like this.
             tracing::debug!("TLS peer closed without close_notify");
@@ -313,24 +609,222 @@ impl<T: Transport> Transport for Tls<T> {
 
     fn service_closed(&mut self, relay: &mut Relay<'_>, clean: bool) {
         self.quietly(relay, |inner, r| inner.service_closed(r, clean));
-        self.conn.send_close_notify();
-        self.flush_tls(relay);
+        self.close_notify(relay);
     }
 
     fn describe(&self, info: &mut PeerInfo) {
-        let server_name = match &self.conn {
-            Connection::Server(s) => s.server_name().map(str::to_owned),
-            Connection::Client(_) => None,
-        };
+        let common = self.common();
         info.tls = Some(TlsInfo {
-            version: self.conn.protocol_version().map(|v| format!("{v:?}")),
-            server_name,
-            alpn: self
-                .conn
+            version: common.protocol_version().map(|v| format!("{v:?}")),
+            server_name: self.sni.as_deref().map(str::to_owned),
+            alpn: common
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
             identity: self.identity.clone(),
         });
         self.inner.describe(info);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Both ends of a TLS connection in one process: records go from one
+    //! end's network queue to the other's `on_network_data`.
+
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::RootCertStore;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use rustls::server::ResolvesServerCertUsingSni;
+
+    use super::*;
+    use crate::switch::Frames;
+
+    /// A CA, and a server configuration with a certificate of it for
+    /// `localhost` (resolved through [`ReportSni`]).
+    fn server_of_a_new_ca() -> (Arc<ServerConfig>, CertificateDer<'static>) {
+        static CAS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CAS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, format!("test CA {n}"));
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing = rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
+        let mut by_sni = ResolvesServerCertUsingSni::new();
+        let certified = CertifiedKey::new(vec![leaf.der().clone()], signing);
+        by_sni.add("localhost", certified).unwrap();
+        let config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(ReportSni(Arc::new(by_sni))));
+        (Arc::new(config), ca.der().clone())
+    }
+
+    fn client_trusting(ca: CertificateDer<'static>) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let config = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    /// One end: its transport and what it queued each way.
+    struct End {
+        tls: Tls<Frames>,
+        to_service: OutQueue,
+        to_network: OutQueue,
+        failed: Option<Error>,
+    }
+
+    impl End {
+        fn new(tls: Tls<Frames>) -> End {
+            End {
+                tls,
+                to_service: OutQueue::default(),
+                to_network: OutQueue::default(),
+                failed: None,
+            }
+        }
+
+        fn with(&mut self, f: impl FnOnce(&mut Tls<Frames>, &mut Relay<'_>) -> Result<()>) {
+            let mut relay = Relay::new(&mut self.to_service, &mut self.to_network);
+            let r = f(&mut self.tls, &mut relay);
+            if let Err(e) = r.and(relay.failed.take().map_or(Ok(()), |e| Err(e.into()))) {
+                self.failed.get_or_insert(e);
+            }
+        }
+
+        /// Gives this end what `from` sent, `cut` bytes at a time.
+        fn receive(&mut self, from: &mut End, cut: usize) {
+            let bytes = from.to_network.take_bytes();
+            for piece in bytes.chunks(cut.max(1)) {
+                self.with(|t, r| t.on_network_data(piece, r));
+            }
+        }
+    }
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A client and a server through their handshake, records cut in
+    /// pieces of `cut` bytes.
+    fn handshake(server: Arc<ServerConfig>, client: Arc<ClientConfig>, cut: usize) -> (End, End) {
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut c = End::new(Tls::client(client, name, Frames::new(1 << 20)).unwrap());
+        let mut s = End::new(Tls::server(server, Frames::new(1 << 20)).unwrap());
+        c.with(|t, r| {
+            t.start(r);
+            Ok(())
+        });
+        for _ in 0..10 {
+            s.receive(&mut c, cut);
+            c.receive(&mut s, cut);
+        }
+        (c, s)
+    }
+
+    #[test]
+    fn data_crosses_both_ways_and_idle_ends_hold_no_buffers() {
+        let (server, ca) = server_of_a_new_ca();
+        for cut in [1, 7, 100, 1 << 20] {
+            let (mut c, mut s) = handshake(server.clone(), client_trusting(ca.clone()), cut);
+            assert!(c.failed.is_none() && s.failed.is_none(), "{:?}", s.failed);
+            assert!(!s.tls.common().is_handshaking());
+            // Data each way, with records cut anywhere.
+            let big: Vec<u8> = (0..100_000).map(|i| i as u8).collect();
+            let sent = [frame(b"hello"), frame(&big)].concat();
+            c.with(|t, r| t.on_service_data(&sent, r));
+            s.receive(&mut c, cut);
+            assert_eq!(s.to_service.take_bytes(), sent, "cut {cut}");
+            s.with(|t, r| t.on_service_data(&sent, r));
+            c.receive(&mut s, cut);
+            assert_eq!(c.to_service.take_bytes(), sent, "cut {cut}");
+            // Nothing kept once nothing is in flight.
+            for end in [&c, &s] {
+                assert_eq!(end.tls.io.incoming.capacity(), 0, "cut {cut}");
+                assert_eq!(end.tls.io.pending.capacity(), 0, "cut {cut}");
+            }
+            let mut info = PeerInfo::default();
+            s.tls.describe(&mut info);
+            let tls = info.tls.unwrap();
+            assert_eq!(tls.server_name.as_deref(), Some("localhost"));
+            assert_eq!(tls.version.as_deref(), Some("TLSv1_3"));
+            // close_notify from the service's end reaches the other.
+            s.with(|t, r| {
+                t.service_closed(r, true);
+                Ok(())
+            });
+            c.receive(&mut s, cut);
+            assert!(c.tls.io.peer_closed, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn what_the_service_sends_during_the_handshake_waits_for_it() {
+        let (server, ca) = server_of_a_new_ca();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut c = End::new(Tls::client(client_trusting(ca), name, Frames::new(1 << 20)).unwrap());
+        let mut s = End::new(Tls::server(server, Frames::new(1 << 20)).unwrap());
+        c.with(|t, r| {
+            t.start(r);
+            Ok(())
+        });
+        let early = frame(b"before the handshake");
+        c.with(|t, r| t.on_service_data(&early, r));
+        for _ in 0..5 {
+            s.receive(&mut c, 1 << 20);
+            c.receive(&mut s, 1 << 20);
+        }
+        assert!(c.failed.is_none() && s.failed.is_none());
+        assert_eq!(s.to_service.take_bytes(), early);
+        // Past the limit, before the handshake, is an error, not a loss.
+        let mut c = End::new(
+            Tls::client(
+                client_trusting(server_of_a_new_ca().1),
+                ServerName::try_from("localhost").unwrap(),
+                Frames::new(4 << 20),
+            )
+            .unwrap(),
+        );
+        let too_much = frame(&vec![0; PLAINTEXT_LIMIT + 1]);
+        c.with(|t, r| t.on_service_data(&too_much, r));
+        assert!(matches!(c.failed, Some(Error::Tls(_))), "{:?}", c.failed);
+    }
+
+    #[test]
+    fn a_server_of_another_ca_is_refused_with_an_alert() {
+        let (server, _) = server_of_a_new_ca();
+        let (_, other_ca) = server_of_a_new_ca();
+        let (c, mut s) = handshake(server, client_trusting(other_ca), 1 << 20);
+        let Some(Error::Tls(why)) = &c.failed else {
+            panic!("the client did not fail: {:?}", c.failed);
+        };
+        assert!(why.contains("UnknownIssuer"), "{why}");
+        // The server was told why, as an alert, and fails with it.
+        let mut c = c;
+        s.receive(&mut c, 1 << 20);
+        let Some(Error::Tls(why)) = &s.failed else {
+            panic!("the server did not fail: {:?}", s.failed);
+        };
+        assert!(why.contains("UnknownCA"), "{why}");
+    }
+
+    #[test]
+    fn garbage_gets_an_alert_and_an_error() {
+        let (server, _) = server_of_a_new_ca();
+        let mut s = End::new(Tls::server(server, Frames::new(1 << 20)).unwrap());
+        s.with(|t, r| t.on_network_data(b"GET / HTTP/1.1\r\n\r\n", r));
+        assert!(matches!(s.failed, Some(Error::Tls(_))), "{:?}", s.failed);
+        let alert = s.to_network.take_bytes();
+        assert_eq!(alert.first(), Some(&21), "an alert record: {alert:?}");
     }
 }

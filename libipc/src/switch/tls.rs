@@ -376,14 +376,34 @@ fn pump<C: Records>(
     extra: &mut &[u8],
     failed: bool,
 ) -> std::result::Result<(), rustls::Error> {
+    // What rustls is done with is skipped, and removed once at the end: to
+    // rustls, the buffer it is given next starts after it, which is what
+    // removing it means (and removing it after each record would move what
+    // follows once per record).
+    let mut start = 0;
+    let r = pump_from(conn, io, &mut start, plain, out, extra, failed);
+    io.incoming.drain(..start);
+    r
+}
+
+/// [`pump`], with the input from `start` on.
+fn pump_from<C: Records>(
+    conn: &mut C,
+    io: &mut Buffers,
+    start: &mut usize,
+    plain: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    extra: &mut &[u8],
+    failed: bool,
+) -> std::result::Result<(), rustls::Error> {
     // Each round consumes input, produces output or stops; the bound only
     // guards against a state rustls would repeat.
     for _ in 0..100_000 {
-        let UnbufferedStatus { mut discard, state } = conn.process(&mut io.incoming);
+        let UnbufferedStatus { mut discard, state } = conn.process(&mut io.incoming[*start..]);
         let state = match state {
             Ok(state) => state,
             Err(e) => {
-                io.incoming.drain(..discard);
+                *start += discard;
                 return Err(e);
             }
         };
@@ -400,7 +420,7 @@ fn pump<C: Records>(
                 }
             }
             ConnectionState::EncodeTlsData(mut record) => {
-                append(out, |buf| match record.encode(buf) {
+                append(out, 4096, |buf| match record.encode(buf) {
                     Ok(n) => Ok(n),
                     Err(EncodeError::InsufficientSize(e)) => Err(Ok(e.required_size)),
                     Err(e) => Err(Err(rustls::Error::General(e.to_string()))),
@@ -421,7 +441,7 @@ fn pump<C: Records>(
             // which never comes: no configuration of ours accepts early data.
             _ => done = true,
         }
-        io.incoming.drain(..discard);
+        *start += discard;
         // After a failure rustls has queued one record, its alert, and
         // handed it out first: calling it again would process input again.
         if done || failed {
@@ -445,14 +465,17 @@ fn write_traffic<D>(
     let mut wrote = false;
     for plain in [mem::take(pending).as_slice(), mem::take(extra)] {
         if !plain.is_empty() {
-            append(out, |buf| {
+            // Records of at most 16 KiB, each with a header, a tag and
+            // (TLS 1.3) a content type or (TLS 1.2) a nonce: under 64 B.
+            let room = plain.len() + (plain.len() / (16 << 10) + 1) * 64;
+            append(out, room, |buf| {
                 traffic.encrypt(plain, buf).map_err(encrypt_error)
             })?;
             wrote = true;
         }
     }
     if *close == Close::Wanted {
-        append(out, |buf| {
+        append(out, 64, |buf| {
             traffic.queue_close_notify(buf).map_err(encrypt_error)
         })?;
         *close = Close::Sent;
@@ -468,16 +491,16 @@ fn encrypt_error(e: EncryptError) -> std::result::Result<usize, rustls::Error> {
     }
 }
 
-/// Appends what `write` puts in a buffer to `out`, growing the room to what
-/// it says it needs (`Err(Ok(size))`).
+/// Appends what `write` puts in a buffer to `out`: `room` bytes are offered,
+/// then what it says it needs (`Err(Ok(size))`).
 fn append(
     out: &mut Vec<u8>,
+    mut room: usize,
     mut write: impl FnMut(
         &mut [u8],
     ) -> std::result::Result<usize, std::result::Result<usize, rustls::Error>>,
 ) -> std::result::Result<(), rustls::Error> {
     let start = out.len();
-    let mut room = 1024;
     loop {
         out.resize(start + room, 0);
         match write(&mut out[start..]) {

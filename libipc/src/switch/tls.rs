@@ -850,4 +850,69 @@ mod tests {
         let alert = s.to_network.take_bytes();
         assert_eq!(alert.first(), Some(&21), "an alert record: {alert:?}");
     }
+
+    /// The CA and server of the property test, made once.
+    fn shared_server() -> &'static (Arc<ServerConfig>, CertificateDer<'static>) {
+        static SERVER: std::sync::OnceLock<(Arc<ServerConfig>, CertificateDer<'static>)> =
+            std::sync::OnceLock::new();
+        SERVER.get_or_init(server_of_a_new_ca)
+    }
+
+    /// A session whose client-to-server bytes are cut by `cuts` (in turn)
+    /// and, with `garbage`, have bytes inserted at an offset: what the server
+    /// gives its service.
+    fn session(cuts: &[usize], garbage: Option<(usize, Vec<u8>)>) -> (Vec<u8>, Vec<u8>, End) {
+        let (server, ca) = shared_server().clone();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut c = End::new(Tls::client(client_trusting(ca), name, Frames::new(1 << 20)).unwrap());
+        let mut s = End::new(Tls::server(server, Frames::new(1 << 20)).unwrap());
+        c.with(|t, r| {
+            t.start(r);
+            Ok(())
+        });
+        let sent = [frame(b"first"), frame(&[7; 40_000]), frame(b"last")].concat();
+        c.with(|t, r| t.on_service_data(&sent, r));
+        let (mut offset, mut garbage, mut turn) = (0, garbage, 0);
+        for _ in 0..8 {
+            let mut bytes = c.to_network.take_bytes();
+            if let Some((at, junk)) = garbage.take_if(|(at, _)| *at <= offset + bytes.len()) {
+                let at = at.saturating_sub(offset);
+                bytes.splice(at..at, junk);
+            }
+            offset += bytes.len();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() && s.failed.is_none() {
+                let n = cuts[turn % cuts.len()].clamp(1, rest.len());
+                turn += 1;
+                s.with(|t, r| t.on_network_data(&rest[..n], r));
+                rest = &rest[n..];
+            }
+            c.receive(&mut s, 1 << 20);
+        }
+        (sent, s.to_service.take_bytes(), s)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Records cut anywhere arrive whole; bytes inserted anywhere never
+        /// reach the service (what does is a prefix of what was sent) and
+        /// never panic.
+        #[test]
+        fn cut_records_arrive_whole_and_inserted_bytes_never_pass(
+            cuts in proptest::collection::vec(1usize..3000, 1..8),
+            garbage in proptest::option::of((
+                // In the handshake (the client's first flights) or anywhere.
+                proptest::prop_oneof![0usize..2_000, 0usize..50_000], proptest::collection::vec(proptest::prelude::any::<u8>(), 1..40))),
+        ) {
+            let with_garbage = garbage.is_some();
+            let (sent, got, s) = session(&cuts, garbage);
+            if with_garbage {
+                proptest::prop_assert!(sent.starts_with(&got), "{} bytes not sent reached the service", got.len());
+            } else {
+                proptest::prop_assert!(s.failed.is_none(), "{:?}", s.failed);
+                proptest::prop_assert_eq!(got, sent);
+            }
+        }
+    }
 }

@@ -227,8 +227,20 @@ impl<T: Transport> Tls<T> {
             // Set while this connection's ClientHello was processed, if it was.
             self.sni = ASKED_SNI.take();
         }
-        if self.io.incoming.is_empty() {
+        let (left, room) = (self.io.incoming.len(), self.io.incoming.capacity());
+        if left == 0 {
             pool::give(mem::take(&mut self.io.incoming));
+        } else if room > 2 * left.max(pool::SMALL) {
+            // A record cut by a large read: what waits for the rest of it
+            // moves to a buffer of its size, so that a peer that stops there
+            // keeps at most that, not the read's buffer.
+            let mut fit = if left <= pool::SMALL {
+                pool::take(left)
+            } else {
+                Vec::with_capacity(left)
+            };
+            fit.extend_from_slice(&self.io.incoming);
+            pool::give(mem::replace(&mut self.io.incoming, fit));
         }
         r?;
         if !extra.is_empty() {
@@ -532,8 +544,13 @@ impl<T: Transport> Transport for Tls<T> {
     }
 
     fn on_network_data(&mut self, data: &[u8], relay: &mut Relay<'_>) -> Result<()> {
-        if self.io.incoming.capacity() == 0 {
-            self.io.incoming = pool::take(data.len());
+        let need = self.io.incoming.len() + data.len();
+        if self.io.incoming.capacity() < need {
+            // From the pool rather than grown: what waits is short, the read
+            // may be long.
+            let mut room = pool::take(need);
+            room.extend_from_slice(&self.io.incoming);
+            pool::give(mem::replace(&mut self.io.incoming, room));
         }
         self.io.incoming.extend_from_slice(data);
         let mut plain = Vec::new();
@@ -789,6 +806,28 @@ mod tests {
             c.receive(&mut s, cut);
             assert!(c.tls.io.peer_closed, "cut {cut}");
         }
+    }
+
+    #[test]
+    fn a_record_cut_by_a_large_read_keeps_a_buffer_of_its_size() {
+        let (server, ca) = server_of_a_new_ca();
+        let (mut c, mut s) = handshake(server, client_trusting(ca), 1 << 20);
+        let sent = frame(&vec![5; 200_000]);
+        c.with(|t, r| t.on_service_data(&sent, r));
+        let bytes = c.to_network.take_bytes();
+        // All but the end of the last record, in one read.
+        let (most, end) = bytes.split_at(bytes.len() - 100);
+        s.with(|t, r| t.on_network_data(most, r));
+        let (left, room) = (s.tls.io.incoming.len(), s.tls.io.incoming.capacity());
+        assert!(left > 0 && left < 17 << 10, "{left} bytes wait");
+        assert!(
+            room <= 2 * pool::SMALL.max(left),
+            "{room} bytes held for the {left} of a cut record"
+        );
+        s.with(|t, r| t.on_network_data(end, r));
+        assert!(s.failed.is_none(), "{:?}", s.failed);
+        assert_eq!(s.to_service.take_bytes(), sent);
+        assert_eq!(s.tls.io.incoming.capacity(), 0);
     }
 
     #[test]

@@ -219,13 +219,19 @@ impl<T: Transport> Tls<T> {
         extra: &[u8],
     ) -> std::result::Result<(), rustls::Error> {
         let mut extra = extra;
+        let asking = matches!(self.side, Side::Server(_)) && self.common().is_handshaking();
+        if asking {
+            // Only what is set during this call is this connection's.
+            ASKED_SNI.take();
+        }
         let r = match &mut self.side {
             Side::Server(c) => pump(&mut **c, &mut self.io, plain, out, &mut extra, false),
             Side::Client(c) => pump(&mut **c, &mut self.io, plain, out, &mut extra, false),
         };
-        if matches!(self.side, Side::Server(_)) && self.sni.is_none() {
-            // Set while this connection's ClientHello was processed, if it was.
-            self.sni = ASKED_SNI.take();
+        if asking && let Some(name) = ASKED_SNI.take() {
+            // Its ClientHello was processed (again, after a HelloRetryRequest:
+            // the same name, rustls checks).
+            self.sni = Some(name);
         }
         let (left, room) = (self.io.incoming.len(), self.io.incoming.capacity());
         if left == 0 {
@@ -828,6 +834,19 @@ mod tests {
         assert!(s.failed.is_none(), "{:?}", s.failed);
         assert_eq!(s.to_service.take_bytes(), sent);
         assert_eq!(s.tls.io.incoming.capacity(), 0);
+    }
+
+    #[test]
+    fn the_server_name_reported_is_the_one_this_client_asked_for() {
+        let (server, ca) = server_of_a_new_ca();
+        // Left on the thread by another connection (a resolver call no
+        // connection took), and not what this one asked for.
+        ASKED_SNI.set(Some("elsewhere.example".into()));
+        let (_, s) = handshake(server, client_trusting(ca), 1);
+        assert!(s.failed.is_none(), "{:?}", s.failed);
+        let mut info = PeerInfo::default();
+        s.tls.describe(&mut info);
+        assert_eq!(info.tls.unwrap().server_name.as_deref(), Some("localhost"));
     }
 
     #[test]

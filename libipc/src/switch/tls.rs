@@ -86,25 +86,23 @@ trait Records {
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
 }
 
-impl Records for UnbufferedServerConnection {
-    type Data = ServerConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
+/// `process_tls_records` is the same call on each side, defined per side.
+macro_rules! records {
+    ($conn:ty, $data:ty) => {
+        impl Records for $conn {
+            type Data = $data;
+            fn process<'c, 'i>(
+                &'c mut self,
+                incoming: &'i mut [u8],
+            ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+                self.process_tls_records(incoming)
+            }
+        }
+    };
 }
 
-impl Records for UnbufferedClientConnection {
-    type Data = ClientConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
-        self.process_tls_records(incoming)
-    }
-}
+records!(UnbufferedServerConnection, ServerConnectionData);
+records!(UnbufferedClientConnection, ClientConnectionData);
 
 /// Whether close_notify is to be sent, or was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,10 +222,7 @@ impl<T: Transport> Tls<T> {
             // Only what is set during this call is this connection's.
             ASKED_SNI.take();
         }
-        let r = match &mut self.side {
-            Side::Server(c) => pump(&mut **c, &mut self.io, plain, out, &mut extra, false),
-            Side::Client(c) => pump(&mut **c, &mut self.io, plain, out, &mut extra, false),
-        };
+        let r = self.drive(plain, out, &mut extra, false);
         if asking && let Some(name) = ASKED_SNI.take() {
             // Its ClientHello was processed (again, after a HelloRetryRequest:
             // the same name, rustls checks).
@@ -266,28 +261,25 @@ impl<T: Transport> Tls<T> {
         Ok(())
     }
 
+    /// [`pump`] on this connection's side.
+    fn drive(
+        &mut self,
+        plain: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+        extra: &mut &[u8],
+        failed: bool,
+    ) -> std::result::Result<(), rustls::Error> {
+        match &mut self.side {
+            Side::Server(c) => pump(&mut **c, &mut self.io, plain, out, extra, failed),
+            Side::Client(c) => pump(&mut **c, &mut self.io, plain, out, extra, failed),
+        }
+    }
+
     /// After a failure: the alert rustls prepared, and nothing else. (What
     /// is left of the input stays: rustls may still point into it.)
     fn alert(&mut self, relay: &mut Relay<'_>) {
         let (mut plain, mut out, mut extra) = (Vec::new(), Vec::new(), &[][..]);
-        let _ = match &mut self.side {
-            Side::Server(c) => pump(
-                &mut **c,
-                &mut self.io,
-                &mut plain,
-                &mut out,
-                &mut extra,
-                true,
-            ),
-            Side::Client(c) => pump(
-                &mut **c,
-                &mut self.io,
-                &mut plain,
-                &mut out,
-                &mut extra,
-                true,
-            ),
-        };
+        let _ = self.drive(&mut plain, &mut out, &mut extra, true);
         relay.to_network(&out);
     }
 

@@ -296,6 +296,11 @@ impl<T: Transport> Tls<T> {
     /// Encrypts `plain` for the network (or keeps it until the handshake is
     /// done), with whatever else rustls has to send.
     fn flush(&mut self, relay: &mut Relay<'_>, plain: &[u8]) -> Result<()> {
+        if plain.is_empty() && self.io.close != Close::Wanted && !self.common().is_handshaking() {
+            // Once the handshake is done rustls has something to send only
+            // after input, and that was sent where the input was processed.
+            return Ok(());
+        }
         let mut out = Vec::new();
         let r = self.pump(&mut Vec::new(), &mut out, plain);
         relay.to_network(&out);

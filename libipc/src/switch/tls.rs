@@ -396,76 +396,68 @@ fn pump<C: Records>(
     // removing it means (and removing it after each record would move what
     // follows once per record).
     let mut start = 0;
-    let r = pump_from(conn, io, &mut start, plain, out, extra, failed);
+    // In a closure so that `?` still leaves through the removal below.
+    let mut rounds = || -> std::result::Result<(), rustls::Error> {
+        // Each round consumes input, produces output or stops; the bound only
+        // guards against a state rustls would repeat.
+        for _ in 0..100_000 {
+            let UnbufferedStatus { mut discard, state } = conn.process(&mut io.incoming[start..]);
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    start += discard;
+                    return Err(e);
+                }
+            };
+            let mut done = false;
+            match state {
+                ConnectionState::ReadTraffic(mut records) if !failed => {
+                    while let Some(record) = records.next_record() {
+                        let AppDataRecord {
+                            discard: taken,
+                            payload,
+                        } = record?;
+                        discard += taken;
+                        plain.extend_from_slice(payload);
+                    }
+                }
+                ConnectionState::EncodeTlsData(mut record) => {
+                    append(out, 4096, |buf| match record.encode(buf) {
+                        Ok(n) => Ok(n),
+                        Err(EncodeError::InsufficientSize(e)) => Err(Ok(e.required_size)),
+                        Err(e) => Err(Err(rustls::Error::General(e.to_string()))),
+                    })?;
+                }
+                ConnectionState::TransmitTlsData(mut sent) => {
+                    // `out` goes to the network in order: as good as sent.
+                    if !failed && let Some(mut traffic) = sent.may_encrypt_app_data() {
+                        write_traffic(&mut traffic, &mut io.pending, &mut io.close, out, extra)?;
+                    }
+                    sent.done();
+                }
+                ConnectionState::WriteTraffic(mut traffic) if !failed => {
+                    done =
+                        !write_traffic(&mut traffic, &mut io.pending, &mut io.close, out, extra)?;
+                }
+                ConnectionState::PeerClosed if !failed => io.peer_closed = true,
+                // BlockedHandshake (more input needed), Closed, and ReadEarlyData,
+                // which never comes: no configuration of ours accepts early data.
+                _ => done = true,
+            }
+            start += discard;
+            // After a failure rustls has queued one record, its alert, and
+            // handed it out first: calling it again would process input again.
+            if done || failed {
+                return Ok(());
+            }
+        }
+        Err(rustls::Error::General(
+            "TLS state machine did not settle".into(),
+        ))
+    };
+    let r = rounds();
     io.incoming.drain(..start);
     r
-}
-
-/// [`pump`], with the input from `start` on.
-fn pump_from<C: Records>(
-    conn: &mut C,
-    io: &mut Buffers,
-    start: &mut usize,
-    plain: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-    extra: &mut &[u8],
-    failed: bool,
-) -> std::result::Result<(), rustls::Error> {
-    // Each round consumes input, produces output or stops; the bound only
-    // guards against a state rustls would repeat.
-    for _ in 0..100_000 {
-        let UnbufferedStatus { mut discard, state } = conn.process(&mut io.incoming[*start..]);
-        let state = match state {
-            Ok(state) => state,
-            Err(e) => {
-                *start += discard;
-                return Err(e);
-            }
-        };
-        let mut done = false;
-        match state {
-            ConnectionState::ReadTraffic(mut records) if !failed => {
-                while let Some(record) = records.next_record() {
-                    let AppDataRecord {
-                        discard: taken,
-                        payload,
-                    } = record?;
-                    discard += taken;
-                    plain.extend_from_slice(payload);
-                }
-            }
-            ConnectionState::EncodeTlsData(mut record) => {
-                append(out, 4096, |buf| match record.encode(buf) {
-                    Ok(n) => Ok(n),
-                    Err(EncodeError::InsufficientSize(e)) => Err(Ok(e.required_size)),
-                    Err(e) => Err(Err(rustls::Error::General(e.to_string()))),
-                })?;
-            }
-            ConnectionState::TransmitTlsData(mut sent) => {
-                // `out` goes to the network in order: as good as sent.
-                if !failed && let Some(mut traffic) = sent.may_encrypt_app_data() {
-                    write_traffic(&mut traffic, &mut io.pending, &mut io.close, out, extra)?;
-                }
-                sent.done();
-            }
-            ConnectionState::WriteTraffic(mut traffic) if !failed => {
-                done = !write_traffic(&mut traffic, &mut io.pending, &mut io.close, out, extra)?;
-            }
-            ConnectionState::PeerClosed if !failed => io.peer_closed = true,
-            // BlockedHandshake (more input needed), Closed, and ReadEarlyData,
-            // which never comes: no configuration of ours accepts early data.
-            _ => done = true,
-        }
-        *start += discard;
-        // After a failure rustls has queued one record, its alert, and
-        // handed it out first: calling it again would process input again.
-        if done || failed {
-            return Ok(());
-        }
-    }
-    Err(rustls::Error::General(
-        "TLS state machine did not settle".into(),
-    ))
 }
 
 /// Encrypts what waits, then `extra`, then close_notify if wanted; false if

@@ -81,7 +81,7 @@ const PER_IDLE_CONN_KIB: f64 = 2.0;
 /// one is cut by a read.
 const PER_IDLE_TLS_CONN_KIB: f64 = 6.0;
 
-/// Connections [`idle_cost_kib`] holds open.
+/// Connections [`assert_idle_cost`] holds open.
 const IDLE_CONNS: usize = 1000;
 
 /// Bytes for a failure message: text where they are text.
@@ -573,10 +573,11 @@ fn slowloris_wave(s: &mut Slowloris<'_>, wave: usize) -> (u64, u64) {
 }
 
 /// What each of [`IDLE_CONNS`] connections, made by `open` (a message echoed
-/// on each) and then left idle, adds to `d`'s resident memory, in KiB. Some
-/// connections are made and closed first, so that what the first ones cause
-/// once (pools, arenas) is not counted.
-fn idle_cost_kib<C>(d: &Daemon, open: impl Fn(usize) -> C) -> f64 {
+/// on each) and then left idle, adds to `d`'s resident memory, in KiB: at
+/// most `limit`, or the test fails naming `what` they are. Some connections
+/// are made and closed first, so that what the first ones cause once (pools,
+/// arenas) is not counted.
+fn assert_idle_cost<C>(d: &Daemon, what: &str, limit: f64, open: impl Fn(usize) -> C) {
     raise_own_fd_limit(IDLE_CONNS as u64 + 256);
     for i in 0..100 {
         drop(open(i));
@@ -585,34 +586,38 @@ fn idle_cost_kib<C>(d: &Daemon, open: impl Fn(usize) -> C) -> f64 {
     let held: Vec<C> = (0..IDLE_CONNS).map(&open).collect();
     let after = d.rss_kib();
     drop(held);
-    after.saturating_sub(before) as f64 / IDLE_CONNS as f64
+    let per = after.saturating_sub(before) as f64 / IDLE_CONNS as f64;
+    println!("{what}: {per:.2} KiB each");
+    assert!(
+        per <= limit,
+        "{per:.2} KiB per idle connection ({what}), more than {limit}"
+    );
+}
+
+/// A framed echo on `s`, which is then returned to be held idle.
+fn echoed<S: Read + Write>(mut s: S, i: usize) -> S {
+    framed_echo(&mut s, i);
+    s
 }
 
 #[test]
 fn an_idle_tcpd_connection_costs_little_memory() {
     let (w, _echo) = with_echo();
     let d = Daemon::start(&w, "tcpd", "tcpd", &[]);
-    let per = idle_cost_kib(&d, |i| {
-        let mut s = tcp(d.addr);
-        framed_echo(&mut s, i);
-        s
+    assert_idle_cost(&d, "idle tcpd connections", PER_IDLE_CONN_KIB, |i| {
+        echoed(tcp(d.addr), i)
     });
-    println!("tcpd: {per:.2} KiB per idle connection");
-    assert!(
-        per <= PER_IDLE_CONN_KIB,
-        "{per:.2} KiB per idle tcpd connection, more than {PER_IDLE_CONN_KIB}"
-    );
 }
 
 #[test]
 fn an_idle_websocket_costs_websocketd_little_memory() {
     let (w, _echo) = with_echo();
     let d = Daemon::start(&w, "websocketd", "websocketd", &[]);
-    let per = idle_cost_kib(&d, |i| ws_echo(d.addr, i));
-    println!("websocketd: {per:.2} KiB per idle WebSocket");
-    assert!(
-        per <= PER_IDLE_CONN_KIB,
-        "{per:.2} KiB per idle WebSocket in websocketd, more than {PER_IDLE_CONN_KIB}"
+    assert_idle_cost(
+        &d,
+        "idle WebSockets in websocketd",
+        PER_IDLE_CONN_KIB,
+        |i| ws_echo(d.addr, i),
     );
 }
 
@@ -622,15 +627,11 @@ fn an_idle_tls_connection_costs_tlsd_little_memory() {
     let pki = certs::generate(w.path(), false);
     let d = start_tlsd(&w, &pki, &[]);
     let config = tls_config(&pki.ca.cert);
-    let per = idle_cost_kib(&d, |i| {
-        let mut s = tls(d.addr, &config);
-        framed_echo(&mut s, i);
-        s
-    });
-    println!("tlsd: {per:.2} KiB per idle TLS connection");
-    assert!(
-        per <= PER_IDLE_TLS_CONN_KIB,
-        "{per:.2} KiB per idle TLS connection in tlsd, more than {PER_IDLE_TLS_CONN_KIB}"
+    assert_idle_cost(
+        &d,
+        "idle TLS connections in tlsd",
+        PER_IDLE_TLS_CONN_KIB,
+        |i| echoed(tls(d.addr, &config), i),
     );
 }
 

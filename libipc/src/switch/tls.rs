@@ -750,16 +750,23 @@ mod tests {
         f
     }
 
-    /// A client and a server through their handshake, records cut in
-    /// pieces of `cut` bytes.
-    fn handshake(server: Arc<ServerConfig>, client: Arc<ClientConfig>, cut: usize) -> (End, End) {
+    /// A client for `localhost` and a server, the client's ClientHello
+    /// queued for the server.
+    fn started(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> (End, End) {
         let name = ServerName::try_from("localhost").unwrap();
         let mut c = End::new(Tls::client(client, name, Frames::new(1 << 20)).unwrap());
-        let mut s = End::new(Tls::server(server, Frames::new(1 << 20)).unwrap());
+        let s = End::new(Tls::server(server, Frames::new(1 << 20)).unwrap());
         c.with(|t, r| {
             t.start(r);
             Ok(())
         });
+        (c, s)
+    }
+
+    /// A client and a server through their handshake, records cut in
+    /// pieces of `cut` bytes.
+    fn handshake(server: Arc<ServerConfig>, client: Arc<ClientConfig>, cut: usize) -> (End, End) {
+        let (mut c, mut s) = started(server, client);
         for _ in 0..10 {
             s.receive(&mut c, cut);
             c.receive(&mut s, cut);
@@ -841,13 +848,7 @@ mod tests {
     #[test]
     fn what_the_service_sends_during_the_handshake_waits_for_it() {
         let (server, ca) = server_of_a_new_ca();
-        let name = ServerName::try_from("localhost").unwrap();
-        let mut c = End::new(Tls::client(client_trusting(ca), name, Frames::new(1 << 20)).unwrap());
-        let mut s = End::new(Tls::server(server, Frames::new(1 << 20)).unwrap());
-        c.with(|t, r| {
-            t.start(r);
-            Ok(())
-        });
+        let (mut c, mut s) = started(server, client_trusting(ca));
         let early = frame(b"before the handshake");
         c.with(|t, r| t.on_service_data(&early, r));
         for _ in 0..5 {
@@ -910,13 +911,7 @@ mod tests {
     /// gives its service.
     fn session(cuts: &[usize], garbage: Option<(usize, Vec<u8>)>) -> (Vec<u8>, Vec<u8>, End) {
         let (server, ca) = shared_server().clone();
-        let name = ServerName::try_from("localhost").unwrap();
-        let mut c = End::new(Tls::client(client_trusting(ca), name, Frames::new(1 << 20)).unwrap());
-        let mut s = End::new(Tls::server(server, Frames::new(1 << 20)).unwrap());
-        c.with(|t, r| {
-            t.start(r);
-            Ok(())
-        });
+        let (mut c, mut s) = started(server, client_trusting(ca));
         let sent = [frame(b"first"), frame(&[7; 40_000]), frame(b"last")].concat();
         c.with(|t, r| t.on_service_data(&sent, r));
         let (mut offset, mut garbage, mut turn) = (0, garbage, 0);
